@@ -1,0 +1,1 @@
+"""Offline side: datasets, cleaning, splits, CF models, encoder export, repository writer."""
