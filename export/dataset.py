@@ -112,15 +112,34 @@ def histories_of(interactions: Interactions, n_users: int) -> list[np.ndarray]:
 
 @dataclass(frozen=True, kw_only=True)
 class Split:
-    """One evaluation split. `valid`/`test` map a user index to the target item indices.
+    """One evaluation split: disjoint train / valid / test interactions (each in canonical order).
 
-    `train` holds every interaction a model may learn from for this split; targets never appear in it.
-    For the `cold-items` protocol, `cold_items` lists items with no training interaction at all.
+    `train` holds every interaction a model may learn from when tuning; valid and test targets never
+    appear in it. For the `cold-items` protocol, `cold_items` lists the items that have no training
+    interaction at all.
     """
 
     protocol: str
     seed: int
     train: Interactions
-    valid: dict[int, np.ndarray]
-    test: dict[int, np.ndarray]
+    valid: Interactions
+    test: Interactions
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+
+def concat(*parts: Interactions) -> Interactions:
+    """Union of interaction sets, returned in canonical order."""
+    return Interactions(
+        user=np.concatenate([p.user for p in parts]),
+        item=np.concatenate([p.item for p in parts]),
+        weight=np.concatenate([p.weight for p in parts]),
+        timestamp=np.concatenate([p.timestamp for p in parts]),
+    ).sorted()
+
+
+def targets_by_user(interactions: Interactions) -> dict[int, np.ndarray]:
+    """User index -> the item indices that user has in `interactions`."""
+    out: dict[int, list[int]] = {}
+    for u, i in zip(interactions.user.tolist(), interactions.item.tolist()):
+        out.setdefault(u, []).append(i)
+    return {u: np.asarray(items, np.int32) for u, items in out.items()}
