@@ -1,0 +1,5 @@
+"""Python client (sync and asyncio) for the lmrec gateway, and the text formatting the CLI uses."""
+
+from .client import AsyncRecommenderClient, ClientError, RecommenderClient, format_items
+
+__all__ = ["AsyncRecommenderClient", "ClientError", "RecommenderClient", "format_items"]

@@ -70,6 +70,7 @@ def fit_cf(dataset, config: AlsConfig) -> dict[str, np.ndarray]:
         "item_factors": np.asarray(model.item_factors, np.float32),
         "popularity": popularity,
         "regularization": np.float32(config.regularization),
+        "alpha": np.float32(config.alpha),
     }
 
 

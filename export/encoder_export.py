@@ -142,12 +142,34 @@ def _cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     return (ref * oth).sum(axis=1)
 
 
+def _quiet_third_party_logs() -> None:
+    """Exporters warn about tracing details that are expected here; keep the build output readable."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from torch.jit import TracerWarning
+
+        warnings.filterwarnings("ignore", category=TracerWarning)
+    except ImportError:
+        pass
+    for name in ("transformers", "optimum", "sentence_transformers", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
 def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExport:
     """Export, prune, quantise and parity-check one encoder into `config.output_dir`."""
     from optimum.exporters.onnx import main_export
     from sentence_transformers import SentenceTransformer
 
     started = time.perf_counter()
+    _quiet_third_party_logs()
     out = Path(config.output_dir)
     if out.exists():
         shutil.rmtree(out)

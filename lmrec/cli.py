@@ -1,1 +1,229 @@
-def main(argv=None):\n    raise SystemExit("not yet")
+"""`lmrec` command line: each verb builds a typed config and calls one entry point.
+
+Verbs: build, serve, gateway, demo, evaluate (offline/ops) and recommend, similar (client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DATASETS = ("synthetic", "ml-100k", "ml-latest-small", "movielens-csv", "csv")
+PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
+DEFAULT_ADDRESS = os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2, never a traceback."""
+
+
+def _default_build_dir(dataset: str) -> Path:
+    return Path("build") / dataset
+
+
+def _data_config(args):
+    from lmrec.export.loaders import DataConfig
+
+    if args.dataset != "synthetic" and args.data_dir is None:
+        raise CliError(f"--dataset {args.dataset} needs --data-dir (the folder holding its files)")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise CliError(f"--data-dir {args.data_dir} is not a directory")
+    return DataConfig(dataset=args.dataset, data_dir=Path(args.data_dir) if args.data_dir else None,
+                      min_user_interactions=args.min_user_interactions,
+                      min_item_interactions=args.min_item_interactions,
+                      implicit_threshold=args.implicit_threshold)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                        help="data set (default: the embedded synthetic one)")
+    parser.add_argument("--data-dir", help="folder with the data set's files (all but synthetic)")
+    parser.add_argument("--min-user-interactions", type=int, default=0, metavar="N")
+    parser.add_argument("--min-item-interactions", type=int, default=0, metavar="N")
+    parser.add_argument("--implicit-threshold", type=float, default=None, metavar="RATING",
+                        help="keep only interactions with rating >= RATING (default: every rating counts)")
+
+
+def _positive_k(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from None
+
+
+def _build_config(args):
+    from lmrec.export.build import BuildConfig
+
+    kwargs = dict(data=_data_config(args), output_dir=Path(args.build_dir or _default_build_dir(args.dataset)),
+                  precision=args.precision, version=args.version)
+    if args.encoder:
+        kwargs["encoder_model"] = args.encoder
+    return BuildConfig(**kwargs)
+
+
+def cmd_build(args) -> int:
+    from lmrec.export.build import build_bundle
+
+    build_bundle(_build_config(args))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from lmrec.server.serve import ServeConfig, serve
+
+    serve(ServeConfig(build_dir=Path(args.build_dir), host=args.host, port=args.port,
+                      bundle_version=args.bundle_version))
+    return 0
+
+
+def cmd_gateway(args) -> int:
+    from lmrec.server.gateway import GatewayConfig, serve_gateway
+
+    def ready(port: int) -> None:
+        print(f"gateway serving on {args.host}:{port}", flush=True)
+
+    serve_gateway(GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
+                                port=args.port, bundle_version=args.bundle_version, retriever=args.retriever),
+                  on_ready=ready)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from lmrec.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(build=_build_config(args), rebuild=args.rebuild))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from lmrec.export.evaluate import EvaluateConfig, format_table, records_to_json, run_evaluation
+
+    methods = tuple(m for chunk in args.method for m in chunk.split(",") if m)
+    config = EvaluateConfig(data=_data_config(args), protocol=args.protocol, methods=methods, seed=args.seed)
+    records = run_evaluation(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(records))
+    if args.json:
+        payload = records_to_json(records, command="lmrec " + " ".join(sys.argv[1:]))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from lmrec.client import RecommenderClient, format_items
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.recommend(args.user or "", recent_item_ids=args.item or (), text=args.text or "",
+                                    k=args.k, include_seen=args.include_seen)
+    if args.json:
+        from google.protobuf.json_format import MessageToJson
+
+        print(MessageToJson(response))
+    else:
+        if response.profile_text:
+            print(f"profile: {response.profile_text}")
+        print(format_items(response))
+    return 0
+
+
+def cmd_similar(args) -> int:
+    from lmrec.client import RecommenderClient, format_items
+
+    if not args.item and not args.text:
+        raise CliError("give --item ID or --text TEXT")
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.similar(args.item or "", text=args.text or "", k=args.k)
+    print(format_items(response))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmrec", description="Language-model recommender: build, serve, query, evaluate.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    def add_build_arguments(p):
+        _add_data_arguments(p)
+        p.add_argument("--build-dir", help="output folder (default: build/<dataset>)")
+        p.add_argument("--encoder", help="Hugging Face model id or local folder (default: the packaged all-MiniLM-L6-v2)")
+        p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                       help="which exported encoder Triton serves and the index is built with")
+        p.add_argument("--version", type=int, default=None, help="version number to write (default: next free)")
+
+    p = verbs.add_parser("build", help="load data, export the encoder, build index + ALS, write version N")
+    add_build_arguments(p)
+    p.set_defaults(run=cmd_build)
+
+    p = verbs.add_parser("serve", help="start Triton and the gateway on a build folder")
+    p.add_argument("--build-dir", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--bundle-version", type=int, default=None)
+    p.set_defaults(run=cmd_serve)
+
+    p = verbs.add_parser("gateway", help="start only the gateway, against a running Triton")
+    p.add_argument("--build-dir", required=True)
+    p.add_argument("--triton-url", required=True, help="Triton gRPC address, host:port")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
+    p.add_argument("--bundle-version", type=int, default=None)
+    p.add_argument("--retriever", choices=("hnsw", "exact"), default="hnsw")
+    p.set_defaults(run=cmd_gateway)
+
+    p = verbs.add_parser("demo", help="build (if needed), serve, send example requests, shut down")
+    add_build_arguments(p)
+    p.add_argument("--rebuild", action="store_true", help="build a new version even if one exists")
+    p.set_defaults(run=cmd_demo)
+
+    p = verbs.add_parser("evaluate", help="offline evaluation with full ranking")
+    _add_data_arguments(p)
+    p.add_argument("--protocol", choices=PROTOCOLS, default="temporal-loo")
+    p.add_argument("--method", action="append", required=True,
+                   help="method name(s): pop, als, lm-pretrained (repeat or comma-separate)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.set_defaults(run=cmd_evaluate)
+
+    for name, helptext, runner in (("recommend", "ask the gateway for recommendations", cmd_recommend),
+                                   ("similar", "ask the gateway for similar items", cmd_similar)):
+        p = verbs.add_parser(name, help=helptext)
+        p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
+        p.add_argument("-k", type=_positive_k, default=10)
+        p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+        p.add_argument("--text", help="free text")
+        if name == "recommend":
+            p.add_argument("--user", help="user id")
+            p.add_argument("--item", action="append", help="a recent item id (repeatable), oldest first")
+            p.add_argument("--include-seen", action="store_true")
+            p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+        else:
+            p.add_argument("--item", help="item id")
+        p.set_defaults(run=runner)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lmrec.errors import user_facing_errors
+
+    try:
+        return args.run(args)
+    except CliError as error:
+        print(f"lmrec {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except user_facing_errors() as error:
+        print(f"lmrec {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

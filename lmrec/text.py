@@ -68,7 +68,9 @@ def describe_user(attributes: Mapping[str, str] | None) -> str:
         words.append(f"{attrs['age']}-year-old")
     if "gender" in attrs:
         words.append(_GENDER_WORDS.get(attrs["gender"], attrs["gender"]))
-    words.append(attrs.get("occupation", "user"))
+    occupation = attrs.get("occupation", "")
+    # MovieLens says "other"/"none" when it does not know; that describes nobody.
+    words.append(occupation if occupation and occupation not in ("other", "none") else "user")
     sentence = "A " + " ".join(words) + "."
     extras = [f"{k.replace('_', ' ')}: {attrs[k]}" for k in sorted(attrs) if k not in _USER_ATTRIBUTE_ORDER]
     if extras:
