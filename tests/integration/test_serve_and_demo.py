@@ -1,0 +1,81 @@
+"""`lmrec serve` and `lmrec demo` as a user runs them: real subprocesses, clean shutdown."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from lmrec.client import RecommenderClient
+from lmrec.server.triton_launcher import TritonConfig, TritonError, TritonProcess, free_port
+
+from .conftest import LMREC, ManagedProcess, wait_for_health
+
+pytestmark = pytest.mark.integration
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_serve_starts_triton_and_gateway_and_stops_both_on_sigterm(build, tmp_path):
+    build_dir = build.bundle_dir.parent.parent
+    port = free_port()
+    triton_port = free_port()
+    process = ManagedProcess([LMREC, "serve", "--build-dir", str(build_dir), "--port", str(port)],
+                             tmp_path / "serve.log")
+    try:
+        wait_for_health(f"127.0.0.1:{port}", process, timeout=120)
+        with RecommenderClient(f"127.0.0.1:{port}") as client:
+            assert len(client.recommend("u1", k=4).items) == 4
+        log = process.log()
+        assert "Triton ready" in log
+        triton_port = int(log.split("Triton ready (gRPC 127.0.0.1:")[1].split(")")[0])
+        assert port_is_open(triton_port)
+    finally:
+        code = process.stop(signal.SIGTERM)
+    assert code == 0, process.log()
+    assert "stopped" in process.log()
+    deadline = time.monotonic() + 10
+    while port_is_open(triton_port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not port_is_open(triton_port), "Triton still listening after serve stopped"
+    assert not port_is_open(port)
+
+
+def test_demo_on_an_existing_build(build, tmp_path):
+    build_dir = tmp_path / "demo-build"
+    shutil.copytree(build.bundle_dir.parent.parent, build_dir)
+    out = subprocess.run([LMREC, "demo", "--build-dir", str(build_dir)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for expected in ("health: SERVING", "Recommend user", "anonymous session", "SimilarItems", "demo finished"):
+        assert expected in out.stdout
+
+
+def test_launcher_errors_are_actionable(tmp_path):
+    with pytest.raises(TritonError, match="run `lmrec build` first"):
+        TritonProcess(TritonConfig(repository=tmp_path / "missing")).start()
+    (tmp_path / "repo" / "text_encoder" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "text_encoder" / "config.pbtxt").write_text('name: "text_encoder"\nbackend: "python"\n')
+    # A version folder without a model: the real server fails to load it and we surface its log.
+    with pytest.raises(TritonError, match="exited|not ready"):
+        TritonProcess(TritonConfig(repository=tmp_path / "repo", startup_timeout_s=60)).start()
+
+
+def test_gateway_refuses_a_corrupt_bundle(build, tmp_path):
+    build_dir = tmp_path / "corrupt"
+    shutil.copytree(build.bundle_dir.parent.parent, build_dir)
+    index = build_dir / "bundles" / str(build.version) / "items.hnsw"
+    data = bytearray(index.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index.write_bytes(bytes(data))
+    out = subprocess.run([LMREC, "gateway", "--build-dir", str(build_dir), "--triton-url", "127.0.0.1:1",
+                          "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "items.hnsw" in out.stderr and "checksum" in out.stderr and "Traceback" not in out.stderr
