@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# Log lines after which a requested model will never become ready: fail at once instead of waiting
+# for the start-up timeout (Triton keeps loading other models and does not exit by itself).
+FATAL_LOG_PATTERNS = ("failed to load '", "Failed to preinitialize Python stub", "Stub process", "ModuleNotFoundError",
+                      "failed to initialize")
+
+
 class TritonError(RuntimeError):
     """Triton could not be found, started, or did not load a model; the message says what to do."""
 
@@ -80,8 +86,12 @@ def check_repository(repository: Path, models: tuple[str, ...]) -> None:
         model_dir = repository / name
         if not (model_dir / "config.pbtxt").is_file():
             raise TritonError(f"model '{name}' has no config.pbtxt in {model_dir} (run `lmrec build` first)")
-        if not any(p.is_dir() and p.name.isdigit() for p in model_dir.iterdir()):
+        versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        if not versions:
             raise TritonError(f"model '{name}' has no version folder in {model_dir} (run `lmrec build` first)")
+        latest = max(versions, key=lambda p: int(p.name))
+        if not any(latest.iterdir()):
+            raise TritonError(f"model '{name}' version {latest.name} is empty: {latest} (rebuild, or remove the folder)")
 
 
 class TritonProcess:
@@ -155,6 +165,16 @@ class TritonProcess:
         except OSError:
             return ""
 
+    def _fatal_log_line(self) -> str | None:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if any(pattern in line for pattern in FATAL_LOG_PATTERNS):
+                return line.strip()
+        return None
+
     def _ready(self, path: str) -> bool:
         try:
             with urllib.request.urlopen(self.http_url + path, timeout=2) as response:
@@ -167,6 +187,9 @@ class TritonProcess:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise TritonError(f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}")
+            fatal = self._fatal_log_line()
+            if fatal:
+                raise TritonError(f"a model failed to load: {fatal}\n{self.log_tail()}")
             if self._ready("/v2/health/live") and all(self._ready(f"/v2/models/{m}/ready") for m in self.config.models):
                 return
             time.sleep(0.25)

@@ -63,9 +63,13 @@ def test_launcher_errors_are_actionable(tmp_path):
         TritonProcess(TritonConfig(repository=tmp_path / "missing")).start()
     (tmp_path / "repo" / "text_encoder" / "1").mkdir(parents=True)
     (tmp_path / "repo" / "text_encoder" / "config.pbtxt").write_text('name: "text_encoder"\nbackend: "python"\n')
-    # A version folder without a model: the real server fails to load it and we surface its log.
-    with pytest.raises(TritonError, match="exited|not ready"):
-        TritonProcess(TritonConfig(repository=tmp_path / "repo", startup_timeout_s=60)).start()
+    with pytest.raises(TritonError, match="version 1 is empty"):
+        TritonProcess(TritonConfig(repository=tmp_path / "repo")).start()
+    # A version folder whose model cannot load: the real server's own error is surfaced promptly.
+    (tmp_path / "repo" / "text_encoder" / "1" / "README").write_text("no model here")
+    with pytest.raises(TritonError, match="failed to load") as error:
+        TritonProcess(TritonConfig(repository=tmp_path / "repo", startup_timeout_s=120)).start()
+    assert "model.py" in str(error.value)
 
 
 def test_gateway_refuses_a_corrupt_bundle(build, tmp_path):
