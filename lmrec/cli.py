@@ -35,7 +35,32 @@ def _data_config(args):
     return DataConfig(dataset=args.dataset, data_dir=Path(args.data_dir) if args.data_dir else None,
                       min_user_interactions=args.min_user_interactions,
                       min_item_interactions=args.min_item_interactions,
-                      implicit_threshold=args.implicit_threshold)
+                      implicit_threshold=args.implicit_threshold, csv=_csv_columns(args.csv))
+
+
+def _csv_columns(pairs: list[str] | None):
+    """`--csv user=uid --csv rating=none` → CsvColumns; 'none' clears an optional column."""
+    if not pairs:
+        return None
+    from dataclasses import fields
+
+    from lmrec.export.loaders import CsvColumns
+
+    known = {f.name: f for f in fields(CsvColumns)}
+    values: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise CliError(f"--csv {pair!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        if key == "rating_range":
+            try:
+                low, high = (float(v) for v in value.split(","))
+            except ValueError:
+                raise CliError(f"--csv rating_range={value!r}: expected LOW,HIGH (e.g. 1,5)") from None
+            values[key] = (low, high)
+        else:
+            values[key] = None if value.lower() == "none" else value
+    return CsvColumns(**values)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +71,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-item-interactions", type=int, default=0, metavar="N")
     parser.add_argument("--implicit-threshold", type=float, default=None, metavar="RATING",
                         help="keep only interactions with rating >= RATING (default: every rating counts)")
+    parser.add_argument("--csv", action="append", metavar="KEY=VALUE",
+                        help="generic CSV layout (repeatable): interactions_file, items_file, users_file, delimiter, "
+                             "user, item, rating, timestamp, item_id, title, categories, description, year, user_id, "
+                             "rating_range=LOW,HIGH; 'none' clears an optional column")
 
 
 def _positive_k(value: str) -> int:

@@ -15,6 +15,8 @@ MAX_DESCRIPTION_CHARS = 400
 # Attribute keys rendered in a fixed order first (others follow sorted), so texts are stable.
 _USER_ATTRIBUTE_ORDER = ("age", "gender", "occupation")
 _GENDER_WORDS = {"M": "male", "F": "female"}
+# Attributes that identify a place or a person rather than a taste: they only add noise to the text.
+_UNDESCRIBED_ATTRIBUTES = frozenset({"zip", "zip_code", "zipcode", "postal_code", "email", "name"})
 
 
 def build_item_text(
@@ -72,7 +74,8 @@ def describe_user(attributes: Mapping[str, str] | None) -> str:
     # MovieLens says "other"/"none" when it does not know; that describes nobody.
     words.append(occupation if occupation and occupation not in ("other", "none") else "user")
     sentence = "A " + " ".join(words) + "."
-    extras = [f"{k.replace('_', ' ')}: {attrs[k]}" for k in sorted(attrs) if k not in _USER_ATTRIBUTE_ORDER]
+    extras = [f"{k.replace('_', ' ')}: {attrs[k]}" for k in sorted(attrs)
+              if k not in _USER_ATTRIBUTE_ORDER and k not in _UNDESCRIBED_ATTRIBUTES]
     if extras:
         sentence += " " + "; ".join(extras) + "."
     return sentence
