@@ -378,7 +378,10 @@ def clean(
         rows, item_codes, user_codes = rows.select(keep), item_codes[keep], user_codes[keep]
 
     if len(rows) == 0:
-        raise DataError(f"{raw.name}: no interactions left after cleaning\n" + "\n".join(_report(raw, 0).summary()))
+        report = _report(raw, 0)
+        first = report.examples[0] if report.examples else None
+        where = f"; first problem: {Path(first.file).name}:{first.line}: {first.problem}" if first else ""
+        raise DataError(f"{raw.name}: no interactions left after cleaning ({report.rows_read} rows read){where}")
 
     # Drop users that lost every interaction, keeping the natural order of the rest.
     present, user_codes = np.unique(user_codes, return_inverse=True)

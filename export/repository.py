@@ -64,6 +64,8 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
     if onnx_file is None:
         raise ValueError("precision int8 needs an export with quantize=True")
     model_dir = build_dir / REPOSITORY_DIR / spec.name
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(f"{model_dir / str(version)} already exists; versions are immutable (pick another --version)")
     staged = build_dir / STAGING_DIR / f"{spec.name}-{version}"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
@@ -72,12 +74,12 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
     settings: EncoderSettings = replace(export.settings, onnx_file=onnx_file)
     (staged / ENCODER_SETTINGS_FILE).write_text(settings.to_json())
     (staged / ADAPTER_FILE).write_text(adapter_source(spec.name))
-    model_dir.mkdir(parents=True, exist_ok=True)
+    checksums = {name: sha256_of(staged / name) for name in (onnx_file, TOKENIZER_FILE, ENCODER_SETTINGS_FILE)}
+    _publish(staged, model_dir / str(version))
+    # The config is shared by every version: rewrite it only once the new version is in place.
     config_tmp = model_dir / "config.pbtxt.tmp"
     config_tmp.write_text(render_config(text_encoder_config(spec)))
     os.replace(config_tmp, model_dir / "config.pbtxt")
-    checksums = {name: sha256_of(staged / name) for name in (onnx_file, TOKENIZER_FILE, ENCODER_SETTINGS_FILE)}
-    _publish(staged, model_dir / str(version))
     return {
         "triton_model": spec.name,
         "triton_version": version,

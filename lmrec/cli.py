@@ -79,9 +79,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _positive_k(value: str) -> int:
     try:
-        return int(value)
+        k = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from None
+    if not 1 <= k <= 1000:
+        raise argparse.ArgumentTypeError(f"k must be between 1 and 1000, got {k}")
+    return k
 
 
 def _build_config(args):

@@ -1,0 +1,86 @@
+"""`lmrec` CLI: user errors are one line on stderr, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmrec.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return code, captured.err
+
+
+def assert_one_line_error(code: int, err: str, verb: str) -> str:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"lmrec {verb}: error: ")
+    return lines[0]
+
+
+def _ml100k_folder(root: Path, *, data_rows: str, with_item: bool = True) -> Path:
+    folder = root / "ml-100k-bad"
+    folder.mkdir()
+    (folder / "u.genre").write_text("unknown|0\nAction|1\nComedy|2\n")
+    if with_item:
+        (folder / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|1\n"
+                                       "2|Heat (1995)|01-Jan-1995||http://y|0|1|0\n")
+    (folder / "u.data").write_text(data_rows)
+    return folder
+
+
+def test_dataset_without_data_dir(capsys, tmp_path):
+    code, err = run_cli(capsys, "build", "--dataset", "ml-100k", "--build-dir", str(tmp_path / "b"))
+    line = assert_one_line_error(code, err, "build")
+    assert "--data-dir" in line and "ml-100k" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_nonexistent_data_dir(capsys):
+    code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", "/nonexistent", "--method", "pop")
+    line = assert_one_line_error(code, err, "evaluate")
+    assert "/nonexistent" in line and "not a directory" in line
+
+
+def test_unknown_evaluation_method(capsys):
+    code, err = run_cli(capsys, "evaluate", "--method", "nosuch")
+    line = assert_one_line_error(code, err, "evaluate")
+    assert "'nosuch'" in line and "pop" in line  # names the known ones
+
+
+def test_ml100k_folder_without_u_item(capsys, tmp_path):
+    folder = _ml100k_folder(tmp_path, data_rows="1\t1\t5\t881250949\n", with_item=False)
+    code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(folder), "--method", "pop")
+    line = assert_one_line_error(code, err, "evaluate")
+    assert "u.item" in line and str(folder) in line
+
+
+def test_ml100k_empty_u_data(capsys, tmp_path):
+    folder = _ml100k_folder(tmp_path, data_rows="\n")
+    code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(folder), "--method", "pop")
+    line = assert_one_line_error(code, err, "evaluate")
+    assert str(folder / "u.data") in line and "empty" in line
+
+
+BAD_FIELD_COUNTS = "1\t1\t5\n2\t2\n"  # u.data rows need 4 tab-separated fields
+
+
+def test_ml100k_u_data_with_wrong_field_counts_is_refused_naming_the_file(capsys, tmp_path):
+    folder = _ml100k_folder(tmp_path, data_rows=BAD_FIELD_COUNTS)
+    code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(folder), "--method", "pop")
+    assert code == 2
+    assert err.startswith("lmrec evaluate: error: ")
+    assert "u.data" in err and "expected 4 fields" in err
+
+
+def test_ml100k_u_data_with_wrong_field_counts_is_a_one_line_error(capsys, tmp_path):
+    folder = _ml100k_folder(tmp_path, data_rows=BAD_FIELD_COUNTS)
+    code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(folder), "--method", "pop")
+    line = assert_one_line_error(code, err, "evaluate")
+    assert "u.data" in line

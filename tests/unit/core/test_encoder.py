@@ -1,0 +1,72 @@
+"""OnnxTextEncoder on the session's exported MiniLM: normalisation, ordering, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrec.encoder import EncoderSettings
+
+TEXTS = [
+    "cooking",
+    "A documentary about wildlife in the Serengeti, following lions and elephants through the dry season "
+    "as water holes vanish and the herds migrate north across the river in search of grass. " * 3,
+    "Heat (1995)",
+    "space opera with starships",
+    "Amélie (2001). Genres: Comedy, Romance.",
+    "",
+    "A 24-year-old male technician. Recently liked: GoldenEye (1995) [Action, Adventure, Thriller]; "
+    "Four Rooms (1995) [Thriller].",
+    "x",
+    "a very long text " * 200,  # beyond max_length tokens: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def one_by_one(onnx_encoder) -> np.ndarray:
+    return np.concatenate([onnx_encoder.encode([text]) for text in TEXTS])
+
+
+def test_output_is_unit_norm_float32(onnx_encoder):
+    vectors = onnx_encoder.encode(TEXTS)
+    assert vectors.shape == (len(TEXTS), onnx_encoder.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_length_grouped_batching_keeps_the_input_order(onnx_encoder, one_by_one):
+    together = onnx_encoder.encode(TEXTS)
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    # Different texts really give different vectors, so the comparison above can see a swap.
+    sims = one_by_one @ one_by_one.T
+    assert (sims[~np.eye(len(TEXTS), dtype=bool)] < 0.999).all()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, len(TEXTS) - 1, len(TEXTS), len(TEXTS) + 1])
+def test_batch_size_boundaries(onnx_encoder, one_by_one, batch_size):
+    np.testing.assert_allclose(onnx_encoder.encode(TEXTS, batch_size=batch_size), one_by_one, atol=1e-5)
+
+
+def test_reversed_input_gives_reversed_output(onnx_encoder, one_by_one):
+    np.testing.assert_allclose(onnx_encoder.encode(TEXTS[::-1], batch_size=3), one_by_one[::-1], atol=1e-5)
+
+
+def test_empty_list(onnx_encoder):
+    out = onnx_encoder.encode([])
+    assert out.shape == (0, onnx_encoder.dim) and out.dtype == np.float32
+
+
+def test_truncation_at_max_length(onnx_encoder):
+    max_length = onnx_encoder.settings.max_length
+    long_a = "alpha " * (max_length * 2)
+    long_b = "alpha " * (max_length * 2) + "completely different ending about submarines"
+    a, b = onnx_encoder.encode([long_a, long_b])
+    np.testing.assert_allclose(a, b, atol=1e-5)  # the differing tail lies past the window
+
+
+def test_settings_round_trip(tmp_path, exported_encoder_dir):
+    settings = EncoderSettings.read(exported_encoder_dir)
+    assert settings.embedding_dim == 384 and settings.onnx_file == "model.onnx"
+    assert "input_ids" in settings.input_names and "attention_mask" in settings.input_names
+    (tmp_path / "encoder.json").write_text(settings.to_json())
+    assert EncoderSettings.read(tmp_path) == settings
+

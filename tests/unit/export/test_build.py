@@ -1,0 +1,100 @@
+"""`build_bundle` on a tiny synthetic data set: what lands on disk and how it fits together."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmrec.encoder import OnnxTextEncoder
+from lmrec.export.build import CF_FILE
+from lmrec.export.encoder_export import sha256_of
+from lmrec.export.index_build import INDEX_FILE, INDEX_META_FILE
+from lmrec.export.loaders import load_dataset
+from lmrec.export.repository import MANIFEST_FILE, STAGING_DIR
+from lmrec.export.snapshot import load_snapshot, save_snapshot
+from lmrec.server.retrieval import ExactRetriever, HnswRetriever
+from lmrec.text import item_text_of
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tiny_data_config):
+    return load_dataset(tiny_data_config).dataset
+
+
+def test_manifest_fields(tiny_build_dir, tiny_dataset):
+    manifest = json.loads((tiny_build_dir.bundle_dir / MANIFEST_FILE).read_text())
+    assert manifest["version"] == tiny_build_dir.version == 1
+    assert manifest["dataset"] == "synthetic"
+    assert (manifest["n_users"], manifest["n_items"], manifest["n_interactions"]) == (
+        tiny_dataset.n_users, tiny_dataset.n_items, len(tiny_dataset.interactions))
+    encoder = manifest["encoder"]
+    assert encoder["triton_model"] == "text_encoder" and encoder["triton_version"] == 1
+    assert encoder["precision"] == "fp32" and encoder["onnx_file"] == "model.onnx"
+    assert encoder["embedding_dim"] == 384
+    assert encoder["parity"]["fp32_min_cosine"] >= 0.999
+    assert manifest["index"]["n_items"] == tiny_dataset.n_items and manifest["index"]["dim"] == 384
+    assert manifest["cf"]["method"] == "als"
+    on_disk = sorted(p.name for p in tiny_build_dir.bundle_dir.iterdir() if p.name != MANIFEST_FILE)
+    assert sorted(manifest["files"]) == on_disk
+    assert {INDEX_FILE, INDEX_META_FILE, CF_FILE, "catalog.json", "interactions.npz",
+            "item_embeddings.npy"} <= set(on_disk)
+    for name, checksum in manifest["files"].items():
+        assert sha256_of(tiny_build_dir.bundle_dir / name) == checksum
+    # The temporary export is cleaned away.
+    assert not list((tiny_build_dir.bundle_dir.parent.parent / STAGING_DIR).glob("encoder-export-*"))
+
+
+def test_index_names_the_encoder_it_was_built_with(tiny_build_dir):
+    meta = json.loads((tiny_build_dir.bundle_dir / INDEX_META_FILE).read_text())
+    version_dir = tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version)
+    assert meta["encoder_checksum"] == sha256_of(version_dir / "model.onnx")
+    assert meta["encoder_checksum"] == tiny_build_dir.manifest["encoder"]["checksums"]["model.onnx"]
+    assert meta["encoder_version"] == tiny_build_dir.version
+
+
+def test_item_embeddings_come_from_the_served_encoder(tiny_build_dir, tiny_dataset):
+    embeddings = np.load(tiny_build_dir.bundle_dir / "item_embeddings.npy")
+    meta = json.loads((tiny_build_dir.bundle_dir / INDEX_META_FILE).read_text())
+    assert meta["item_ids"] == list(tiny_dataset.item_ids)
+    assert embeddings.shape == (tiny_dataset.n_items, 384)
+    version_dir = tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version)
+    sample = [0, tiny_dataset.n_items // 2, tiny_dataset.n_items - 1]
+    again = OnnxTextEncoder(version_dir, threads=2).encode([item_text_of(tiny_dataset.items[i]) for i in sample])
+    np.testing.assert_allclose(embeddings[sample], again, atol=1e-5)
+
+
+def test_cf_factors_shapes(tiny_build_dir, tiny_dataset):
+    cf = np.load(tiny_build_dir.bundle_dir / CF_FILE)
+    factors = tiny_build_dir.manifest["cf"]["factors"]
+    assert cf["user_factors"].shape == (tiny_dataset.n_users, factors)
+    assert cf["item_factors"].shape == (tiny_dataset.n_items, factors)
+    np.testing.assert_array_equal(cf["popularity"],
+                                  np.bincount(tiny_dataset.interactions.item, minlength=tiny_dataset.n_items))
+
+
+def test_snapshot_round_trip(tmp_path, tiny_dataset, tiny_build_dir):
+    save_snapshot(tiny_dataset, tmp_path)
+    for loaded in (load_snapshot(tmp_path), load_snapshot(tiny_build_dir.bundle_dir)):
+        assert loaded.name == tiny_dataset.name
+        assert loaded.user_ids == tiny_dataset.user_ids and loaded.item_ids == tiny_dataset.item_ids
+        assert loaded.items == tiny_dataset.items
+        assert loaded.users == tiny_dataset.users
+        for column in ("user", "item", "weight", "timestamp"):
+            np.testing.assert_array_equal(getattr(loaded.interactions, column),
+                                          getattr(tiny_dataset.interactions, column))
+
+
+def test_hnsw_recall_against_exact(tiny_build_dir):
+    embeddings = np.load(tiny_build_dir.bundle_dir / "item_embeddings.npy")
+    hnsw = HnswRetriever(tiny_build_dir.bundle_dir / INDEX_FILE, dim=embeddings.shape[1], n_items=len(embeddings))
+    exact = ExactRetriever(embeddings)
+    k = 10
+    rng = np.random.default_rng(0)
+    noisy = embeddings + 0.05 * rng.standard_normal(embeddings.shape).astype(np.float32)
+    queries = np.concatenate([embeddings, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)])
+    approx_labels, _ = hnsw.search(queries, k)
+    exact_labels, _ = exact.search(queries, k)
+    recall = np.mean([len(set(a) & set(e)) / k for a, e in zip(approx_labels, exact_labels)])
+    assert recall >= 0.95

@@ -1,0 +1,105 @@
+"""Optimum export of the packaged MiniLM: parity with PyTorch, graph outputs, int8, quantisation presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrec.encoder import EMBEDDING_OUTPUT, OnnxTextEncoder
+from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, PARITY_TEXTS, EncoderExportConfig, ParityError,
+                                         export_encoder, pick_quantization_preset, sha256_of)
+
+# Not in PARITY_TEXTS: the gate must hold on texts the export never checked.
+FRESH_TEXTS = [
+    "Jurassic Park (1993). Genres: Action, Adventure, Sci-Fi. Tags: dinosaurs, spielberg.",
+    "A 53-year-old female librarian. Recently liked: Emma (1996) [Drama, Romance]; Persuasion (1995) [Romance].",
+    "Zwölf Geschworene — ein Gerichtsdrama über Zweifel. 日本語のテキストも少し。",
+    "robots",
+    "Ocean's Eleven: a charming crew plans the heist of three Las Vegas casinos on the night of a big fight, "
+    "while the owner dates the leader's ex-wife and the security vault hides more than money. " * 4,
+    "?!",
+]
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+    from sentence_transformers import SentenceTransformer
+
+    from lmrec.export.encoder_export import default_model_path
+
+    return SentenceTransformer(default_model_path(), device="cpu")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def test_fresh_texts_are_not_the_builtin_sample():
+    assert not set(FRESH_TEXTS) & set(PARITY_TEXTS)
+
+
+def test_fp32_onnx_matches_pytorch_on_fresh_texts(reference_model, exported_encoder_dir):
+    expected = reference_model.encode(FRESH_TEXTS, convert_to_numpy=True)
+    got = OnnxTextEncoder(exported_encoder_dir, onnx_file=FP32_FILE, threads=2).encode(FRESH_TEXTS)
+    assert got.shape == expected.shape
+    assert _cosines(expected, got).min() >= 0.999
+
+
+def test_exported_graph_has_only_the_sentence_embedding_output(exported_encoder_dir):
+    import onnx
+
+    for name in (FP32_FILE, INT8_FILE):
+        graph = onnx.load(str(exported_encoder_dir / name), load_external_data=False).graph
+        assert [o.name for o in graph.output] == [EMBEDDING_OUTPUT], name
+
+
+def test_int8_exists_and_its_drift_is_recorded(encoder_export, reference_model):
+    assert encoder_export.int8_file == INT8_FILE
+    assert (encoder_export.directory / INT8_FILE).is_file()
+    parity = encoder_export.parity
+    assert parity["n_texts"] == len(PARITY_TEXTS)
+    assert parity["fp32_min_cosine"] >= 0.999
+    # The recorded int8 numbers are measurements of this very file, not placeholders.
+    expected = reference_model.encode(list(PARITY_TEXTS), convert_to_numpy=True)
+    int8 = OnnxTextEncoder(encoder_export.directory, onnx_file=INT8_FILE, threads=2).encode(list(PARITY_TEXTS))
+    cosines = _cosines(expected, int8)
+    assert parity["int8_min_cosine"] == pytest.approx(float(cosines.min()), abs=1e-4)
+    assert parity["int8_mean_cosine"] == pytest.approx(float(cosines.mean()), abs=1e-4)
+    assert parity["int8_min_cosine"] <= parity["int8_mean_cosine"] <= 1.0
+
+
+def test_export_record_checksums_and_settings(encoder_export):
+    assert set(encoder_export.checksums) == {FP32_FILE, INT8_FILE, "tokenizer.json", "encoder.json"}
+    for name, checksum in encoder_export.checksums.items():
+        assert sha256_of(encoder_export.directory / name) == checksum
+    assert encoder_export.settings.embedding_dim == 384
+    assert encoder_export.settings.max_length == 256
+    manifest = encoder_export.to_manifest()
+    assert manifest["directory"] == str(encoder_export.directory)
+    assert manifest["settings"]["onnx_file"] == FP32_FILE
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "x86_64", "avx512_vnni"),
+        ({"avx2", "avx512vnni"}, "x86_64", "avx512_vnni"),
+        ({"avx2", "avx512f", "avx512bw"}, "x86_64", "avx512"),
+        ({"avx2", "avx512f"}, "x86_64", "avx2"),  # AVX-512 without BW is not enough
+        ({"avx2", "fma"}, "x86_64", "avx2"),
+        (set(), "x86_64", "avx2"),
+        ({"avx512_vnni"}, "aarch64", "arm64"),
+        (set(), "arm64", "arm64"),
+    ],
+)
+def test_pick_quantization_preset(flags, machine, expected):
+    assert pick_quantization_preset(flags, machine) == expected
+
+
+def test_impossible_parity_threshold_refuses_the_export(tmp_path):
+    with pytest.raises(ParityError, match="refused") as raised:
+        export_encoder(EncoderExportConfig(output_dir=tmp_path / "out", quantize=False, parity_min_cosine=1.0001),
+                       progress=lambda line: None)
+    assert "1.0001" in str(raised.value)

@@ -1,0 +1,133 @@
+"""Served versions on disk: Triton model version folders and bundles are immutable, manifests come last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lmrec.export.repository as repository
+from lmrec.encoder import EncoderSettings
+from lmrec.export.encoder_export import sha256_of
+from lmrec.export.repository import (BUNDLES_DIR, MANIFEST_FILE, REPOSITORY_DIR, STAGING_DIR, adapter_source,
+                                     existing_versions, next_version, publish_bundle, stage_bundle,
+                                     write_encoder_version)
+from lmrec.export.triton_config import TextEncoderSpec, render_config, text_encoder_config
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+COMMITTED_ADAPTER = REPO_ROOT / "model_repository" / "text_encoder" / "model.py"
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_write_encoder_version_fp32(tmp_path, encoder_export):
+    part = write_encoder_version(tmp_path, TextEncoderSpec(), encoder_export, precision="fp32", version=1)
+    version_dir = tmp_path / REPOSITORY_DIR / "text_encoder" / "1"
+    assert sorted(p.name for p in version_dir.iterdir()) == ["encoder.json", "model.onnx", "model.py",
+                                                             "tokenizer.json"]
+    assert (version_dir / "model.py").read_bytes() == COMMITTED_ADAPTER.read_bytes()
+    settings = EncoderSettings.read(version_dir)
+    assert settings.onnx_file == "model.onnx" and settings.embedding_dim == encoder_export.settings.embedding_dim
+    assert (tmp_path / REPOSITORY_DIR / "text_encoder" / "config.pbtxt").read_text() == \
+        render_config(text_encoder_config(TextEncoderSpec()))
+    assert part["triton_model"] == "text_encoder" and part["triton_version"] == 1
+    assert part["precision"] == "fp32" and part["onnx_file"] == "model.onnx"
+    assert set(part["checksums"]) == {"model.onnx", "tokenizer.json", "encoder.json"}
+    for name, checksum in part["checksums"].items():
+        assert sha256_of(version_dir / name) == checksum
+    assert part["checksums"]["model.onnx"] == encoder_export.checksums["model.onnx"]
+    assert part["parity"] == encoder_export.parity
+    assert not any((tmp_path / STAGING_DIR).iterdir())  # the staged folder was moved, not copied
+
+
+def test_write_encoder_version_int8(tmp_path, encoder_export):
+    part = write_encoder_version(tmp_path, TextEncoderSpec(), encoder_export, precision="int8", version=3)
+    version_dir = tmp_path / REPOSITORY_DIR / "text_encoder" / "3"
+    assert part["onnx_file"] == "model_int8.onnx"
+    assert EncoderSettings.read(version_dir).onnx_file == "model_int8.onnx"
+    assert (version_dir / "model_int8.onnx").is_file() and not (version_dir / "model.onnx").exists()
+    assert sha256_of(version_dir / "model_int8.onnx") == encoder_export.checksums["model_int8.onnx"]
+
+
+def test_int8_needs_a_quantised_export(tmp_path, encoder_export):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="quantize=True"):
+        write_encoder_version(tmp_path, TextEncoderSpec(), replace(encoder_export, int8_file=None),
+                              precision="int8", version=1)
+    assert existing_versions(tmp_path) == []
+
+
+def test_encoder_version_folders_are_immutable(tmp_path, encoder_export):
+    write_encoder_version(tmp_path, TextEncoderSpec(), encoder_export, precision="fp32", version=1)
+    version_dir = tmp_path / REPOSITORY_DIR / "text_encoder" / "1"
+    before = _tree(version_dir)
+    with pytest.raises(FileExistsError, match="immutable"):
+        write_encoder_version(tmp_path, TextEncoderSpec(), encoder_export, precision="int8", version=1)
+    assert _tree(version_dir) == before
+
+
+def test_a_refused_encoder_version_leaves_the_config_alone(tmp_path, encoder_export):
+    write_encoder_version(tmp_path, TextEncoderSpec(), encoder_export, precision="fp32", version=1)
+    config = tmp_path / REPOSITORY_DIR / "text_encoder" / "config.pbtxt"
+    before = config.read_text()
+    with pytest.raises(FileExistsError):
+        write_encoder_version(tmp_path, TextEncoderSpec(max_batch_size=8), encoder_export, precision="fp32",
+                              version=1)
+    assert config.read_text() == before
+
+
+def test_adapter_source_is_the_committed_model_py():
+    assert adapter_source("text_encoder") == COMMITTED_ADAPTER.read_text()
+
+
+def test_next_version(tmp_path):
+    assert existing_versions(tmp_path) == [] and next_version(tmp_path) == 1
+    (tmp_path / REPOSITORY_DIR / "text_encoder" / "2").mkdir(parents=True)
+    assert next_version(tmp_path) == 3
+    (tmp_path / BUNDLES_DIR / "5").mkdir(parents=True)
+    (tmp_path / BUNDLES_DIR / "notes").mkdir()
+    (tmp_path / BUNDLES_DIR / "9").write_text("a file, not a version folder")
+    assert existing_versions(tmp_path) == [2, 5]
+    assert next_version(tmp_path) == 6
+
+
+def _stage(tmp_path: Path, version: int) -> Path:
+    staged = stage_bundle(tmp_path, version)
+    (staged / "a.bin").write_bytes(b"\x00\x01\x02")
+    (staged / "b.json").write_text('{"x": 1}')
+    return staged
+
+
+def test_publish_bundle_writes_the_manifest_last_with_checksums(tmp_path, monkeypatch):
+    staged = _stage(tmp_path, 1)
+    checksummed = []
+
+    def spying_sha(path):
+        # While files are checksummed, no manifest may exist yet.
+        assert not (Path(path).parent / MANIFEST_FILE).exists()
+        checksummed.append(Path(path).name)
+        return sha256_of(path)
+
+    monkeypatch.setattr(repository, "sha256_of", spying_sha)
+    final = publish_bundle(tmp_path, staged, 1, {"dataset": "tiny"})
+    assert final == tmp_path / BUNDLES_DIR / "1"
+    assert not staged.exists()
+    assert sorted(checksummed) == ["a.bin", "b.json"]
+    manifest = json.loads((final / MANIFEST_FILE).read_text())
+    assert manifest["dataset"] == "tiny" and manifest["version"] == 1 and manifest["created"].endswith("Z")
+    assert manifest["files"] == {"a.bin": sha256_of(final / "a.bin"), "b.json": sha256_of(final / "b.json")}
+
+
+def test_published_bundles_are_immutable(tmp_path):
+    final = publish_bundle(tmp_path, _stage(tmp_path, 1), 1, {"dataset": "first"})
+    before = _tree(final)
+    again = _stage(tmp_path, 1)
+    (again / "a.bin").write_bytes(b"different")
+    with pytest.raises(FileExistsError, match="immutable"):
+        publish_bundle(tmp_path, again, 1, {"dataset": "second"})
+    assert _tree(final) == before
+    assert next_version(tmp_path) == 2

@@ -1,0 +1,128 @@
+"""Loading a bundle verifies it; a missing, tampered or mismatched part is refused with a named file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmrec.export.index_build import INDEX_FILE
+from lmrec.export.repository import BUNDLES_DIR, MANIFEST_FILE, REPOSITORY_DIR
+from lmrec.server.bundle import BundleError, complete_versions, load_bundle
+from lmrec.server.retrieval import ExactRetriever, HnswRetriever
+
+
+@pytest.fixture
+def build_copy(tmp_path, tiny_build_root) -> Path:
+    copy = tmp_path / "build"
+    shutil.copytree(tiny_build_root, copy)
+    return copy
+
+
+def _bundle_dir(build: Path) -> Path:
+    return build / BUNDLES_DIR / "1"
+
+
+def test_load_bundle_ok(tiny_build_root, tiny_build_dir):
+    bundle = load_bundle(tiny_build_root)
+    n_items = tiny_build_dir.manifest["n_items"]
+    assert bundle.version == tiny_build_dir.version and bundle.label == str(tiny_build_dir.version)
+    assert bundle.encoder_model == "text_encoder" and bundle.encoder_version == tiny_build_dir.version
+    assert bundle.dataset.n_items == n_items == len(bundle.item_index) == len(bundle.item_embeddings)
+    assert bundle.item_index[bundle.dataset.item_ids[5]] == 5
+    assert isinstance(bundle.retriever, HnswRetriever) and len(bundle.retriever) == n_items
+    assert bundle.item_factors.shape[0] == n_items and bundle.user_factors.shape[0] == bundle.dataset.n_users
+    assert bundle.als_alpha == tiny_build_dir.manifest["cf"]["alpha"]
+    assert bundle.als_regularization == pytest.approx(tiny_build_dir.manifest["cf"]["regularization"])
+    assert isinstance(load_bundle(tiny_build_root, 1, retriever="exact").retriever, ExactRetriever)
+    assert complete_versions(tiny_build_root) == [1]
+
+
+def test_no_bundle_at_all(tmp_path):
+    with pytest.raises(BundleError, match="no complete bundle"):
+        load_bundle(tmp_path)
+
+
+def test_missing_manifest(build_copy):
+    (_bundle_dir(build_copy) / MANIFEST_FILE).unlink()
+    assert complete_versions(build_copy) == []
+    with pytest.raises(BundleError, match="no complete bundle"):
+        load_bundle(build_copy)
+    with pytest.raises(BundleError, match=f"{MANIFEST_FILE} is missing"):
+        load_bundle(build_copy, 1)
+
+
+def test_corrupt_manifest(build_copy):
+    (_bundle_dir(build_copy) / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(build_copy, 1)
+
+
+def test_flipped_byte_in_the_index(build_copy):
+    path = _bundle_dir(build_copy) / INDEX_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=INDEX_FILE.replace(".", r"\.")) as raised:
+        load_bundle(build_copy)
+    assert str(path) in str(raised.value)
+
+
+def test_missing_bundle_file(build_copy):
+    (_bundle_dir(build_copy) / "item_embeddings.npy").unlink()
+    with pytest.raises(BundleError, match="item_embeddings.npy"):
+        load_bundle(build_copy)
+
+
+def test_changed_encoder_onnx_file(build_copy):
+    onnx_path = build_copy / REPOSITORY_DIR / "text_encoder" / "1" / "model.onnx"
+    with open(onnx_path, "ab") as handle:
+        handle.write(b"\x00")
+    with pytest.raises(BundleError, match="encoder file .*model.onnx"):
+        load_bundle(build_copy)
+
+
+def test_index_built_with_another_encoder(build_copy):
+    manifest_path = _bundle_dir(build_copy) / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text())
+    manifest["index"]["encoder_checksum"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="another encoder"):
+        load_bundle(build_copy)
+
+
+def test_fold_in_of_a_training_history_recovers_the_trained_user(tiny_bundle):
+    histories = tiny_bundle.dataset.histories()
+    n_users = tiny_bundle.dataset.n_users
+    k = 10
+    overlaps, other_overlaps = [], []
+
+    def top(vector, n):
+        return set(np.argsort(-(tiny_bundle.item_factors @ vector), kind="stable")[:n].tolist())
+
+    for user in range(n_users):
+        folded = tiny_bundle.fold_in_user(histories[user])
+        trained = tiny_bundle.user_factors[user]
+        cosine = folded @ trained / (np.linalg.norm(folded) * np.linalg.norm(trained))
+        assert cosine >= 0.99, user
+        overlaps.append(len(top(folded, k) & top(trained, k)) / k)
+        # Near-ties at the top may swap places, but never with items far down the trained ranking.
+        assert top(folded, k) <= top(trained, 2 * k), user
+        other_overlaps.append(len(top(tiny_bundle.user_factors[(user + 1) % n_users], k) & top(trained, k)) / k)
+    assert np.mean(overlaps) >= 0.7
+    # Control: another user's factors overlap far less, so the overlap above is about this user.
+    assert np.mean(other_overlaps) < 0.5 * np.mean(overlaps)
+
+
+def test_fold_in_ignores_repeated_items(tiny_bundle):
+    history = tiny_bundle.dataset.histories()[0]
+    np.testing.assert_allclose(tiny_bundle.fold_in_user(np.concatenate([history, history[:3]])),
+                               tiny_bundle.fold_in_user(history), rtol=1e-5, atol=1e-6)
+
+
+def test_fold_in_of_nothing_is_zero(tiny_bundle):
+    vector = tiny_bundle.fold_in_user(np.zeros(0, np.int64))
+    assert vector.shape == (tiny_bundle.item_factors.shape[1],) and not vector.any()

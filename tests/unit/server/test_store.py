@@ -1,0 +1,69 @@
+"""The in-memory user store behind the gateway."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrec.export.dataset import Dataset, Interactions, ItemInfo, UserInfo
+from lmrec.server.store import InMemoryUserStore, make_user_store
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    # user 0 watched items 2 then 0 then 1; user 1 watched item 1; user 2 nothing.
+    interactions = Interactions.from_lists(user=[0, 0, 0, 1], item=[2, 0, 1, 1], timestamp=[10, 20, 30, 5])
+    return Dataset(
+        name="t",
+        user_ids=("alice", "bob", "carol"),
+        item_ids=("a", "b", "c"),
+        items=tuple(ItemInfo(title=t) for t in "ABC"),
+        users=(UserInfo(attributes={"age": "30"}), UserInfo(), UserInfo(attributes={"occupation": "chef"})),
+        interactions=interactions,
+    )
+
+
+def test_known_user_has_history_oldest_first_and_cf_row(dataset):
+    store = InMemoryUserStore(dataset)
+    alice = store.get_user("alice")
+    assert alice.user_id == "alice" and alice.cf_index == 0
+    assert alice.attributes == {"age": "30"}
+    np.testing.assert_array_equal(alice.history, [2, 0, 1])
+    bob = store.get_user("bob")
+    assert bob.cf_index == 1 and bob.attributes == {}
+    np.testing.assert_array_equal(bob.history, [1])
+
+
+def test_user_without_interactions(dataset):
+    carol = InMemoryUserStore(dataset).get_user("carol")
+    assert carol.cf_index == 2 and len(carol.history) == 0 and carol.attributes == {"occupation": "chef"}
+
+
+def test_unknown_user_is_none(dataset):
+    store = InMemoryUserStore(dataset)
+    assert store.get_user("mallory") is None
+    assert store.get_user("") is None
+    assert len(store) == 3
+
+
+def test_returned_attributes_are_a_copy(dataset):
+    store = InMemoryUserStore(dataset)
+    store.get_user("alice").attributes["age"] = "99"
+    assert store.get_user("alice").attributes == {"age": "30"}
+
+
+def test_make_user_store(dataset):
+    assert isinstance(make_user_store("memory", dataset), InMemoryUserStore)
+    with pytest.raises(ValueError, match="unknown user store 'redis'"):
+        make_user_store("redis", dataset)
+
+
+def test_store_on_the_tiny_bundle(tiny_bundle):
+    store = InMemoryUserStore(tiny_bundle.dataset)
+    assert len(store) == tiny_bundle.dataset.n_users
+    user_id = tiny_bundle.dataset.user_ids[4]
+    state = store.get_user(user_id)
+    it = tiny_bundle.dataset.interactions
+    mine = it.user == 4
+    np.testing.assert_array_equal(state.history, it.item[mine])
+    assert (np.diff(it.timestamp[mine]) >= 0).all()
