@@ -135,7 +135,8 @@ def cmd_evaluate(args) -> int:
     from lmrec.export.evaluate import EvaluateConfig, format_table, records_to_json, run_evaluation
 
     methods = tuple(m for chunk in args.method for m in chunk.split(",") if m)
-    config = EvaluateConfig(data=_data_config(args), protocol=args.protocol, methods=methods, seed=args.seed)
+    config = EvaluateConfig(data=_data_config(args), protocol=args.protocol, methods=methods, seed=args.seed,
+                            model_params=_model_params(args.param, methods))
     records = run_evaluation(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(records))
     if args.json:
@@ -144,6 +145,22 @@ def cmd_evaluate(args) -> int:
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _model_params(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str, dict]:
+    """`--param als.factors=128` → {"als": {"factors": 128}}; fixed params skip tuning for that method."""
+    params: dict[str, dict] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        method, dot, name = key.rpartition(".")
+        if not sep or not dot or method not in methods:
+            raise CliError(f"--param {pair!r}: expected METHOD.NAME=VALUE with METHOD one of {', '.join(methods)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(method, {})[name] = value
+    return params
 
 
 def cmd_recommend(args) -> int:
@@ -216,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="temporal-loo")
     p.add_argument("--method", action="append", required=True,
-                   help="method name(s): pop, als, lm-pretrained (repeat or comma-separate)")
+                   help="method name(s): pop, itemknn, als, bpr, ease, sequential, lm-pretrained, lm-finetuned "
+                        "(repeat or comma-separate)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
+                   help="fix a hyper-parameter (repeatable), e.g. lm-finetuned.steps=400; fixed methods skip tuning")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(run=cmd_evaluate)
 

@@ -1,13 +1,17 @@
-"""Zero-shot language-model recommender: cosine of the user's profile text to each item's text.
+"""Language-model recommenders: cosine of the user's profile text to each item's text.
 
-Uses the same exported ONNX encoder and the same text builders as the served path, so offline
-figures describe what the gateway's LM signal does.
+`lm-pretrained` uses the packaged MiniLM zero-shot; `lm-finetuned` first fine-tunes it as a two-tower
+model on the training interactions (export/finetune.py). Both score through the same exported ONNX
+encoder and the same text builders as the served path, so offline figures describe what the
+gateway's LM signal does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
@@ -20,8 +24,8 @@ from lmrec.text import item_text_of, profile_text_of
 _ENCODERS: dict[tuple[str, str], OnnxTextEncoder] = {}
 
 
-def encoder_cache_dir() -> Path:
-    return Path(os.environ.get("LMREC_CACHE_DIR", Path.home() / ".cache" / "lmrec")) / "encoders"
+def cache_dir() -> Path:
+    return Path(os.environ.get("LMREC_CACHE_DIR", Path.home() / ".cache" / "lmrec"))
 
 
 def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"] = "fp32") -> OnnxTextEncoder:
@@ -32,29 +36,32 @@ def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"
     model = model or default_model_path()
     key = (model, precision)
     if key not in _ENCODERS:
-        directory = encoder_cache_dir() / hashlib.sha256(model.encode()).hexdigest()[:16]
+        fingerprint = model
+        if Path(model).is_dir() and (Path(model) / "model.safetensors").is_file():
+            fingerprint += str((Path(model) / "model.safetensors").stat().st_mtime_ns)
+        directory = cache_dir() / "encoders" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
         if not (directory / INT8_FILE).is_file():
             export_encoder(EncoderExportConfig(model=model, output_dir=directory), progress=lambda *_: None)
         _ENCODERS[key] = OnnxTextEncoder(directory, onnx_file=FP32_FILE if precision == "fp32" else INT8_FILE)
     return _ENCODERS[key]
 
 
-class PretrainedLMRecommender:
-    name = "lm-pretrained"
+class _TextEncoderRecommender:
+    name = ""
     param_grid: ClassVar[list[dict[str, Any]]] = [{}]
 
-    def __init__(self, *, seed: int = 42, model: str | None = None,
-                 precision: Literal["fp32", "int8"] = "fp32") -> None:
-        self.seed = seed  # the encoder is deterministic; accepted for the uniform factory signature
-        self.model = model
+    def __init__(self, *, seed: int = 42, precision: Literal["fp32", "int8"] = "fp32") -> None:
+        self.seed = seed
         self.precision = precision
         self.item_embeddings: np.ndarray | None = None
 
-    def fit(self, dataset: Dataset, train: Interactions) -> "PretrainedLMRecommender":
-        # Zero-shot: nothing is learned from `train`; the item side depends only on item text.
+    def _encoder_for(self, dataset: Dataset, train: Interactions) -> OnnxTextEncoder:
+        raise NotImplementedError
+
+    def fit(self, dataset: Dataset, train: Interactions):
         self._dataset = dataset
-        self._encoder = exported_encoder(self.model, self.precision)
-        self.item_embeddings = self._encoder.encode([item_text_of(info) for info in dataset.items])
+        self.encoder = self._encoder_for(dataset, train)
+        self.item_embeddings = self.encoder.encode([item_text_of(info) for info in dataset.items])
         return self
 
     def profile_texts(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> list[str]:
@@ -65,8 +72,55 @@ class PretrainedLMRecommender:
             texts.append(profile_text_of([items[i] for i in np.asarray(history)[::-1]], attributes=attributes))
         return texts
 
-    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+    def user_embeddings(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         if self.item_embeddings is None:
             raise RuntimeError("fit the model before scoring")
-        profiles = self._encoder.encode(self.profile_texts(users, histories))
-        return (profiles @ self.item_embeddings.T).astype(np.float32)
+        return self.encoder.encode(self.profile_texts(users, histories))
+
+    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return (self.user_embeddings(users, histories) @ self.item_embeddings.T).astype(np.float32)
+
+
+class PretrainedLMRecommender(_TextEncoderRecommender):
+    """Zero-shot: nothing is learned from the interactions; the item side depends only on item text."""
+
+    name = "lm-pretrained"
+
+    def __init__(self, *, seed: int = 42, model: str | None = None,
+                 precision: Literal["fp32", "int8"] = "fp32") -> None:
+        super().__init__(seed=seed, precision=precision)
+        self.model = model
+
+    def _encoder_for(self, dataset: Dataset, train: Interactions) -> OnnxTextEncoder:
+        return exported_encoder(self.model, self.precision)
+
+
+def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
+    digest = hashlib.sha256()
+    digest.update(dataset.name.encode())
+    digest.update(str(dataset.n_items).encode())
+    for column in (train.user, train.item, train.timestamp):
+        digest.update(np.ascontiguousarray(column).tobytes())
+    digest.update(json.dumps({k: str(v) for k, v in asdict(config).items()}, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+class FinetunedLMRecommender(_TextEncoderRecommender):
+    """Two-tower fine-tuned MiniLM (profile → next item). Fine-tuned models are cached per training set."""
+
+    name = "lm-finetuned"
+
+    def __init__(self, *, seed: int = 42, precision: Literal["fp32", "int8"] = "fp32", **finetune: Any) -> None:
+        from lmrec.export.finetune import FinetuneConfig
+
+        super().__init__(seed=seed, precision=precision)
+        self.config = replace(FinetuneConfig(), seed=seed, **finetune)
+
+    def _encoder_for(self, dataset: Dataset, train: Interactions) -> OnnxTextEncoder:
+        from lmrec.export.finetune import finetune_encoder
+
+        directory = cache_dir() / "finetuned" / training_fingerprint(dataset, train, self.config)
+        if not (directory / "lmrec_finetune.json").is_file():
+            finetune_encoder(self.config, dataset, train, directory,
+                             progress=lambda line: print("    " + line, flush=True))
+        return exported_encoder(str(directory), self.precision)
