@@ -168,7 +168,7 @@ def finetune_encoder(config: FinetuneConfig, dataset: Dataset, train: Interactio
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 50 == 0 or step == config.steps - 1:
             recent = np.mean(losses[-50:])
             progress(f"  step {step + 1}/{config.steps}: loss {recent:.3f} ({time.perf_counter() - started:.0f}s)")

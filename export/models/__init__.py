@@ -1,7 +1,16 @@
 """Recommendation methods behind one interface; `make_model(name, **params)` picks one."""
 
 from .base import MODELS, Recommender, make_model, model_param_grid, register_model
+from .bpr import BPRRecommender
+from .ease import EASERecommender
+from .itemknn import ItemKNNRecommender
 from .lm import FinetunedLMRecommender, PretrainedLMRecommender
+from .sequential import SequentialRecommender
+
+register_model(ItemKNNRecommender.name, ItemKNNRecommender)
+register_model(BPRRecommender.name, BPRRecommender)
+register_model(EASERecommender.name, EASERecommender)
+register_model(SequentialRecommender.name, SequentialRecommender)
 
 register_model(PretrainedLMRecommender.name, PretrainedLMRecommender)
 register_model(FinetunedLMRecommender.name, FinetunedLMRecommender)
