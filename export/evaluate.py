@@ -62,6 +62,9 @@ class EvaluationRecord:
     valid_metrics: dict[str, float]  # of the chosen params; empty when there was nothing to tune
     n_test_users: int
     seconds: float  # tuning + refit + test scoring
+    # cold-items protocol: metrics over the test cases whose target is a cold item only (`cold_` keys)
+    cold_metrics: dict[str, float] = field(default_factory=dict)
+    n_cold_test_users: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def _evaluate_method(
 
     fit_started = time.perf_counter()
     model = _build(method, chosen, config.seed).fit(dataset, train_valid)
-    test_metrics = _rank_and_measure(model, dataset, test_task, config.ks)
+    test_metrics, top = _rank_and_measure(model, dataset, test_task, config.ks, return_top=True)
+    cold_metrics, n_cold = _cold_target_metrics(top, test_task, split.cold_items, dataset.n_items, config.ks)
     progress(
         f"  {method} {_format_params(chosen)}: test {config.tune_metric}={test_metrics[config.tune_metric]:.4f} "
         f"recall@{config.ks[0]}={test_metrics[f'recall@{config.ks[0]}']:.4f} "
@@ -162,7 +166,26 @@ def _evaluate_method(
         valid_metrics=chosen_valid,
         n_test_users=len(test_task.users),
         seconds=time.perf_counter() - started,
+        cold_metrics=cold_metrics,
+        n_cold_test_users=n_cold,
     )
+
+
+def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.ndarray, n_items: int,
+                         ks: Sequence[int]) -> tuple[dict[str, float], int]:
+    """The same metrics restricted to test targets that are cold items (no training interaction)."""
+    if len(cold_items) == 0:
+        return {}, 0
+    rows, targets = [], []
+    for row, user_targets in enumerate(task.targets):
+        cold = user_targets[np.isin(user_targets, cold_items)]
+        if len(cold):
+            rows.append(row)
+            targets.append(cold)
+    if not rows:
+        return {}, 0
+    metrics = compute_metrics(top[rows], targets, n_items=n_items, ks=ks)
+    return {f"cold_{key}": value for key, value in metrics.items()}, len(rows)
 
 
 def _build(method: str, params: dict[str, Any], seed: int) -> Recommender:
@@ -180,7 +203,8 @@ def _ranking_task(known: Interactions, held_out: Interactions, n_users: int) -> 
     )
 
 
-def _rank_and_measure(model: Recommender, dataset: Dataset, task: _RankingTask, ks: Sequence[int]) -> dict[str, float]:
+def _rank_and_measure(model: Recommender, dataset: Dataset, task: _RankingTask, ks: Sequence[int],
+                      return_top: bool = False):
     max_k = max(ks)
     top_blocks = []
     for start in range(0, len(task.users), SCORE_BATCH_SIZE):
@@ -192,7 +216,9 @@ def _rank_and_measure(model: Recommender, dataset: Dataset, task: _RankingTask, 
                 f"{type(model).__name__}.score returned shape {scores.shape}, expected {(len(users), dataset.n_items)}"
             )
         top_blocks.append(rank_top_k(scores, histories, max_k))
-    return compute_metrics(np.vstack(top_blocks), task.targets, n_items=dataset.n_items, ks=ks)
+    top = np.vstack(top_blocks)
+    metrics = compute_metrics(top, task.targets, n_items=dataset.n_items, ks=ks)
+    return (metrics, top) if return_top else metrics
 
 
 def _format_params(params: dict[str, Any]) -> str:
@@ -247,6 +273,8 @@ def records_to_json(records: Sequence[EvaluationRecord], *, command: str | None 
             "valid_metrics": {key: float(value) for key, value in record.valid_metrics.items()},
             "n_test_users": int(record.n_test_users),
             "seconds": round(float(record.seconds), 3),
+            **({"cold_metrics": {k: float(v) for k, v in record.cold_metrics.items()},
+                "n_cold_test_users": int(record.n_cold_test_users)} if record.cold_metrics else {}),
         }
         for record in records
     ]

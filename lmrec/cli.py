@@ -163,6 +163,28 @@ def _model_params(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str
     return params
 
 
+def cmd_bench(args) -> int:
+    if args.suite == "quality":
+        from lmrec.benchmarks.quality import ALL_METHODS, PROTOCOLS, QualityConfig, run_quality
+
+        methods = tuple(m for chunk in (args.method or [",".join(ALL_METHODS)]) for m in chunk.split(",") if m)
+        finetune = {k: v for k, v in _model_params(args.param, ("lm-finetuned",)).get("lm-finetuned", {}).items()}
+        config = QualityConfig(
+            datasets=tuple(args.datasets.split(",")), protocols=tuple(args.protocols.split(",")), methods=methods,
+            seed=args.seed, finetune=finetune, out_dir=Path(args.out), name=args.name,
+            synthetic_users=args.smoke_users,
+            **({"data_root": Path(args.data_root)} if args.data_root else {}))
+        for protocol in config.protocols:
+            if protocol not in PROTOCOLS:
+                raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+        payload = run_quality(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"wrote {Path(args.out) / args.name}.json, .md and .png")
+        for bar in payload.get("bars", []):
+            print(f"  {'met ' if bar['met'] else 'MISS'} {bar['bar']}: {bar['value']:.3f} (needs {bar['needed']})")
+        return 0
+    raise CliError(f"unknown suite {args.suite!r}")
+
+
 def cmd_recommend(args) -> int:
     from lmrec.client import RecommenderClient, format_items
 
@@ -240,6 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a hyper-parameter (repeatable), e.g. lm-finetuned.steps=400; fixed methods skip tuning")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(run=cmd_evaluate)
+
+    p = verbs.add_parser("bench", help="run a benchmark suite (results under benchmarks/results/)")
+    p.add_argument("suite", choices=("quality",))
+    p.add_argument("--datasets", default="ml-100k,ml-latest-small")
+    p.add_argument("--data-root", help="folder holding the MovieLens folders (default: ../shared/data)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS))
+    p.add_argument("--method", action="append", help="methods (default: all)")
+    p.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
+                   help="fine-tuning settings, e.g. lm-finetuned.steps=400")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="quality", help="result file stem")
+    p.add_argument("--smoke-users", type=int, default=0, help="smoke run on a synthetic data set of N users")
+    p.set_defaults(run=cmd_bench)
 
     for name, helptext, runner in (("recommend", "ask the gateway for recommendations", cmd_recommend),
                                    ("similar", "ask the gateway for similar items", cmd_similar)):

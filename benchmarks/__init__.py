@@ -1,0 +1,1 @@
+"""Benchmark suites (`lmrec bench <suite>`): results as JSON + Markdown + PNG under benchmarks/results/."""

@@ -1,0 +1,39 @@
+"""Machine facts stored with every benchmark result (CPU model, cores, flags, package versions)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("lmrec", "torch", "onnxruntime", "optimum", "optimum-onnx", "transformers", "sentence-transformers",
+            "hnswlib", "implicit", "numpy", "tritonclient", "nvidia-pytriton", "grpcio")
+
+
+def machine_facts() -> dict:
+    cpu_model, flags = "unknown", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu_model == "unknown":
+                cpu_model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "simd_flags": sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "amx", "vnni"))),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }

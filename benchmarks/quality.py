@@ -1,0 +1,176 @@
+"""Quality suite: every method on every protocol and data set, full ranking, one harness.
+
+`lmrec bench quality` → benchmarks/results/quality.{json,md,png}. Baselines are tuned on validation
+first; the fused model then receives each data set's tuned signal settings (no test data involved).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .machine import machine_facts
+from .report import bar_chart, markdown_table
+
+BASELINES = ("pop", "itemknn", "als", "bpr", "ease", "sequential")
+LM_METHODS = ("lm-pretrained", "lm-finetuned")
+FUSED_METHODS = ("fused", "fused-int8")
+ALL_METHODS = BASELINES + LM_METHODS + FUSED_METHODS
+PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
+FUSED_SIGNALS = ("als", "ease", "itemknn", "sequential")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityConfig:
+    datasets: tuple[str, ...] = ("ml-100k", "ml-latest-small")
+    data_root: Path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    protocols: tuple[str, ...] = PROTOCOLS
+    methods: tuple[str, ...] = ALL_METHODS
+    seed: int = 42
+    finetune: dict = field(default_factory=dict)  # lm-finetuned settings, e.g. {"steps": 400}
+    out_dir: Path = Path("benchmarks/results")
+    name: str = "quality"
+    synthetic_users: int = 0  # > 0: a smoke run on a small synthetic data set instead of MovieLens
+
+
+def _data_config(config: QualityConfig, dataset: str):
+    from lmrec.export.loaders import DataConfig, SyntheticConfig
+
+    if config.synthetic_users:
+        n = config.synthetic_users
+        return DataConfig(dataset="synthetic", synthetic=SyntheticConfig(n_users=n, n_items=max(40, n),
+                                                                         min_interactions=8, max_interactions=20))
+    folder = config.data_root / dataset
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} not found: the quality suite reads MovieLens from ../shared/data")
+    return DataConfig(dataset=dataset, data_dir=folder)
+
+
+def method_params(protocol: str, tuned: dict[str, dict], finetune: dict) -> dict[str, dict]:
+    """Fixed settings for the LM and fused methods, from the baselines tuned on validation."""
+    fused = {"signals": {m: tuned[m] for m in FUSED_SIGNALS if m in tuned},
+             "holdout": "last" if protocol == "temporal-loo" else "random",
+             "lm_params": dict(finetune)}
+    return {"lm-finetuned": dict(finetune), "fused": fused, "fused-int8": dict(fused)}
+
+
+def run_quality(config: QualityConfig, *, progress=print) -> dict:
+    from lmrec.export.evaluate import EvaluateConfig, records_to_json, run_evaluation
+    from lmrec.export.loaders import load_dataset
+    from lmrec.export.splits import split_dataset
+
+    started = time.perf_counter()
+    out = {"suite": "quality", "command": "lmrec " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+           "machine": machine_facts(), "config": {"datasets": list(config.datasets), "protocols": list(config.protocols),
+                                                 "methods": list(config.methods), "seed": config.seed,
+                                                 "finetune": config.finetune}, "records": []}
+    datasets = ("synthetic",) if config.synthetic_users else config.datasets
+    for name in datasets:
+        data = _data_config(config, name)
+        dataset = load_dataset(data).dataset
+        for protocol in config.protocols:
+            split = split_dataset(dataset, protocol, seed=config.seed)
+            baselines = tuple(m for m in config.methods if m in BASELINES)
+            records = run_evaluation(EvaluateConfig(data=data, protocol=protocol, methods=baselines, seed=config.seed),
+                                     dataset=dataset, split=split, progress=progress) if baselines else []
+            tuned = {r.method: r.params for r in records}
+            others = tuple(m for m in config.methods if m not in BASELINES)
+            if others:
+                records += run_evaluation(
+                    EvaluateConfig(data=data, protocol=protocol, methods=others, seed=config.seed,
+                                   model_params=method_params(protocol, tuned, config.finetune)),
+                    dataset=dataset, split=split, progress=progress)
+            for record in records_to_json(records)["records"]:
+                record["n_items"] = dataset.n_items
+                out["records"].append(record)
+            out["seconds"] = round(time.perf_counter() - started, 1)
+            out["bars"] = bar_checks(out["records"])
+            write_results(out, config.out_dir, config.name)  # partial results survive a long run
+    return out
+
+
+def bar_checks(records: list[dict]) -> list[dict]:
+    """The quality bars of the issue, computed from the records (only those the run has data for)."""
+    by = {(r["dataset"], r["protocol"], r["method"]): r for r in records}
+    checks = []
+
+    def ndcg(dataset, protocol, method):
+        record = by.get((dataset, protocol, method))
+        return None if record is None else record["metrics"]["ndcg@10"]
+
+    for dataset in sorted({r["dataset"] for r in records}):
+        for protocol, needed in (("temporal-loo", 1.10), ("random-811", 1.0)):
+            fused = ndcg(dataset, protocol, "fused")
+            base = [(ndcg(dataset, protocol, m), m) for m in BASELINES if ndcg(dataset, protocol, m) is not None]
+            if fused is not None and base:
+                best, best_method = max(base)
+                checks.append({"bar": f"fused ndcg@10 vs best baseline ({best_method}), {dataset} {protocol}",
+                               "value": fused / best if best else float("inf"), "needed": needed})
+        pre, fine = ndcg(dataset, "temporal-loo", "lm-pretrained"), ndcg(dataset, "temporal-loo", "lm-finetuned")
+        if pre and fine is not None:
+            checks.append({"bar": f"lm-finetuned vs lm-pretrained ndcg@10, {dataset} temporal-loo",
+                           "value": fine / pre, "needed": 1.5})
+        cold = by.get((dataset, "cold-items", "fused"))
+        if cold and cold.get("cold_metrics"):
+            hit = cold["cold_metrics"]["cold_hit@10"]
+            random_hit = 10 / cold["n_items"]
+            checks.append({"bar": f"fused cold-target hit@10 vs random, {dataset}", "value": hit / random_hit,
+                           "needed": 10.0})
+            cf = [by[(dataset, "cold-items", m)]["cold_metrics"].get("cold_hit@10", 0.0)
+                  for m in BASELINES if (dataset, "cold-items", m) in by and by[(dataset, "cold-items", m)].get("cold_metrics")]
+            if cf:
+                best_cf = max(cf)
+                checks.append({"bar": f"fused cold-target hit@10 vs best CF-only, {dataset}",
+                               "value": hit / best_cf if best_cf else float("inf"), "needed": 2.0})
+        for protocol in PROTOCOLS:
+            fp32, int8 = ndcg(dataset, protocol, "fused"), ndcg(dataset, protocol, "fused-int8")
+            if fp32 and int8 is not None:
+                checks.append({"bar": f"fused-int8 vs fused ndcg@10, {dataset} {protocol}", "value": int8 / fp32,
+                               "needed": 0.99})
+    for check in checks:
+        check["met"] = bool(check["value"] >= check["needed"])
+    return checks
+
+
+def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = dict(payload, bars=payload.get("bars") or bar_checks(payload["records"]))
+    json_path = out_dir / f"{name}.json"
+    json_path.write_text(json.dumps(payload, indent=2))
+    md_path = out_dir / f"{name}.md"
+    md_path.write_text(render_markdown(payload))
+    png_path = out_dir / f"{name}.png"
+    bar_chart(payload["records"], png_path, metric="ndcg@10")
+    return [json_path, md_path, png_path]
+
+
+def render_markdown(payload: dict) -> str:
+    lines = ["# Quality suite", "",
+             f"Command: `{payload.get('command') or 'lmrec bench quality'}`  ",
+             f"Machine: {payload['machine']['cpu_model']}, {payload['machine']['cores']} cores; "
+             f"seed {payload['config']['seed']}; full ranking, seen items excluded; tuned on validation only.", ""]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for record in payload["records"]:
+        groups.setdefault((record["dataset"], record["protocol"]), []).append(record)
+    for (dataset, protocol), records in groups.items():
+        lines += [f"## {dataset} · {protocol} ({records[0]['n_test_users']} test users, {records[0]['n_items']} items)", ""]
+        columns = ["ndcg@10", "recall@10", "hit@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10"]
+        cold = any(r.get("cold_metrics") for r in records)
+        if cold:
+            columns.append("cold_hit@10")
+        rows = []
+        for r in records:
+            values = {**r["metrics"], **r.get("cold_metrics", {})}
+            rows.append([r["method"]] + [f"{values[c]:.4f}" if c in values else "–" for c in columns]
+                        + [f"{r['seconds']:.0f}"])
+        lines += markdown_table(["method"] + columns + ["seconds"], rows) + [""]
+    if payload.get("bars"):
+        lines += ["## Bars", ""]
+        lines += markdown_table(["bar", "measured", "needed", "met"],
+                                [[b["bar"], f"{b['value']:.3f}", f"{b['needed']:.2f}", "yes" if b["met"] else "NO"]
+                                 for b in payload["bars"]]) + [""]
+    return "\n".join(lines)

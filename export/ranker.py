@@ -1,0 +1,189 @@
+"""The neural fusion ranker: features of (user, candidate) pairs → one score, trained listwise.
+
+Entry points: `candidate_features(...)` builds the feature tensor from per-signal score matrices;
+`train_ranker(...)` fits a small MLP with a softmax (listwise) loss over each user's candidates;
+`export_ranker_onnx(...)` writes it as ONNX with the feature standardisation inside the graph, and
+`OnnxRanker` scores through ONNX Runtime — the same graph Triton serves as the `ranker` model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RANKER_INPUT = "FEATURES"
+RANKER_OUTPUT = "SCORE"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankerConfig:
+    hidden: tuple[int, ...] = (64, 32)
+    epochs: int = 60
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_users: int = 128
+    seed: int = 42
+
+
+def per_user_standardised(scores: np.ndarray) -> np.ndarray:
+    """z-score of each user's row (a signal's scale differs across users; its ordering is what counts)."""
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return (scores - mean) / np.where(std > 1e-12, std, 1.0)
+
+
+def reciprocal_ranks(scores: np.ndarray, excluded: list[np.ndarray]) -> np.ndarray:
+    """1 / (1 + rank) of every item in each row, ranks taken after the excluded items are removed."""
+    masked = scores.astype(np.float64, copy=True)
+    for row, items in enumerate(excluded):
+        masked[row, items] = -np.inf
+    order = np.argsort(-masked, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
+    return (1.0 / (1.0 + ranks)).astype(np.float32)
+
+
+def select_candidates(signal_scores: dict[str, np.ndarray], excluded: list[np.ndarray], per_signal: int) -> list[np.ndarray]:
+    """Union of each signal's top `per_signal` unseen items, per user, sorted by item index."""
+    n_users = next(iter(signal_scores.values())).shape[0]
+    chosen: list[set[int]] = [set() for _ in range(n_users)]
+    for scores in signal_scores.values():
+        masked = scores.astype(np.float64, copy=True)
+        for row, items in enumerate(excluded):
+            masked[row, items] = -np.inf
+        top = np.argpartition(-masked, min(per_signal, masked.shape[1] - 1), axis=1)[:, :per_signal]
+        for row in range(n_users):
+            chosen[row].update(int(i) for i in top[row] if np.isfinite(masked[row, i]))
+    return [np.array(sorted(c), dtype=np.int64) for c in chosen]
+
+
+def candidate_features(signal_scores: dict[str, np.ndarray], extra: dict[str, np.ndarray],
+                       excluded: list[np.ndarray], candidates: list[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """Per user, a (n_candidates, n_features) float32 matrix, and the feature names.
+
+    For every signal: its per-user z-score and its reciprocal rank; `extra` holds per-(user, item)
+    features that are used as they are (e.g. similarity to the last item, log popularity).
+    """
+    columns: list[tuple[str, np.ndarray]] = []
+    for name, scores in signal_scores.items():
+        columns.append((f"{name}_z", per_user_standardised(scores)))
+        columns.append((f"{name}_rr", reciprocal_ranks(scores, excluded)))
+    columns.extend(extra.items())
+    names = [name for name, _ in columns]
+    per_user = []
+    for row, items in enumerate(candidates):
+        per_user.append(np.stack([matrix[row, items] for _, matrix in columns], axis=1).astype(np.float32))
+    return per_user, names
+
+
+class _Ranker:
+    """Standardise → MLP → score; standardisation constants live in the module so ONNX carries them."""
+
+    @staticmethod
+    def build(n_features: int, hidden: tuple[int, ...], mean: np.ndarray, std: np.ndarray):
+        import torch
+
+        class Ranker(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+                self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+                layers, width = [], n_features
+                for size in hidden:
+                    layers += [torch.nn.Linear(width, size), torch.nn.ReLU()]
+                    width = size
+                layers.append(torch.nn.Linear(width, 1))
+                self.mlp = torch.nn.Sequential(*layers)
+
+            def forward(self, features):
+                return self.mlp((features - self.mean) / self.std).squeeze(-1)
+
+        return Ranker()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainedRanker:
+    module: object  # torch.nn.Module
+    feature_names: list[str]
+    n_users: int
+    candidate_recall: float  # share of training users whose target was among the candidates
+    first_loss: float
+    last_loss: float
+
+
+def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray], feature_names: list[str],
+                 config: RankerConfig = RankerConfig()) -> TrainedRanker:
+    """Listwise training: softmax over each user's candidates, cross-entropy on the target(s).
+
+    `target_positions[u]` are the indices (into features[u]) of that user's held-out items; users with
+    none among their candidates carry no signal and are left out.
+    """
+    import torch
+
+    usable = [u for u, positions in enumerate(target_positions) if len(positions)]
+    if not usable:
+        raise ValueError("no training user has a target among its candidates; raise candidates_per_signal")
+    stacked = np.concatenate([features[u] for u in usable])
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    torch.manual_seed(config.seed)
+    module = _Ranker.build(stacked.shape[1], config.hidden, mean, std)
+    width = max(len(features[u]) for u in usable)
+    x = np.zeros((len(usable), width, stacked.shape[1]), np.float32)
+    mask = np.zeros((len(usable), width), bool)
+    y = np.zeros((len(usable), width), np.float32)
+    for row, u in enumerate(usable):
+        n = len(features[u])
+        x[row, :n] = features[u]
+        mask[row, :n] = True
+        y[row, target_positions[u]] = 1.0 / len(target_positions[u])
+    x_t, mask_t, y_t = torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(y)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    losses = []
+    for _ in range(config.epochs):
+        order = torch.randperm(len(usable), generator=generator)
+        epoch_loss = 0.0
+        for start in range(0, len(usable), config.batch_users):
+            batch = order[start : start + config.batch_users]
+            logits = module(x_t[batch]).masked_fill(~mask_t[batch], -1e9)
+            loss = -(y_t[batch] * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * len(batch)
+        losses.append(epoch_loss / len(usable))
+    module.eval()
+    return TrainedRanker(module=module, feature_names=feature_names, n_users=len(usable),
+                         candidate_recall=len(usable) / len(target_positions), first_loss=losses[0],
+                         last_loss=losses[-1])
+
+
+def export_ranker_onnx(ranker: TrainedRanker, path: Path) -> Path:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros((4, len(ranker.feature_names)), dtype=torch.float32)
+    torch.onnx.export(ranker.module, (example,), str(path), input_names=[RANKER_INPUT],
+                      output_names=[RANKER_OUTPUT], dynamic_axes={RANKER_INPUT: {0: "n"}, RANKER_OUTPUT: {0: "n"}},
+                      opset_version=18, dynamo=False)
+    return path
+
+
+class OnnxRanker:
+    """The exported ranker through ONNX Runtime: what Triton's `ranker` model runs."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        if len(features) == 0:
+            return np.zeros(0, np.float32)
+        return self.session.run([RANKER_OUTPUT], {RANKER_INPUT: features.astype(np.float32)})[0]
