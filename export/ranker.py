@@ -167,10 +167,20 @@ def export_ranker_onnx(ranker: TrainedRanker, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros((4, len(ranker.feature_names)), dtype=torch.float32)
+    # The TorchScript exporter is the one that handles this plain MLP without extra dependencies;
+    # its deprecation notice is not actionable here.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(torch, ranker, example, path)
+    return path
+
+
+def _export(torch, ranker: TrainedRanker, example, path: Path) -> None:
     torch.onnx.export(ranker.module, (example,), str(path), input_names=[RANKER_INPUT],
                       output_names=[RANKER_OUTPUT], dynamic_axes={RANKER_INPUT: {0: "n"}, RANKER_OUTPUT: {0: "n"}},
                       opset_version=18, dynamo=False)
-    return path
 
 
 class OnnxRanker:

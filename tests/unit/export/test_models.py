@@ -52,7 +52,12 @@ def _train_histories(train: Interactions, users: np.ndarray) -> list[np.ndarray]
 
 
 # Expensive methods get a tiny configuration here: the suite checks the interface, not the quality.
-CONFORMANCE_PARAMS = {"lm-finetuned": {"steps": 2, "batch_size": 4, "max_pairs_per_user": 3}}
+_TINY_FINETUNE = {"steps": 2, "batch_size": 4, "max_pairs_per_user": 3}
+CONFORMANCE_PARAMS = {
+    "lm-finetuned": _TINY_FINETUNE,
+    "fused": {"lm_params": _TINY_FINETUNE, "candidates": 5, "ranker": {"epochs": 3}},
+    "fused-int8": {"lm_params": _TINY_FINETUNE, "candidates": 5, "ranker": {"epochs": 3}},
+}
 
 
 def _fit(name: str, dataset: Dataset, train: Interactions, seed: int = 7) -> Recommender:
@@ -129,7 +134,10 @@ def test_a_batch_scores_like_its_users_one_by_one(name):
     batch = model.score(users, histories)
     singles = np.vstack([model.score(users[j : j + 1], histories[j : j + 1]) for j in range(3)])
 
-    np.testing.assert_allclose(batch, singles, rtol=1e-5, atol=1e-6)
+    # Dynamic int8 quantises activations with one scale per tensor, i.e. per batch: an int8 encoder's
+    # output depends slightly on what it is batched with. Only that drift is allowed, and only there.
+    atol = 1e-2 if name.endswith("int8") else 1e-6
+    np.testing.assert_allclose(batch, singles, rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
