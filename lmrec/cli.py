@@ -163,6 +163,14 @@ def _model_params(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str
     return params
 
 
+def cmd_profile(args) -> int:
+    from lmrec.profiles import ProfileConfig, describe_profile
+
+    print(describe_profile(ProfileConfig(build_dir=Path(args.build_dir), user_id=args.user, top_tags=args.tags,
+                                         bundle_version=args.bundle_version)))
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.suite == "quality":
         from lmrec.benchmarks.quality import ALL_METHODS, PROTOCOLS, QualityConfig, run_quality
@@ -262,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a hyper-parameter (repeatable), e.g. lm-finetuned.steps=400; fixed methods skip tuning")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(run=cmd_evaluate)
+
+    p = verbs.add_parser("profile", help="a user's profile text, recent items and LM interest tags (from a build)")
+    p.add_argument("--build-dir", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--tags", type=int, default=5, help="how many interest tags")
+    p.add_argument("--bundle-version", type=int, default=None)
+    p.set_defaults(run=cmd_profile)
 
     p = verbs.add_parser("bench", help="run a benchmark suite (results under benchmarks/results/)")
     p.add_argument("suite", choices=("quality",))

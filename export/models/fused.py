@@ -82,6 +82,10 @@ class FusedRecommender:
         scores["lm"] = profile @ item_embeddings.T
         if self.graph is not None:
             scores["kg"] = self.graph.user_affinity(histories)
+        # Interest tags: the user's top tags (found by the encoder) as a direction in embedding space.
+        tag_weights = self.tagger.weights(profile)
+        cutoff = np.sort(tag_weights, axis=1)[:, -min(5, tag_weights.shape[1])][:, None]
+        tag_direction = np.where(tag_weights >= cutoff, tag_weights, 0.0) @ self.tagger.tag_embeddings
         last = np.stack([item_embeddings[h[-1]] if len(h) else np.zeros(item_embeddings.shape[1], np.float32)
                          for h in histories])
         recent = np.stack([item_embeddings[h[-3:]].mean(axis=0) if len(h) else np.zeros(item_embeddings.shape[1],
@@ -90,6 +94,7 @@ class FusedRecommender:
             "sim_last_item": last @ item_embeddings.T,
             "sim_recent_items": recent @ item_embeddings.T,
             "log_popularity": np.broadcast_to(self.log_popularity, scores["lm"].shape),
+            "interest_tags": (tag_direction @ item_embeddings.T).astype(np.float32),
         }
         return scores, extra
 
@@ -113,6 +118,9 @@ class FusedRecommender:
 
             self.graph = build_item_graph(dataset)
         self.lm_model = make_model(self.lm, seed=self.seed, precision=self.precision, **self.lm_params).fit(dataset, inner)
+        from lmrec.export.interest_tags import InterestTagger, tag_vocabulary
+
+        self.tagger = InterestTagger(self.lm_model.encoder, tag_vocabulary(dataset))
         self.cf_models = self._fit_cf_signals(dataset, inner)
 
         targets = targets_by_user(held)
