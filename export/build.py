@@ -5,6 +5,7 @@ Entry point: `build_bundle(config) -> BuildResult`.
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from .encoder_export import EncoderExportConfig, default_model_path, export_enco
 from .index_build import IndexConfig, build_index
 from .loaders import DataConfig, load_dataset
 from .repository import (MANIFEST_FILE, STAGING_DIR, next_version, publish_bundle, stage_bundle,
-                         write_encoder_version)
+                         write_encoder_version, write_ranker_version)
 from .snapshot import save_snapshot
 from .triton_config import TextEncoderSpec
 
 CF_FILE = "cf.npz"
+FUSED_FILE = "fused.pkl"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,9 @@ class BuildConfig:
     index: IndexConfig = IndexConfig()
     als: AlsConfig = AlsConfig()
     encoder_spec: TextEncoderSpec = TextEncoderSpec()
+    # Fine-tune the encoder and train the neural fusion ranker (served by Triton as `ranker`).
+    fused: bool = False
+    finetune: dict = field(default_factory=dict)  # FinetuneConfig overrides, e.g. {"steps": 400}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +93,20 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
     if dataset.n_items == 0 or len(dataset.interactions) == 0:
         raise ValueError(f"data set '{dataset.name}' has no items or no interactions after cleaning")
 
-    progress(f"[2/5] exporting encoder {config.encoder_model} with Optimum ...")
+    fused = None
+    encoder_model = config.encoder_model
+    if config.fused:
+        from .models.fused import FusedRecommender
+
+        progress("[1b] fine-tuning the encoder and training the fusion ranker (internal hold-out: last item) ...")
+        fused = FusedRecommender(holdout="last", lm_params=dict(config.finetune),
+                                 signals=None).fit(dataset, dataset.interactions)
+        encoder_model = str(fused.lm_model.model_dir)
+    progress(f"[2/5] exporting encoder {encoder_model} with Optimum ...")
     item_texts = [item_text_of(info) for info in dataset.items]
     export_dir = build_dir / STAGING_DIR / f"encoder-export-{version}"
     export = export_encoder(
-        EncoderExportConfig(model=config.encoder_model, output_dir=export_dir,
+        EncoderExportConfig(model=encoder_model, output_dir=export_dir,
                             quantize=True, extra_parity_texts=tuple(item_texts[:24])),
         progress=lambda line: progress("      " + line),
     )
@@ -113,6 +127,13 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
     np.savez(staged / CF_FILE, **fit_cf(dataset, config.als))
     save_snapshot(dataset, staged)
     np.save(staged / "item_embeddings.npy", embeddings)
+    ranker_part = None
+    if fused is not None:
+        # The ranker's LM features must come from the encoder that serves: use its item embeddings.
+        fused.item_embeddings = embeddings
+        ranker_part = write_ranker_version(build_dir, fused, version=version)
+        with open(staged / FUSED_FILE, "wb") as handle:
+            pickle.dump(fused, handle)
 
     manifest = {
         "dataset": dataset.name,
@@ -123,6 +144,8 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
         "index": {k: v for k, v in index_meta.items() if k != "item_ids"},
         "cf": {"method": "als", **config.als.__dict__},
     }
+    if ranker_part is not None:
+        manifest["ranker"] = ranker_part
     bundle_dir = publish_bundle(build_dir, staged, version, manifest)
     shutil.rmtree(export_dir, ignore_errors=True)
     seconds = time.perf_counter() - started

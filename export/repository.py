@@ -23,7 +23,7 @@ from pathlib import Path
 from lmrec.encoder import ENCODER_SETTINGS_FILE, TOKENIZER_FILE, EncoderSettings
 
 from .encoder_export import EncoderExport, sha256_of
-from .triton_config import TextEncoderSpec, render_config, text_encoder_config
+from .triton_config import RankerSpec, TextEncoderSpec, ranker_config, render_config, text_encoder_config
 
 REPOSITORY_DIR = "model_repository"
 BUNDLES_DIR = "bundles"
@@ -93,6 +93,27 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
         "checksums": checksums,
         "export_seconds": round(export.seconds, 2),
     }
+
+
+def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSpec | None = None) -> dict:
+    """The fused model's ranker ONNX as `model_repository/ranker/<version>/`; returns its manifest part."""
+    spec = spec or RankerSpec(n_features=fused.n_features)
+    model_dir = build_dir / REPOSITORY_DIR / spec.name
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(f"{model_dir / str(version)} already exists; versions are immutable")
+    staged = build_dir / STAGING_DIR / f"{spec.name}-{version}"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    shutil.copy(fused.onnx_path, staged / "ranker.onnx")
+    (staged / ADAPTER_FILE).write_text(adapter_source(spec.name))
+    checksum = sha256_of(staged / "ranker.onnx")
+    _publish(staged, model_dir / str(version))
+    config_tmp = model_dir / "config.pbtxt.tmp"
+    config_tmp.write_text(render_config(ranker_config(spec)))
+    os.replace(config_tmp, model_dir / "config.pbtxt")
+    return {"triton_model": spec.name, "triton_version": version, "n_features": spec.n_features,
+            "feature_names": list(fused.feature_names if fused.trained is None else fused.trained.feature_names),
+            "checksums": {"ranker.onnx": checksum}}
 
 
 def stage_bundle(build_dir: Path, version: int) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.export.build import CF_FILE
+from lmrec.export.build import CF_FILE, FUSED_FILE
 from lmrec.export.encoder_export import sha256_of
 from lmrec.export.index_build import INDEX_FILE
 from lmrec.export.repository import BUNDLES_DIR, MANIFEST_FILE, REPOSITORY_DIR
@@ -40,6 +40,9 @@ class Bundle:
     als_alpha: float
     encoder_model: str
     encoder_version: int
+    fused: object | None = None  # lmrec.export.models.fused.FusedRecommender when the bundle has a ranker
+    ranker_model: str | None = None
+    ranker_version: int | None = None
 
     @property
     def label(self) -> str:
@@ -90,6 +93,13 @@ def verify_bundle(build_dir: Path, version: int) -> dict:
         path = encoder_dir / name
         if not path.is_file() or sha256_of(path) != checksum:
             raise BundleError(f"bundle {version}: encoder file {path} is missing or does not match the manifest")
+    ranker = manifest.get("ranker")
+    if ranker:
+        ranker_dir = Path(build_dir) / REPOSITORY_DIR / ranker["triton_model"] / str(ranker["triton_version"])
+        for name, checksum in ranker["checksums"].items():
+            path = ranker_dir / name
+            if not path.is_file() or sha256_of(path) != checksum:
+                raise BundleError(f"bundle {version}: ranker file {path} is missing or does not match the manifest")
     if manifest["index"]["encoder_checksum"] != encoder["checksums"][encoder["onnx_file"]]:
         raise BundleError(f"bundle {version}: the index was built with another encoder than the one it names")
     return manifest
@@ -107,6 +117,13 @@ def load_bundle(build_dir: Path, version: int | None = None, *, retriever: str =
     dataset = load_snapshot(bundle_dir)
     embeddings = np.load(bundle_dir / "item_embeddings.npy")
     cf = np.load(bundle_dir / CF_FILE)
+    fused = None
+    ranker = manifest.get("ranker")
+    if ranker:
+        import pickle
+
+        with open(bundle_dir / FUSED_FILE, "rb") as handle:
+            fused = pickle.load(handle)  # checksum-verified above: written by this project's build
     return Bundle(
         version=version,
         manifest=manifest,
@@ -122,4 +139,7 @@ def load_bundle(build_dir: Path, version: int | None = None, *, retriever: str =
         als_alpha=float(cf["alpha"]),
         encoder_model=manifest["encoder"]["triton_model"],
         encoder_version=int(manifest["encoder"]["triton_version"]),
+        fused=fused,
+        ranker_model=ranker["triton_model"] if ranker else None,
+        ranker_version=int(ranker["triton_version"]) if ranker else None,
     )

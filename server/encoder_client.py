@@ -27,5 +27,16 @@ class TritonTextEncoder:
             raise EncoderUnavailable(f"text encoder {model}/{version} failed: {error}") from error
         return result.as_numpy("EMBEDDING")
 
+    async def score(self, features: np.ndarray, *, model: str, version: int, timeout_s: float) -> np.ndarray:
+        """The served fusion ranker's score for each feature row."""
+        tensor = self._grpc.InferInput("FEATURES", list(features.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(features, np.float32))
+        try:
+            result = await self._client.infer(model, [tensor], model_version=str(version),
+                                              client_timeout=max(timeout_s, 0.001))
+        except Exception as error:
+            raise EncoderUnavailable(f"ranker {model}/{version} failed: {error}") from error
+        return result.as_numpy("SCORE").reshape(-1)
+
     async def close(self) -> None:
         await self._client.close()

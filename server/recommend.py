@@ -134,6 +134,14 @@ class Recommender:
         candidate_sets.append(self._popular_order[: self.config.candidates_per_signal])
 
         excluded = np.zeros(0, np.int64) if query.include_seen else np.unique(history)
+        if self.bundle.fused is not None and "lm" in features_source:
+            try:
+                ranked = await self._rank_with_ranker(user, history, excluded, features_source["lm"], query.k,
+                                                      timeout_s)
+                return Recommendation(items=ranked, bundle_version=self.bundle.label, profile_text=profile_text,
+                                      degraded=False)
+            except EncoderUnavailable:
+                degraded = True  # the fixed blend below is the ranker's fallback
         candidates = fill_candidates(np.concatenate(candidate_sets).astype(np.int64), excluded,
                                      self._popular_order, query.k)
         features = {"popular": np.log1p(self.bundle.popularity[candidates])}
@@ -145,6 +153,32 @@ class Recommender:
                                  self.config.weights, query.k)
         return Recommendation(items=ranked, bundle_version=self.bundle.label, profile_text=profile_text,
                               degraded=degraded)
+
+    async def _rank_with_ranker(self, user, history: np.ndarray, excluded: np.ndarray, profile: np.ndarray,
+                                k: int, timeout_s: float) -> list[RankedItem]:
+        """The neural fusion ranker (served by Triton) over the fused model's candidates."""
+        fused = self.bundle.fused
+        user_index = user.cf_index if user is not None and user.cf_index is not None else -1
+        candidates, features, names = fused.features(np.array([user_index]), [history], profile=profile[None, :],
+                                                     excluded=[excluded])
+        candidates, features = candidates[0], features[0]
+        scores = await self.encoder.score(features, model=self.bundle.ranker_model,
+                                          version=self.bundle.ranker_version, timeout_s=timeout_s)
+        order = np.argsort(-scores, kind="stable")[:k]
+        rr_columns = {name[:-3]: j for j, name in enumerate(names) if name.endswith("_rr")}
+        ranked = []
+        for position in order:
+            shares = {signal: float(features[position, j]) for signal, j in rr_columns.items()}
+            found_by = max(shares, key=shares.get)
+            ranked.append(RankedItem(item=int(candidates[position]), score=float(scores[position]), signals=shares,
+                                     found_by=found_by))
+        if len(ranked) < k:  # exactly k whenever the catalogue allows: top up by popularity
+            extra = fill_candidates(candidates, excluded, self._popular_order, k)
+            floor = min((item.score for item in ranked), default=0.0)
+            for index in [i for i in extra if i not in set(candidates.tolist())][: k - len(ranked)]:
+                floor -= 1.0
+                ranked.append(RankedItem(item=int(index), score=floor, signals={"popular": 1.0}, found_by="popular"))
+        return ranked
 
     async def similar(self, *, item_id: str = "", text: str = "", k: int = 10,
                       timeout_s: float = 5.0) -> Recommendation:

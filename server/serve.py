@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .gateway import GatewayConfig, run_gateway
 from .recommend import ServingConfig
-from .triton_launcher import TritonConfig, TritonProcess
+from .triton_launcher import TritonConfig, TritonProcess, models_in_repository
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +27,12 @@ class ServeConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
+def _triton_config(config: ServeConfig) -> TritonConfig:
+    repository = Path(config.build_dir) / "model_repository"
+    return TritonConfig(repository=repository, models=models_in_repository(repository),
+                        grpc_port=config.triton_grpc_port)
+
+
 def _gateway_config(config: ServeConfig, triton: TritonProcess) -> GatewayConfig:
     return GatewayConfig(build_dir=config.build_dir, triton_url=triton.grpc_url, host=config.host,
                          port=config.port, bundle_version=config.bundle_version, serving=config.serving)
@@ -34,8 +40,7 @@ def _gateway_config(config: ServeConfig, triton: TritonProcess) -> GatewayConfig
 
 def serve(config: ServeConfig, *, progress=print) -> None:
     progress(f"starting Triton on {Path(config.build_dir) / 'model_repository'} ...")
-    with TritonProcess(TritonConfig(repository=Path(config.build_dir) / "model_repository",
-                                    grpc_port=config.triton_grpc_port)) as triton:
+    with TritonProcess(_triton_config(config)) as triton:
         progress(f"Triton ready (gRPC {triton.grpc_url}); starting the gateway ...")
         asyncio.run(run_gateway(_gateway_config(config, triton),
                                 on_ready=lambda port: progress(f"gateway serving on {config.host}:{port} "
@@ -46,8 +51,7 @@ def serve(config: ServeConfig, *, progress=print) -> None:
 @contextlib.contextmanager
 def running_stack(config: ServeConfig, *, progress=print):
     """Triton + gateway (in a background thread) for the duration of the block; yields 'host:port'."""
-    with TritonProcess(TritonConfig(repository=Path(config.build_dir) / "model_repository",
-                                    grpc_port=config.triton_grpc_port)) as triton:
+    with TritonProcess(_triton_config(config)) as triton:
         progress(f"Triton ready (gRPC {triton.grpc_url})")
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()

@@ -94,6 +94,15 @@ def check_repository(repository: Path, models: tuple[str, ...]) -> None:
             raise TritonError(f"model '{name}' version {latest.name} is empty: {latest} (rebuild, or remove the folder)")
 
 
+def models_in_repository(repository: Path) -> tuple[str, ...]:
+    """Every model folder (one with a config.pbtxt) in the repository, text_encoder first."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        return ("text_encoder",)
+    names = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
+    return tuple(sorted(names, key=lambda n: n != "text_encoder")) or ("text_encoder",)
+
+
 class TritonProcess:
     """A running tritonserver; `stop()` (or leaving the `with` block) terminates it and cleans up."""
 

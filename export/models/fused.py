@@ -75,10 +75,12 @@ class FusedRecommender:
         return {name: make_model(name, seed=self.seed, **params).fit(dataset, train)
                 for name, params in self.signal_params.items()}
 
-    def _signal_scores(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> tuple[dict, dict]:
+    def _signal_scores(self, users: np.ndarray, histories: Sequence[np.ndarray],
+                       profile: np.ndarray | None = None) -> tuple[dict, dict]:
         scores = {name: model.score(users, histories) for name, model in self.cf_models.items()}
-        profile = self.lm_model.user_embeddings(users, histories)
-        item_embeddings = self.lm_model.item_embeddings
+        if profile is None:
+            profile = self.lm_model.user_embeddings(users, histories)
+        item_embeddings = self.item_embeddings
         scores["lm"] = profile @ item_embeddings.T
         if self.graph is not None:
             scores["kg"] = self.graph.user_affinity(histories)
@@ -98,12 +100,19 @@ class FusedRecommender:
         }
         return scores, extra
 
-    def _features(self, users, histories):
-        scores, extra = self._signal_scores(users, histories)
-        excluded = [np.asarray(h, np.int64) for h in histories]
+    def features(self, users, histories, profile: np.ndarray | None = None, excluded=None):
+        """Candidates and their feature rows, per user. The gateway passes the profile embeddings it got
+        from Triton and its own exclusions; offline, the encoder runs here and history is excluded."""
+        scores, extra = self._signal_scores(users, histories, profile)
+        if excluded is None:
+            excluded = [np.asarray(h, np.int64) for h in histories]
         candidates = select_candidates(scores, excluded, self.candidates)
         features, names = candidate_features(scores, extra, excluded, candidates)
         return candidates, features, names
+
+    def signal_scores_of(self, users, histories, profile: np.ndarray) -> dict[str, np.ndarray]:
+        """Each signal's raw score matrix (for explanations: which signal found an item)."""
+        return self._signal_scores(users, histories, profile)[0]
 
     # -- Recommender ------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, train: Interactions) -> "FusedRecommender":
@@ -121,6 +130,7 @@ class FusedRecommender:
         from lmrec.export.interest_tags import InterestTagger, tag_vocabulary
 
         self.tagger = InterestTagger(self.lm_model.encoder, tag_vocabulary(dataset))
+        self.item_embeddings = self.lm_model.item_embeddings
         self.cf_models = self._fit_cf_signals(dataset, inner)
 
         targets = targets_by_user(held)
@@ -130,7 +140,7 @@ class FusedRecommender:
         features, positions, names = [], [], None
         for start in range(0, len(users), 256):
             block = slice(start, start + 256)
-            candidates, block_features, names = self._features(users[block], histories[block])
+            candidates, block_features, names = self.features(users[block], histories[block])
             for cand, feats, user in zip(candidates, block_features, users[block]):
                 features.append(feats)
                 positions.append(np.flatnonzero(np.isin(cand, targets[int(user)])))
@@ -144,14 +154,38 @@ class FusedRecommender:
         return self
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
-        if self.trained is None:
+        if getattr(self, "ranker", None) is None:
             raise RuntimeError("fit the model before scoring")
-        candidates, features, _ = self._features(np.asarray(users), histories)
+        candidates, features, _ = self.features(np.asarray(users), histories)
         # Items outside the candidate set keep a (much lower) popularity order, so rankings stay full.
         out = np.tile(NOT_A_CANDIDATE + self.log_popularity, (len(candidates), 1)).astype(np.float32)
         for row, (items, feats) in enumerate(zip(candidates, features)):
             out[row, items] = self.ranker.score(feats)
         return out
+
+
+    # -- serving ----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        """What a bundle keeps: signals, graph, tagger, embeddings, the trained ranker's ONNX bytes.
+        The encoder session is left out: serving gets profile embeddings from Triton."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("lm_model", "ranker", "_workdir", "trained")}
+        state["ranker_onnx"] = Path(self.onnx_path).read_bytes()
+        state["feature_names"] = list(self.trained.feature_names)
+        state.pop("onnx_path", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        onnx_bytes = state.pop("ranker_onnx")
+        self.__dict__.update(state)
+        self._workdir = tempfile.TemporaryDirectory(prefix="lmrec-ranker-")
+        self.onnx_path = Path(self._workdir.name) / "ranker.onnx"
+        self.onnx_path.write_bytes(onnx_bytes)
+        self.ranker = OnnxRanker(self.onnx_path)
+        self.trained = None
+
+    @property
+    def n_features(self) -> int:
+        return len(self.trained.feature_names) if self.trained is not None else len(self.feature_names)
 
 
 class FusedInt8Recommender(FusedRecommender):

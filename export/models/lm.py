@@ -120,6 +120,7 @@ class FinetunedLMRecommender(_TextEncoderRecommender):
         from lmrec.export.finetune import finetune_encoder
 
         directory = cache_dir() / "finetuned" / training_fingerprint(dataset, train, self.config)
+        self.model_dir = directory
         if not (directory / "lmrec_finetune.json").is_file():
             finetune_encoder(self.config, dataset, train, directory,
                              progress=lambda line: print("    " + line, flush=True))

@@ -1,0 +1,32 @@
+"""Triton python-backend adapter for the lmrec fusion ranker (copied into every version folder).
+
+`execute` scores every request's feature rows in one ONNX Runtime call (dynamic batching) through the
+importable, unit-tested `lmrec.server.ranker_backend.score_requests`; a malformed request gets its own
+TritonError and never fails the others.
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from lmrec.export.ranker import OnnxRanker
+from lmrec.server.ranker_backend import score_requests
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.n_features = int(config["input"][0]["dims"][0])
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.ranker = OnnxRanker(version_dir / "ranker.onnx")
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(request, "FEATURES").as_numpy() for request in requests]
+        responses = []
+        for result in score_requests(self.ranker, inputs, self.n_features):
+            if isinstance(result, Exception):
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+            else:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SCORE", result)]))
+        return responses
