@@ -77,7 +77,7 @@ class RankerSpec:
     """
 
     name: str = "ranker"
-    n_features: int = 25
+    n_features: int = 16  # the fused model's default feature set; builds pass their own count
     max_batch_size: int = 4096
     max_queue_delay_us: int = 500
     instance_count: int = 1

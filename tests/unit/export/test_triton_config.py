@@ -81,3 +81,26 @@ def test_onnxruntime_config_matches_the_exported_graph(exported_encoder_dir):
     from lmrec.encoder import EncoderSettings
 
     assert list(config.output[0].dims) == [EncoderSettings.read(exported_encoder_dir).embedding_dim]
+
+
+RANKER_COMMITTED = COMMITTED.parents[1] / "ranker" / "config.pbtxt"
+
+
+def test_golden_committed_ranker_config_matches_the_default_spec():
+    from lmrec.export.triton_config import RankerSpec, ranker_config
+
+    rendered = render_config(ranker_config(RankerSpec()))
+    assert rendered.encode() == RANKER_COMMITTED.read_bytes(), (
+        "model_repository/ranker/config.pbtxt is stale; regenerate it with render_config(ranker_config(RankerSpec()))")
+
+
+def test_ranker_spec_feature_count_matches_the_fused_model_features():
+    """The default spec describes the fused model's feature set: 6 signals × (z, rr) + 4 extras."""
+    from lmrec.export.models.fused import DEFAULT_SIGNALS
+    from lmrec.export.triton_config import RankerSpec
+
+    signals = len(DEFAULT_SIGNALS) + 2  # + lm and kg
+    assert RankerSpec().n_features == 2 * signals + 4
+    config = parse(render_config(__import__("lmrec.export.triton_config", fromlist=["x"]).ranker_config(RankerSpec())))
+    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert list(config.input[0].dims) == [RankerSpec().n_features]
