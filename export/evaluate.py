@@ -100,6 +100,8 @@ def run_evaluation(
             f"split is {split.protocol!r} seed {split.seed}, config asks {config.protocol!r} seed {config.seed}"
         )
 
+    if max(config.ks) > dataset.n_items:
+        raise ValueError(f"k={max(config.ks)} is larger than the catalogue of '{dataset.name}' ({dataset.n_items} items)")
     train_valid = concat(split.train, split.valid)
     valid_task = _ranking_task(split.train, split.valid, dataset.n_users)
     test_task = _ranking_task(train_valid, split.test, dataset.n_users)

@@ -116,6 +116,10 @@ class FusedRecommender:
 
     # -- Recommender ------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, train: Interactions) -> "FusedRecommender":
+        if self.lm == "lm-finetuned":  # refuse an unworkable fine-tuning set-up before anything long runs
+            from lmrec.export.finetune import FinetuneConfig
+
+            replace(FinetuneConfig(), **self.lm_params).check(dataset, train)
         rng = np.random.default_rng(self.seed)
         inner, held = split_holdout(train, dataset.n_users, self.holdout, rng)
         if len(held) == 0:
