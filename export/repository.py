@@ -57,29 +57,40 @@ def _publish(staged: Path, final: Path) -> None:
     os.replace(staged, final)
 
 
+def _stage_model_version(build_dir: Path, model_name: str, version: int) -> tuple[Path, Path]:
+    """A fresh staging folder for `<model_name>/<version>` (refused when that version exists), and the
+    model folder it will be published into."""
+    model_dir = build_dir / REPOSITORY_DIR / model_name
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(f"{model_dir / str(version)} already exists; versions are immutable (pick another --version)")
+    staged = build_dir / STAGING_DIR / f"{model_name}-{version}"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    (staged / ADAPTER_FILE).write_text(adapter_source(model_name))
+    return staged, model_dir
+
+
+def _publish_model_version(staged: Path, model_dir: Path, version: int, config_text: str) -> None:
+    """Move the version into place; only then rewrite the config every version of the model shares."""
+    _publish(staged, model_dir / str(version))
+    config_tmp = model_dir / "config.pbtxt.tmp"
+    config_tmp.write_text(config_text)
+    os.replace(config_tmp, model_dir / "config.pbtxt")
+
+
 def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: EncoderExport, *,
                           precision: str, version: int) -> dict:
     """Copy one exported encoder into `model_repository/<spec.name>/<version>/`; returns its manifest part."""
     onnx_file = export.fp32_file if precision == "fp32" else export.int8_file
     if onnx_file is None:
         raise ValueError("precision int8 needs an export with quantize=True")
-    model_dir = build_dir / REPOSITORY_DIR / spec.name
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(f"{model_dir / str(version)} already exists; versions are immutable (pick another --version)")
-    staged = build_dir / STAGING_DIR / f"{spec.name}-{version}"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
+    staged, model_dir = _stage_model_version(build_dir, spec.name, version)
     shutil.copy(export.directory / onnx_file, staged / onnx_file)
     shutil.copy(export.directory / TOKENIZER_FILE, staged / TOKENIZER_FILE)
     settings: EncoderSettings = replace(export.settings, onnx_file=onnx_file)
     (staged / ENCODER_SETTINGS_FILE).write_text(settings.to_json())
-    (staged / ADAPTER_FILE).write_text(adapter_source(spec.name))
     checksums = {name: sha256_of(staged / name) for name in (onnx_file, TOKENIZER_FILE, ENCODER_SETTINGS_FILE)}
-    _publish(staged, model_dir / str(version))
-    # The config is shared by every version: rewrite it only once the new version is in place.
-    config_tmp = model_dir / "config.pbtxt.tmp"
-    config_tmp.write_text(render_config(text_encoder_config(spec)))
-    os.replace(config_tmp, model_dir / "config.pbtxt")
+    _publish_model_version(staged, model_dir, version, render_config(text_encoder_config(spec)))
     return {
         "triton_model": spec.name,
         "triton_version": version,
@@ -98,19 +109,10 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
 def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSpec | None = None) -> dict:
     """The fused model's ranker ONNX as `model_repository/ranker/<version>/`; returns its manifest part."""
     spec = spec or RankerSpec(n_features=fused.n_features)
-    model_dir = build_dir / REPOSITORY_DIR / spec.name
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(f"{model_dir / str(version)} already exists; versions are immutable")
-    staged = build_dir / STAGING_DIR / f"{spec.name}-{version}"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
+    staged, model_dir = _stage_model_version(build_dir, spec.name, version)
     shutil.copy(fused.onnx_path, staged / "ranker.onnx")
-    (staged / ADAPTER_FILE).write_text(adapter_source(spec.name))
     checksum = sha256_of(staged / "ranker.onnx")
-    _publish(staged, model_dir / str(version))
-    config_tmp = model_dir / "config.pbtxt.tmp"
-    config_tmp.write_text(render_config(ranker_config(spec)))
-    os.replace(config_tmp, model_dir / "config.pbtxt")
+    _publish_model_version(staged, model_dir, version, render_config(ranker_config(spec)))
     return {"triton_model": spec.name, "triton_version": version, "n_features": spec.n_features,
             "feature_names": list(fused.feature_names if fused.trained is None else fused.trained.feature_names),
             "checksums": {"ranker.onnx": checksum}}

@@ -234,6 +234,9 @@ def main() -> None:
                             "not interactions",
                     "metrics": {m: as_shipped["metrics"][m] for m in METRICS},
                 }
+            for side, key in (("lmrec", "numpy_pop_lmrec_tie_order"), ("recbole", "numpy_pop_recbole_id_order")):
+                ties[f"{key}_reproduces_{side}"] = all(
+                    abs(ties[key][m] - entry["methods"]["pop"][side][m]) < 1e-6 for m in METRICS)
             report["protocols"][protocol] = entry
             print(json.dumps({k: entry["methods"][k]["ratio_lmrec_over_recbole"] for k in entry["methods"]}), flush=True)
 
@@ -262,9 +265,12 @@ def markdown(report: dict) -> str:
         a, b = t["numpy_pop_lmrec_tie_order"], t["numpy_pop_recbole_id_order"]
         lines += ["", f"Pop ties: {t['test_users_with_tied_counts_in_top_11']} of {t['n_test_users']} test users have "
                   "equal counts among their 11 best eligible items; lmrec breaks ties by lower lmrec item index, "
-                  "RecBole by torch.topk over its own ids. Pop recomputed in numpy from the files, lmrec tie order: "
-                  + ", ".join(f"{k}={a[k]:.4f}" for k in METRICS) + "; RecBole id order: "
-                  + ", ".join(f"{k}={b[k]:.4f}" for k in METRICS) + "."]
+                  "RecBole by torch.topk over its own ids. The same counts (RecBole's, = interactions in train ∪ valid: "
+                  f"{t['recbole_pop_counts_equal_interaction_counts']}) ranked in numpy with lmrec's tie order: "
+                  + ", ".join(f"{k}={a[k]:.4f}" for k in METRICS)
+                  + f" (reproduces lmrec: {t['numpy_pop_lmrec_tie_order_reproduces_lmrec']}); "
+                  "with RecBole's item ids ascending: " + ", ".join(f"{k}={b[k]:.4f}" for k in METRICS)
+                  + f" (reproduces RecBole: {t['numpy_pop_recbole_id_order_reproduces_recbole']})."]
         if "recbole_pop_default_batch" in entry:
             d = entry["recbole_pop_default_batch"]["metrics"]
             lines.append("RecBole Pop with its default train_batch_size=2048 (counts distinct items per batch): "
