@@ -102,6 +102,14 @@ def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
     for column in (train.user, train.item, train.timestamp):
         digest.update(np.ascontiguousarray(column).tobytes())
     digest.update(json.dumps({k: str(v) for k, v in asdict(config).items()}, sort_keys=True).encode())
+    # A change to the text builders or the training loop must not reuse a model trained with the old ones.
+    import inspect
+
+    import lmrec.export.finetune
+    import lmrec.text
+
+    for module in (lmrec.text, lmrec.export.finetune):
+        digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:20]
 
 
