@@ -47,6 +47,7 @@ def run_lmrec(protocol: str, data_dir: str, workdir: Path) -> tuple[dict, str, s
            "--protocol", protocol, "--method", "pop,ease", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     records = {r["method"]: r for r in json.loads(out.read_text())["records"]}
+    cmd[-1] = f"<tmp>/{out.name}"  # the temp dir changes every run: keep the recorded command stable
     return records, shlex.join(cmd), proc.stdout
 
 
@@ -54,7 +55,9 @@ def export_split(protocol: str, data_dir: str, workdir: Path) -> dict:
     cmd = [str(LMREC_VENV / "python"), str(HERE / "export_split.py"), "--data-dir", data_dir,
            "--protocol", protocol, "--out", str(workdir / "atomic"), "--token", TOKEN]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary["folder"] = "<tmp>/atomic/" + TOKEN
+    return summary
 
 
 def recbole_config(model: str, workdir: Path, extra: dict):
