@@ -57,7 +57,8 @@ class FusedRecommender:
 
     def __init__(self, *, seed: int = 42, holdout: Literal["last", "random"] = "last", candidates: int = 50,
                  lm: str = "lm-finetuned", lm_params: dict | None = None, precision: Literal["fp32", "int8"] = "fp32",
-                 signals: dict[str, dict] | None = None, use_kg: bool = True, ranker: dict | None = None) -> None:
+                 signals: dict[str, dict] | None = None, use_kg: bool = True, ranker: dict | None = None,
+                 recent_share: float = 0.0) -> None:
         self.seed = seed
         self.holdout = holdout
         self.candidates = candidates
@@ -66,6 +67,8 @@ class FusedRecommender:
         self.precision = precision
         self.signal_params = {**DEFAULT_SIGNALS, **(signals or {})}
         self.use_kg = use_kg
+        # Popularity within the latest `recent_share` of the training time span: what is in demand now.
+        self.recent_share = recent_share
         self.ranker_config = replace(RankerConfig(seed=seed), **(ranker or {}))
         self.trained: TrainedRanker | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="lmrec-ranker-")
@@ -96,6 +99,8 @@ class FusedRecommender:
             "sim_last_item": last @ item_embeddings.T,
             "sim_recent_items": recent @ item_embeddings.T,
             "log_popularity": np.broadcast_to(self.log_popularity, scores["lm"].shape),
+            **({"log_recent_popularity": np.broadcast_to(self.log_recent_popularity, scores["lm"].shape)}
+               if self.recent_share > 0 else {}),
             "interest_tags": (tag_direction @ item_embeddings.T).astype(np.float32),
         }
         return scores, extra
@@ -124,7 +129,7 @@ class FusedRecommender:
         inner, held = split_holdout(train, dataset.n_users, self.holdout, rng)
         if len(held) == 0:
             raise ValueError("no user has 3 or more training interactions: nothing to train the ranker on")
-        self.log_popularity = np.log1p(np.bincount(inner.item, minlength=dataset.n_items)).astype(np.float32)
+        self._set_popularity(inner, dataset.n_items)
         self.graph = None
         if self.use_kg:
             from lmrec.export.kg import build_item_graph
@@ -154,8 +159,15 @@ class FusedRecommender:
 
         # Cheap signals learn from everything now; popularity too. The encoder keeps its inner fit.
         self.cf_models = self._fit_cf_signals(dataset, train)
-        self.log_popularity = np.log1p(np.bincount(train.item, minlength=dataset.n_items)).astype(np.float32)
+        self._set_popularity(train, dataset.n_items)
         return self
+
+    def _set_popularity(self, interactions: Interactions, n_items: int) -> None:
+        self.log_popularity = np.log1p(np.bincount(interactions.item, minlength=n_items)).astype(np.float32)
+        if self.recent_share > 0:
+            start = np.quantile(interactions.timestamp, 1.0 - self.recent_share)
+            recent = interactions.item[interactions.timestamp >= start]
+            self.log_recent_popularity = np.log1p(np.bincount(recent, minlength=n_items)).astype(np.float32)
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         if getattr(self, "ranker", None) is None:
