@@ -87,10 +87,14 @@ class FusedRecommender:
         scores["lm"] = profile @ item_embeddings.T
         if self.graph is not None:
             scores["kg"] = self.graph.user_affinity(histories)
-        # Interest tags: the user's top tags (found by the encoder) as a direction in embedding space.
-        tag_weights = self.tagger.weights(profile)
-        cutoff = np.sort(tag_weights, axis=1)[:, -min(5, tag_weights.shape[1])][:, None]
-        tag_direction = np.where(tag_weights >= cutoff, tag_weights, 0.0) @ self.tagger.tag_embeddings
+        # Interest tags: the user's top tags (found by the encoder) as a direction in embedding space;
+        # a catalogue without genres or tags has none, and the feature is then 0.
+        if self.tagger is not None:
+            tag_weights = self.tagger.weights(profile)
+            cutoff = np.sort(tag_weights, axis=1)[:, -min(5, tag_weights.shape[1])][:, None]
+            tag_direction = np.where(tag_weights >= cutoff, tag_weights, 0.0) @ self.tagger.tag_embeddings
+        else:
+            tag_direction = np.zeros_like(profile)
         last = np.stack([item_embeddings[h[-1]] if len(h) else np.zeros(item_embeddings.shape[1], np.float32)
                          for h in histories])
         recent = np.stack([item_embeddings[h[-3:]].mean(axis=0) if len(h) else np.zeros(item_embeddings.shape[1],
@@ -138,7 +142,8 @@ class FusedRecommender:
         self.lm_model = make_model(self.lm, seed=self.seed, precision=self.precision, **self.lm_params).fit(dataset, inner)
         from lmrec.export.interest_tags import InterestTagger, tag_vocabulary
 
-        self.tagger = InterestTagger(self.lm_model.encoder, tag_vocabulary(dataset))
+        vocabulary = tag_vocabulary(dataset)
+        self.tagger = InterestTagger(self.lm_model.encoder, vocabulary) if vocabulary else None
         self.item_embeddings = self.lm_model.item_embeddings
         self.cf_models = self._fit_cf_signals(dataset, inner)
 
