@@ -51,6 +51,17 @@ def split_holdout(train: Interactions, n_users: int, how: str, rng: np.random.Ge
     return train.select(~held), train.select(held)
 
 
+def move_items_to_held_out(inner: Interactions, held: Interactions, share: float,
+                           rng: np.random.Generator) -> tuple[Interactions, Interactions]:
+    """Make `share` of the items in `inner` cold: all their interactions move to the held-out set."""
+    from lmrec.export.dataset import concat
+
+    items = np.unique(inner.item)
+    cold = rng.choice(items, size=max(1, int(round(share * len(items)))), replace=False)
+    moving = np.isin(inner.item, cold)
+    return inner.select(~moving), concat(held, inner.select(moving))
+
+
 class FusedRecommender:
     name = "fused"
     param_grid: ClassVar[list[dict[str, Any]]] = [{}]
@@ -58,7 +69,7 @@ class FusedRecommender:
     def __init__(self, *, seed: int = 42, holdout: Literal["last", "random"] = "last", candidates: int = 50,
                  lm: str = "lm-finetuned", lm_params: dict | None = None, precision: Literal["fp32", "int8"] = "fp32",
                  signals: dict[str, dict] | None = None, use_kg: bool = True, ranker: dict | None = None,
-                 recent_share: float = 0.0) -> None:
+                 recent_share: float = 0.0, cold_share: float = 0.0) -> None:
         self.seed = seed
         self.holdout = holdout
         self.candidates = candidates
@@ -69,6 +80,10 @@ class FusedRecommender:
         self.use_kg = use_kg
         # Popularity within the latest `recent_share` of the training time span: what is in demand now.
         self.recent_share = recent_share
+        # Share of items made "pseudo-cold" for the ranker's training: their interactions leave the inner
+        # set, so the ranker sees targets with no CF evidence and learns to trust text and graph there.
+        # Without it, the ranker only ever sees warm targets and never ranks a new item.
+        self.cold_share = cold_share
         self.ranker_config = replace(RankerConfig(seed=seed), **(ranker or {}))
         self.trained: TrainedRanker | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="lmrec-ranker-")
@@ -131,6 +146,8 @@ class FusedRecommender:
             replace(FinetuneConfig(), **self.lm_params).check(dataset, train)
         rng = np.random.default_rng(self.seed)
         inner, held = split_holdout(train, dataset.n_users, self.holdout, rng)
+        if self.cold_share > 0:
+            inner, held = move_items_to_held_out(inner, held, self.cold_share, rng)
         if len(held) == 0:
             raise ValueError("no user has 3 or more training interactions: nothing to train the ranker on")
         self._set_popularity(inner, dataset.n_items)
