@@ -192,7 +192,8 @@ def cmd_bench(args) -> int:
         payload = run_quality(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
         print(f"wrote {Path(args.out) / args.name}.json, .md and .png")
         for bar in payload.get("bars", []):
-            print(f"  {'met ' if bar['met'] else 'MISS'} {bar['bar']}: {bar['value']:.3f} (needs {bar['needed']})")
+            value = "unbounded" if bar["value"] is None else f"{bar['value']:.3f}"
+            print(f"  {'met ' if bar['met'] else 'MISS'} {bar['bar']}: {value} (needs {bar['needed']})")
         return 0
     raise CliError(f"unknown suite {args.suite!r}")
 
