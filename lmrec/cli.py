@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fused", action="store_true",
                        help="fine-tune the encoder and train the neural fusion ranker (served as Triton `ranker`)")
         p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
-                       help="fine-tuning steps with --fused (default 800: ~25 min on ml-100k, 2 cores)")
+                       help="fine-tuning steps with --fused (default 300: ~10 min on ml-100k, 2 cores)")
 
     p = verbs.add_parser("build", help="load data, export the encoder, build index + ALS, write version N")
     add_build_arguments(p)
