@@ -6,11 +6,11 @@ import itertools
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from lmrec.export.dataset import Dataset, Interactions
+from lmrec.export.models.matrices import binary_matrix, history_matrix
 
 
 class ALSRecommender:
@@ -49,7 +49,7 @@ class ALSRecommender:
         self._has_training_data: np.ndarray | None = None  # bool per user
 
     def fit(self, dataset: Dataset, train: Interactions) -> "ALSRecommender":
-        user_items = _binary_matrix(train.user, train.item, (dataset.n_users, dataset.n_items))
+        user_items = binary_matrix(train.user, train.item, (dataset.n_users, dataset.n_items))
         # implicit stores confidence C = implicit.alpha * value (unobserved C = 1); with binary values
         # its alpha must be 1 + our alpha to give the textbook C = 1 + alpha * r.
         with threadpool_limits(1, "blas"):  # implicit's solver threads; BLAS threads on top slow it down
@@ -98,20 +98,8 @@ class ALSRecommender:
     def _fold_in(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         if self._als is None:
             raise RuntimeError("fit the model before scoring")
-        n_items = self.item_factors.shape[0]
-        lengths = [len(h) for h in histories]
-        rows = np.repeat(np.arange(len(histories)), lengths)
-        cols = np.concatenate(histories).astype(np.int64) if histories else np.zeros(0, np.int64)
-        in_range = (cols >= 0) & (cols < n_items)  # items unknown to this model carry no signal
-        user_items = _binary_matrix(rows[in_range], cols[in_range], (len(histories), n_items))
+        user_items = history_matrix(histories, self.item_factors.shape[0])  # unknown items carry no signal
         # recalculate_user does implicit's exact (Cholesky) user step with the same confidence scaling.
         vectors = self._als.recalculate_user(np.arange(len(histories)), user_items)
         return np.asarray(vectors, dtype=np.float32).reshape(len(histories), self.factors)
 
-
-def _binary_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """CSR with 1.0 wherever a (row, col) pair occurs: repeated interactions count once."""
-    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix

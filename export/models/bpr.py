@@ -9,7 +9,7 @@ import numpy as np
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
 from lmrec.export.dataset import Dataset, Interactions
-from lmrec.export.models.itemknn import binary_matrix, history_matrix
+from lmrec.export.models.matrices import binary_matrix, history_matrix
 
 
 class BPRRecommender:

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.linalg
 
 from lmrec.export.dataset import Dataset, Interactions
-from lmrec.export.models.itemknn import binary_matrix, history_matrix
+from lmrec.export.models.matrices import binary_matrix, history_matrix
 
 # Up to this many items the Gram matrix is inverted in float64 (under a second at ml-100k's 1682);
 # above it in float32, where the Cholesky inverse of ml-latest-small's 9742 × 9742 takes ~6 s on

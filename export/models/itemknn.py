@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmrec.export.dataset import Dataset, Interactions
+from lmrec.export.models.matrices import binary_matrix, history_matrix
 
 # Target items whose similarity column is densified at once while pruning: bounds the
 # (n_items, block) float32 block to ~40 MB on ml-latest-small.
@@ -87,23 +88,3 @@ class ItemKNNRecommender:
             raise ValueError("users and histories must have the same length")
         seen = history_matrix(histories, self.similarity.shape[0])
         return np.asarray((seen @ self.similarity).toarray(), dtype=np.float32)
-
-
-def history_matrix(histories: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
-    """Binary (len(histories), n_items) CSR; items outside the fitted range carry no signal.
-
-    Shared by the history-based methods (itemknn, ease, bpr's fold-in).
-    """
-    lengths = [len(h) for h in histories]
-    rows = np.repeat(np.arange(len(histories)), lengths)
-    cols = np.concatenate([np.asarray(h, np.int64) for h in histories]) if histories else np.zeros(0, np.int64)
-    in_range = (cols >= 0) & (cols < n_items)
-    return binary_matrix(rows[in_range], cols[in_range], (len(histories), n_items))
-
-
-def binary_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """CSR with 1.0 wherever a (row, col) pair occurs: repeated interactions count once."""
-    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
