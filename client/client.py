@@ -24,9 +24,14 @@ def _error(error: grpc.RpcError) -> ClientError:
     return ClientError(error.code().name, error.details() or "")
 
 
-def _recommend_request(user_id, recent_item_ids, text, k, include_seen) -> pb.RecommendRequest:
+def _recommend_request(user_id, recent_item_ids, text, k, include_seen, attributes=None, exclude_item_ids=(),
+                       require=None) -> pb.RecommendRequest:
+    filters = [pb.AttributeFilter(key=key, values=[values] if isinstance(values, str) else [str(v) for v in values])
+               for key, values in (require or {}).items()]
     return pb.RecommendRequest(user_id=str(user_id or ""), recent_item_ids=[str(i) for i in recent_item_ids],
-                               text=text, k=k, include_seen=include_seen)
+                               text=text, k=k, include_seen=include_seen,
+                               attributes={str(a): str(v) for a, v in (attributes or {}).items()},
+                               exclude_item_ids=[str(i) for i in exclude_item_ids], require=filters)
 
 
 def _similar_request(item_id, text, k) -> pb.SimilarItemsRequest:
@@ -35,32 +40,87 @@ def _similar_request(item_id, text, k) -> pb.SimilarItemsRequest:
     return pb.SimilarItemsRequest(text=text, k=k)
 
 
+def event_message(user_id, item_id, event_type: str = "", timestamp: float = 0.0,
+                  weight: float | None = None) -> pb.Event:
+    event = pb.Event(user_id=str(user_id), item_id=str(item_id), event_type=event_type, timestamp=timestamp)
+    if weight is not None:
+        event.weight = weight
+    return event
+
+
+def _events_request(events) -> pb.RecordEventsRequest:
+    """`events`: pb.Event messages or dicts with user_id, item_id[, event_type, timestamp, weight]."""
+    return pb.RecordEventsRequest(events=[e if isinstance(e, pb.Event) else event_message(**e) for e in events])
+
+
+def new_item(item_id, title: str, *, categories=(), description: str = "", year: int | None = None, tags=(),
+             attributes=None) -> pb.NewItem:
+    return pb.NewItem(item_id=str(item_id), title=title, categories=list(categories), description=description,
+                      year=int(year or 0), tags=list(tags), attributes={str(k): str(v) for k, v in (attributes or {}).items()})
+
+
+def _items_request(items) -> pb.AddItemsRequest:
+    """`items`: pb.NewItem messages or dicts with item_id, title[, categories, description, year, tags, attributes]."""
+    return pb.AddItemsRequest(items=[i if isinstance(i, pb.NewItem) else new_item(**i) for i in items])
+
+
+# Deploys load models and warm up: they get their own, longer default deadline.
+DEPLOY_TIMEOUT_S = 300.0
+
+
 class RecommenderClient:
+    """Every lmrec.v1 RPC, blocking. Errors come as `ClientError` with the gRPC status name."""
+
     def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
         self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.RecommenderStub(self._channel)
+        self._admin = pb_grpc.AdminStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self.timeout_s = timeout_s
 
-    def recommend(self, user_id: str | int = "", *, recent_item_ids: Sequence[str | int] = (), text: str = "",
-                  k: int = 10, include_seen: bool = False) -> pb.RecommendResponse:
+    def _call(self, method, request, timeout_s: float | None = None, request_id: str | None = None):
+        metadata = (("x-request-id", request_id),) if request_id else None
         try:
-            return self._stub.Recommend(_recommend_request(user_id, recent_item_ids, text, k, include_seen),
-                                        timeout=self.timeout_s)
+            return method(request, timeout=timeout_s or self.timeout_s, metadata=metadata)
         except grpc.RpcError as error:
             raise _error(error) from None
+
+    def recommend(self, user_id: str | int = "", *, recent_item_ids: Sequence[str | int] = (), text: str = "",
+                  k: int = 10, include_seen: bool = False, attributes: dict | None = None,
+                  exclude_item_ids: Sequence[str | int] = (), require: dict | None = None,
+                  request_id: str | None = None) -> pb.RecommendResponse:
+        return self._call(self._stub.Recommend, _recommend_request(user_id, recent_item_ids, text, k, include_seen,
+                                                                   attributes, exclude_item_ids, require),
+                          request_id=request_id)
 
     def similar(self, item_id: str | int = "", *, text: str = "", k: int = 10) -> pb.SimilarItemsResponse:
-        try:
-            return self._stub.SimilarItems(_similar_request(item_id, text, k), timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise _error(error) from None
+        return self._call(self._stub.SimilarItems, _similar_request(item_id, text, k))
+
+    def record_event(self, user_id, item_id, *, event_type: str = "", timestamp: float = 0.0,
+                     weight: float | None = None) -> pb.RecordEventsResponse:
+        return self._call(self._stub.RecordEvent, event_message(user_id, item_id, event_type, timestamp, weight))
+
+    def record_events(self, events) -> pb.RecordEventsResponse:
+        return self._call(self._stub.RecordEvents, _events_request(events))
+
+    def profile(self, user_id, *, max_tags: int = 5, max_recent_items: int = 10) -> pb.UserProfile:
+        return self._call(self._stub.GetUserProfile, pb.GetUserProfileRequest(
+            user_id=str(user_id), max_tags=max_tags, max_recent_items=max_recent_items))
+
+    def add_items(self, items) -> pb.AddItemsResponse:
+        return self._call(self._stub.AddItems, _items_request(items))
+
+    def forget_user(self, user_id) -> pb.ForgetUserResponse:
+        return self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=str(user_id)))
+
+    def deploy(self, version: int, *, timeout_s: float = DEPLOY_TIMEOUT_S) -> pb.DeployResponse:
+        return self._call(self._admin.Deploy, pb.DeployRequest(version=version), timeout_s)
+
+    def status(self) -> pb.StatusResponse:
+        return self._call(self._admin.GetStatus, pb.StatusRequest())
 
     def health(self, service: str = "") -> str:
-        try:
-            reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise _error(error) from None
+        reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def close(self) -> None:
@@ -74,31 +134,58 @@ class RecommenderClient:
 
 
 class AsyncRecommenderClient:
+    """The same RPCs for asyncio code."""
+
     def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = pb_grpc.RecommenderStub(self._channel)
+        self._admin = pb_grpc.AdminStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self.timeout_s = timeout_s
 
-    async def recommend(self, user_id: str | int = "", *, recent_item_ids: Sequence[str | int] = (),
-                        text: str = "", k: int = 10, include_seen: bool = False) -> pb.RecommendResponse:
+    async def _call(self, method, request, timeout_s: float | None = None, request_id: str | None = None):
+        metadata = (("x-request-id", request_id),) if request_id else None
         try:
-            return await self._stub.Recommend(_recommend_request(user_id, recent_item_ids, text, k, include_seen),
-                                              timeout=self.timeout_s)
+            return await method(request, timeout=timeout_s or self.timeout_s, metadata=metadata)
         except grpc.RpcError as error:
             raise _error(error) from None
+
+    async def recommend(self, user_id: str | int = "", *, recent_item_ids: Sequence[str | int] = (),
+                        text: str = "", k: int = 10, include_seen: bool = False, attributes: dict | None = None,
+                        exclude_item_ids: Sequence[str | int] = (), require: dict | None = None,
+                        request_id: str | None = None) -> pb.RecommendResponse:
+        return await self._call(self._stub.Recommend, _recommend_request(
+            user_id, recent_item_ids, text, k, include_seen, attributes, exclude_item_ids, require),
+            request_id=request_id)
 
     async def similar(self, item_id: str | int = "", *, text: str = "", k: int = 10) -> pb.SimilarItemsResponse:
-        try:
-            return await self._stub.SimilarItems(_similar_request(item_id, text, k), timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise _error(error) from None
+        return await self._call(self._stub.SimilarItems, _similar_request(item_id, text, k))
+
+    async def record_event(self, user_id, item_id, *, event_type: str = "", timestamp: float = 0.0,
+                           weight: float | None = None) -> pb.RecordEventsResponse:
+        return await self._call(self._stub.RecordEvent, event_message(user_id, item_id, event_type, timestamp, weight))
+
+    async def record_events(self, events) -> pb.RecordEventsResponse:
+        return await self._call(self._stub.RecordEvents, _events_request(events))
+
+    async def profile(self, user_id, *, max_tags: int = 5, max_recent_items: int = 10) -> pb.UserProfile:
+        return await self._call(self._stub.GetUserProfile, pb.GetUserProfileRequest(
+            user_id=str(user_id), max_tags=max_tags, max_recent_items=max_recent_items))
+
+    async def add_items(self, items) -> pb.AddItemsResponse:
+        return await self._call(self._stub.AddItems, _items_request(items))
+
+    async def forget_user(self, user_id) -> pb.ForgetUserResponse:
+        return await self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=str(user_id)))
+
+    async def deploy(self, version: int, *, timeout_s: float = DEPLOY_TIMEOUT_S) -> pb.DeployResponse:
+        return await self._call(self._admin.Deploy, pb.DeployRequest(version=version), timeout_s)
+
+    async def status(self) -> pb.StatusResponse:
+        return await self._call(self._admin.GetStatus, pb.StatusRequest())
 
     async def health(self, service: str = "") -> str:
-        try:
-            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise _error(error) from None
+        reply = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     async def close(self) -> None:
@@ -120,4 +207,6 @@ def format_items(response) -> str:
         signals = " ".join(f"{s.signal}={s.score:.2f}" for s in item.signals)
         title = item.title if len(item.title) <= 46 else item.title[:43] + "..."
         lines.append(f"{rank:>3}  {item.item_id:>8}  {title:<46} {item.score:>6.3f}  {item.found_by:<8} {signals}")
+        if item.HasField("explanation") and item.explanation.text:
+            lines.append(f"{'':>15}why: {item.explanation.text}")
     return "\n".join(lines)

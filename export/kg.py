@@ -201,6 +201,24 @@ class ItemGraph:
         order = order[np.isfinite(scores[order]) & (scores[order] > 0)]
         return order[:k].astype(np.int32)
 
+    def with_items(self, infos: Sequence) -> "ItemGraph":
+        """This graph plus rows for `infos` (items added after it was built), appended in order.
+
+        The attribute columns and their idf weights stay as built, so features computed for the new
+        items mean what they meant when the ranker was trained; attributes the graph never had are left out.
+        """
+        rows, cols = [], []
+        for offset, info in enumerate(infos):
+            for attribute in item_attribute_ids(info):
+                j = self.attribute_index.get(attribute)
+                if j is not None:
+                    rows.append(self.n_items + offset)
+                    cols.append(j)
+        added = sp.csr_matrix((np.ones(len(rows), np.float32), (np.asarray(rows, np.int64) - self.n_items,
+                                                                 np.asarray(cols, np.int64))),
+                              shape=(len(infos), self.n_attributes))
+        return ItemGraph(sp.vstack([self.incidence, added], format="csr"), self.attribute_ids, self.weights)
+
     # --- explanations ------------------------------------------------------------------------
 
     def explain(self, history: np.ndarray, item: int, item_titles: Sequence[str], max_attributes: int = 2,

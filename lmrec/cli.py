@@ -1,6 +1,7 @@
 """`lmrec` command line: each verb builds a typed config and calls one entry point.
 
-Verbs: build, serve, gateway, demo, evaluate (offline/ops) and recommend, similar (client).
+Verbs: build, serve, gateway, demo, evaluate, profile, bench (offline/ops); the verbs that talk to a
+running gateway (recommend, similar, event, add-items, forget, deploy, status) live in cli_client.py.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
+
 DATASETS = ("synthetic", "ml-100k", "ml-latest-small", "movielens-csv", "csv")
 PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
-DEFAULT_ADDRESS = os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2, never a traceback."""
 
 
 def _default_build_dir(dataset: str) -> Path:
@@ -77,16 +75,6 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
                              "rating_range=LOW,HIGH; 'none' clears an optional column")
 
 
-def _positive_k(value: str) -> int:
-    try:
-        k = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from None
-    if not 1 <= k <= 1000:
-        raise argparse.ArgumentTypeError(f"k must be between 1 and 1000, got {k}")
-    return k
-
-
 def _build_config(args):
     from lmrec.export.build import BuildConfig
 
@@ -119,11 +107,16 @@ def cmd_serve(args) -> int:
 def cmd_gateway(args) -> int:
     from lmrec.server.gateway import GatewayConfig, serve_gateway
 
+    from lmrec.server.metrics import configure_logging
+
     def ready(port: int) -> None:
         print(f"gateway serving on {args.host}:{port}", flush=True)
 
+    configure_logging("DEBUG" if args.verbose else "INFO")
     serve_gateway(GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
-                                port=args.port, bundle_version=args.bundle_version, retriever=args.retriever),
+                                port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,
+                                state_dir=Path(args.state_dir) if args.state_dir else None,
+                                event_store=args.event_store, metrics_port=args.metrics_port),
                   on_ready=ready)
     return 0
 
@@ -168,6 +161,10 @@ def _model_params(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str
 
 
 def cmd_profile(args) -> int:
+    if not args.build_dir:  # ask the running gateway (the profile as served, with recorded events)
+        from lmrec.cli_client import cmd_remote_profile
+
+        return cmd_remote_profile(args)
     from lmrec.profiles import ProfileConfig, describe_profile
 
     print(describe_profile(ProfileConfig(build_dir=Path(args.build_dir), user_id=args.user, top_tags=args.tags,
@@ -196,34 +193,6 @@ def cmd_bench(args) -> int:
             print(f"  {'met ' if bar['met'] else 'MISS'} {bar['bar']}: {value} (needs {bar['needed']})")
         return 0
     raise CliError(f"unknown suite {args.suite!r}")
-
-
-def cmd_recommend(args) -> int:
-    from lmrec.client import RecommenderClient, format_items
-
-    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
-        response = client.recommend(args.user or "", recent_item_ids=args.item or (), text=args.text or "",
-                                    k=args.k, include_seen=args.include_seen)
-    if args.json:
-        from google.protobuf.json_format import MessageToJson
-
-        print(MessageToJson(response))
-    else:
-        if response.profile_text:
-            print(f"profile: {response.profile_text}")
-        print(format_items(response))
-    return 0
-
-
-def cmd_similar(args) -> int:
-    from lmrec.client import RecommenderClient, format_items
-
-    if not args.item and not args.text:
-        raise CliError("give --item ID or --text TEXT")
-    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
-        response = client.similar(args.item or "", text=args.text or "", k=args.k)
-    print(format_items(response))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
     p.add_argument("--bundle-version", type=int, default=None)
     p.add_argument("--retriever", choices=("hnsw", "exact"), default="hnsw")
+    p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
+    p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
     p.set_defaults(run=cmd_gateway)
 
     p = verbs.add_parser("demo", help="build (if needed), serve, send example requests, shut down")
@@ -280,8 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(run=cmd_evaluate)
 
-    p = verbs.add_parser("profile", help="a user's profile text, recent items and LM interest tags (from a build)")
-    p.add_argument("--build-dir", required=True)
+    p = verbs.add_parser("profile", help="a user's profile text, recent items and LM interest tags "
+                                         "(from the gateway at --address, or offline from --build-dir)")
+    p.add_argument("--build-dir", help="read the build offline instead of asking the gateway")
+    p.add_argument("--address", default=os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051"))
+    p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--user", required=True)
     p.add_argument("--tags", type=int, default=5, help="how many interest tags")
     p.add_argument("--bundle-version", type=int, default=None)
@@ -301,21 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-users", type=int, default=0, help="smoke run on a synthetic data set of N users")
     p.set_defaults(run=cmd_bench)
 
-    for name, helptext, runner in (("recommend", "ask the gateway for recommendations", cmd_recommend),
-                                   ("similar", "ask the gateway for similar items", cmd_similar)):
-        p = verbs.add_parser(name, help=helptext)
-        p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
-        p.add_argument("-k", type=_positive_k, default=10)
-        p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
-        p.add_argument("--text", help="free text")
-        if name == "recommend":
-            p.add_argument("--user", help="user id")
-            p.add_argument("--item", action="append", help="a recent item id (repeatable), oldest first")
-            p.add_argument("--include-seen", action="store_true")
-            p.add_argument("--json", action="store_true", help="print the raw response as JSON")
-        else:
-            p.add_argument("--item", help="item id")
-        p.set_defaults(run=runner)
+    add_client_verbs(verbs)
     return parser
 
 

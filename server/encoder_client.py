@@ -1,41 +1,63 @@
-"""The gateway's view of the served text encoder: Triton over gRPC (asyncio)."""
+"""The gateway's view of the served models: Triton over gRPC (asyncio), with a short circuit breaker.
+
+When Triton is unreachable every call would wait for a connection error; after one such failure the
+client answers `EncoderUnavailable` at once for `retry_after_s`, then lets a call through again to see
+whether Triton is back. Deadline misses do not trip it: a slow request says nothing about the next.
+"""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+
+# Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
+CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class EncoderUnavailable(RuntimeError):
-    """Triton could not encode in time (down, overloaded, or the deadline is too short)."""
+    """Triton could not answer in time (down, overloaded, or the deadline is too short)."""
 
 
 class TritonTextEncoder:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, retry_after_s: float = 0.5) -> None:
         import tritonclient.grpc.aio as grpcclient
 
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         self._grpc = grpcclient
+        self.retry_after_s = retry_after_s
+        self._open_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    async def _infer(self, what: str, model: str, version: int, inputs, timeout_s: float):
+        if not self.available:
+            raise EncoderUnavailable(f"{what} {model}/{version}: Triton was unreachable moments ago")
+        try:
+            result = await self._client.infer(model, inputs, model_version=str(version),
+                                              client_timeout=max(timeout_s, 0.001))
+        except Exception as error:  # tritonclient raises its own InferenceServerException for every failure
+            status = str(getattr(error, "status", lambda: "")() or "")
+            if "DEADLINE" not in status:
+                self._open_until = time.monotonic() + self.retry_after_s
+            raise EncoderUnavailable(f"{what} {model}/{version} failed: {error}") from error
+        return result
 
     async def encode(self, texts: list[str], *, model: str, version: int, timeout_s: float) -> np.ndarray:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=object)
         tensor = self._grpc.InferInput("TEXT", list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
-        try:
-            result = await self._client.infer(model, [tensor], model_version=str(version),
-                                              client_timeout=max(timeout_s, 0.001))
-        except Exception as error:  # tritonclient raises its own InferenceServerException for every failure
-            raise EncoderUnavailable(f"text encoder {model}/{version} failed: {error}") from error
+        result = await self._infer("text encoder", model, version, [tensor], timeout_s)
         return result.as_numpy("EMBEDDING")
 
     async def score(self, features: np.ndarray, *, model: str, version: int, timeout_s: float) -> np.ndarray:
         """The served fusion ranker's score for each feature row."""
         tensor = self._grpc.InferInput("FEATURES", list(features.shape), "FP32")
         tensor.set_data_from_numpy(np.ascontiguousarray(features, np.float32))
-        try:
-            result = await self._client.infer(model, [tensor], model_version=str(version),
-                                              client_timeout=max(timeout_s, 0.001))
-        except Exception as error:
-            raise EncoderUnavailable(f"ranker {model}/{version} failed: {error}") from error
+        result = await self._infer("ranker", model, version, [tensor], timeout_s)
         return result.as_numpy("SCORE").reshape(-1)
 
     async def close(self) -> None:

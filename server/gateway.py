@@ -1,12 +1,14 @@
-"""The ranking gateway: a grpc.aio server for `lmrec.v1.Recommender` plus `grpc.health.v1`.
+"""The ranking gateway: a grpc.aio server for `lmrec.v1.Recommender`, `lmrec.v1.Admin` and `grpc.health.v1`.
 
-Entry point: `serve_gateway(config)` (blocks) or `start_gateway(config)` (returns the running server).
+Entry point: `serve_gateway(config)` (blocks) or `start_gateway(config)` (returns the running parts).
 Run standalone against a running Triton with `lmrec gateway --build-dir DIR --triton-url HOST:PORT`.
+This file only translates messages; request semantics live in recommend.py, redeploys in deploy.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -18,14 +20,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from lmrec.v1 import recommender_pb2 as pb
 from lmrec.v1 import recommender_pb2_grpc as pb_grpc
 
-from .bundle import load_bundle
+from .bundle import complete_versions, load_bundle
+from .catalogue import item_info_of
+from .deploy import Deployer, encode_with, pin_models
 from .encoder_client import TritonTextEncoder
+from .event_store import Event, open_event_store
+from .metrics import GatewayMetrics, new_request_id
+from .model_control import TritonModelControl
 from .recommend import Recommendation, RecommendQuery, Recommender, RequestError, ServingConfig
-from .store import make_user_store
+from .state import prepare_state
 
 log = logging.getLogger("lmrec.gateway")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 DEFAULT_TIMEOUT_S = 5.0
+STATE_DIR = "gateway_state"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,78 +45,196 @@ class GatewayConfig:
     port: int = 50051
     bundle_version: int | None = None  # latest complete bundle when None
     retriever: str = "hnsw"
-    user_store: str = "memory"
+    event_store: str = "sqlite"
+    state_dir: Path | None = None  # where events and added items live; <build_dir>/gateway_state by default
+    metrics_port: int | None = None  # serve Prometheus /metrics here (0: a free port); None: off
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
-def _to_proto(result: Recommendation, titles) -> list[pb.RecommendedItem]:
-    return [
-        pb.RecommendedItem(
-            item_id=titles.item_ids[item.item],
-            title=titles.items[item.item].title,
-            score=item.score,
+def _items_to_proto(result: Recommendation) -> list[pb.RecommendedItem]:
+    items = []
+    for position, item in enumerate(result.items):
+        message = pb.RecommendedItem(
+            item_id=result.item_ids[position], title=result.titles[position], score=item.score,
             signals=[pb.SignalScore(signal=name, score=value) for name, value in item.signals.items()],
-            found_by=item.found_by,
-        )
-        for item in result.items
-    ]
+            found_by=item.found_by)
+        if result.explanations:
+            why = result.explanations[position]
+            message.explanation.CopyFrom(pb.Explanation(
+                because_item_id=why.because_item_id, because_title=why.because_title,
+                because_similarity=why.because_similarity, matched_tags=list(why.matched_tags),
+                graph_path=why.graph_path, text=why.text))
+        items.append(message)
+    return items
+
+
+def _rpc(method: str):
+    """Request id, per-method status counts, total latency, and RequestError → gRPC status, for one handler."""
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def run(self, request, context):
+            metadata = dict(context.invocation_metadata() or ())
+            request_id = new_request_id(metadata.get("x-request-id"))
+            code = "OK"
+            try:
+                with self.metrics.time_stage(method, "total"):
+                    return await handler(self, request, context, request_id)
+            except RequestError as error:
+                code = error.code
+                log.info("%s failed: %s", method, error.message, extra={"fields": {"code": code}})
+                await context.abort(getattr(grpc.StatusCode, error.code), error.message)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception:
+                code = "INTERNAL"
+                log.exception("%s failed unexpectedly", method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+            finally:
+                self.metrics.count_request(method, code)
+        return run
+    return wrap
+
+
+def _timeout(context) -> float:
+    remaining = context.time_remaining()
+    return DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0)
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, recommender: Recommender) -> None:
         self.recommender = recommender
+        self.metrics = recommender.metrics
 
-    @staticmethod
-    def _timeout(context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        return DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0)
-
-    async def _fail(self, context, error: RequestError):
-        await context.abort(getattr(grpc.StatusCode, error.code), error.message)
-
-    async def Recommend(self, request: pb.RecommendRequest, context) -> pb.RecommendResponse:
+    @_rpc("Recommend")
+    async def Recommend(self, request: pb.RecommendRequest, context, request_id: str) -> pb.RecommendResponse:
         query = RecommendQuery(user_id=request.user_id, recent_item_ids=tuple(request.recent_item_ids),
-                               text=request.text, k=request.k, include_seen=request.include_seen)
-        try:
-            result = await self.recommender.recommend(query, timeout_s=self._timeout(context))
-        except RequestError as error:
-            await self._fail(context, error)
-        return pb.RecommendResponse(items=_to_proto(result, self.recommender.bundle.dataset),
-                                    bundle_version=result.bundle_version, profile_text=result.profile_text,
-                                    degraded=result.degraded)
+                               text=request.text, k=request.k, include_seen=request.include_seen,
+                               attributes=dict(request.attributes),
+                               exclude_item_ids=tuple(request.exclude_item_ids),
+                               require=tuple((f.key, tuple(f.values)) for f in request.require))
+        result = await self.recommender.recommend(query, timeout_s=_timeout(context))
+        return pb.RecommendResponse(items=_items_to_proto(result), bundle_version=result.bundle_version,
+                                    profile_text=result.profile_text, degraded=result.degraded, request_id=request_id)
 
-    async def SimilarItems(self, request: pb.SimilarItemsRequest, context) -> pb.SimilarItemsResponse:
-        try:
-            result = await self.recommender.similar(item_id=request.item_id, text=request.text, k=request.k,
-                                                    timeout_s=self._timeout(context))
-        except RequestError as error:
-            await self._fail(context, error)
-        return pb.SimilarItemsResponse(items=_to_proto(result, self.recommender.bundle.dataset),
-                                       bundle_version=result.bundle_version)
+    @_rpc("SimilarItems")
+    async def SimilarItems(self, request: pb.SimilarItemsRequest, context, request_id) -> pb.SimilarItemsResponse:
+        result = await self.recommender.similar(item_id=request.item_id, text=request.text, k=request.k,
+                                                timeout_s=_timeout(context))
+        return pb.SimilarItemsResponse(items=_items_to_proto(result), bundle_version=result.bundle_version)
+
+    async def _record(self, events) -> pb.RecordEventsResponse:
+        stored = await self.recommender.record_events([
+            Event(user_id=e.user_id, item_id=e.item_id, event_type=e.event_type, timestamp=e.timestamp,
+                  weight=e.weight if e.HasField("weight") else 1.0) for e in events])
+        return pb.RecordEventsResponse(recorded=stored, bundle_version=self.recommender.state.label)
+
+    @_rpc("RecordEvent")
+    async def RecordEvent(self, request: pb.Event, context, request_id) -> pb.RecordEventsResponse:
+        return await self._record([request])
+
+    @_rpc("RecordEvents")
+    async def RecordEvents(self, request: pb.RecordEventsRequest, context, request_id) -> pb.RecordEventsResponse:
+        return await self._record(request.events)
+
+    @_rpc("GetUserProfile")
+    async def GetUserProfile(self, request: pb.GetUserProfileRequest, context, request_id) -> pb.UserProfile:
+        view = await self.recommender.profile(request.user_id, max_tags=request.max_tags or 5,
+                                              max_recent=request.max_recent_items or 10, timeout_s=_timeout(context))
+        return pb.UserProfile(user_id=view.user_id, tags=[pb.InterestTag(tag=t, weight=w) for t, w in view.tags],
+                              recent_items=[pb.ItemRef(item_id=i, title=t) for i, t in view.recent_items],
+                              profile_text=view.profile_text, bundle_version=view.bundle_version,
+                              recorded_events=view.recorded_events)
+
+    @_rpc("AddItems")
+    async def AddItems(self, request: pb.AddItemsRequest, context, request_id) -> pb.AddItemsResponse:
+        items = [(item.item_id, item_info_of({"title": item.title, "categories": list(item.categories),
+                                              "description": item.description, "year": item.year or None,
+                                              "tags": list(item.tags), "attributes": dict(item.attributes)}))
+                 for item in request.items]
+        added, replaced, version = await self.recommender.add_items(items, timeout_s=_timeout(context))
+        return pb.AddItemsResponse(added=added, replaced=replaced, bundle_version=version)
+
+    @_rpc("ForgetUser")
+    async def ForgetUser(self, request: pb.ForgetUserRequest, context, request_id) -> pb.ForgetUserResponse:
+        deleted, was_known = await self.recommender.forget_user(request.user_id)
+        return pb.ForgetUserResponse(events_deleted=deleted, was_known=was_known)
 
 
-async def start_gateway(config: GatewayConfig) -> tuple[grpc.aio.Server, int, TritonTextEncoder]:
-    bundle = load_bundle(config.build_dir, config.bundle_version, retriever=config.retriever)
-    store = make_user_store(config.user_store, bundle.dataset)
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, recommender: Recommender, deployer: Deployer, encoder: TritonTextEncoder) -> None:
+        self.recommender = recommender
+        self.deployer = deployer
+        self.encoder = encoder
+        self.metrics = recommender.metrics
+
+    @_rpc("Deploy")
+    async def Deploy(self, request: pb.DeployRequest, context, request_id) -> pb.DeployResponse:
+        version, previous, seconds = await self.deployer.deploy(request.version)
+        return pb.DeployResponse(bundle_version=version, previous_version=previous, seconds=seconds)
+
+    @_rpc("GetStatus")
+    async def GetStatus(self, request: pb.StatusRequest, context, request_id) -> pb.StatusResponse:
+        state = self.recommender.state
+        return pb.StatusResponse(
+            bundle_version=state.label, available_versions=complete_versions(self.deployer.build_dir),
+            n_items=len(state.catalogue), added_items=len(state.catalogue) - state.catalogue.n_base,
+            recorded_events=await asyncio.to_thread(self.recommender.events.n_events),
+            cache_hit_ratio=self.metrics.cache_hit_ratio(), degraded=not self.encoder.available)
+
+
+@dataclass
+class RunningGateway:
+    server: grpc.aio.Server
+    port: int
+    recommender: Recommender
+    encoder: TritonTextEncoder
+    control: TritonModelControl
+    metrics_port: int | None = None
+
+    async def close(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace=grace)
+        await self.encoder.close()
+        await self.control.close()
+        self.recommender.metrics.stop_http_server()
+        self.recommender.events.close()
+
+
+async def start_gateway(config: GatewayConfig) -> RunningGateway:
+    build_dir = Path(config.build_dir)
+    bundle = load_bundle(build_dir, config.bundle_version, retriever=config.retriever)
+    state_dir = Path(config.state_dir) if config.state_dir else build_dir / STATE_DIR
+    events = open_event_store(config.event_store, state_dir / "events.sqlite3")
     encoder = TritonTextEncoder(config.triton_url)
-    recommender = Recommender(bundle, store, encoder, config.serving)
+    control = TritonModelControl(config.triton_url, build_dir / "model_repository")
+    await pin_models(control, bundle)
+    state = await prepare_state(bundle, events.items(), encode_with(encoder, bundle))
+    recommender = Recommender(state, events, encoder, config.serving, metrics=GatewayMetrics())
+    deployer = Deployer(recommender, build_dir, control, retriever=config.retriever)
+
     server = grpc.aio.server()
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
+    pb_grpc.add_AdminServicer_to_server(AdminServicer(recommender, deployer, encoder), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gateway serving bundle %s on %s:%d (Triton at %s)", bundle.label, config.host, port, config.triton_url)
-    return server, port, encoder
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics_port = recommender.metrics.start_http_server(config.metrics_port, config.host)
+    log.info("gateway serving bundle %s on %s:%d (Triton at %s, metrics port %s)", bundle.label, config.host, port,
+             config.triton_url, metrics_port)
+    return RunningGateway(server=server, port=port, recommender=recommender, encoder=encoder, control=control,
+                          metrics_port=metrics_port)
 
 
 async def run_gateway(config: GatewayConfig, *, on_ready=None, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set), then drain for up to 5 s and close."""
-    server, port, encoder = await start_gateway(config)
+    gateway = await start_gateway(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -116,10 +243,9 @@ async def run_gateway(config: GatewayConfig, *, on_ready=None, stop: asyncio.Eve
         except (NotImplementedError, RuntimeError):
             pass
     if on_ready:
-        on_ready(port)
+        on_ready(gateway.port)
     await stop.wait()
-    await server.stop(grace=5)
-    await encoder.close()
+    await gateway.close()
 
 
 def serve_gateway(config: GatewayConfig, *, on_ready=None) -> None:

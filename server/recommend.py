@@ -1,23 +1,34 @@
-"""Recommend and SimilarItems as plain async functions of a bundle, a user store and an encoder.
+"""Every gateway request as a plain async method of `Recommender` (state, event store, encoder, cache).
 
-The gRPC layer (gateway.py) only validates transport details and maps `RequestError.code` to a gRPC
-status; everything a request means happens here.
+The gRPC layer (gateway.py) only maps messages and turns `RequestError.code` into a gRPC status;
+what a request means happens here. A request takes the serving state once, at its start, and uses only
+that one: a deploy that swaps states meanwhile never mixes two bundles in one answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmrec.text import profile_text_of
+from lmrec.export.dataset import ItemInfo
+from lmrec.text import MAX_PROFILE_ITEMS, item_text_of, profile_text_of
 
-from .bundle import Bundle
+from .catalogue import UnknownFilter, fields_of
 from .encoder_client import EncoderUnavailable
+from .event_store import Event, EventStore, StoredItem
+from .explain import ItemExplanation, explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
-from .store import UserStore
+from .metrics import GatewayMetrics
+from .state import ServingState
+from .user_cache import UserVectorCache
+from .users import ResolvedUser, resolve_user
 
 MAX_K = 1000
+MAX_BATCH = 1000
 
 
 class RequestError(Exception):
@@ -36,6 +47,8 @@ class ServingConfig:
     max_recent_items: int = 200
     weights: BlendWeights = field(default_factory=BlendWeights)
     encoder_timeout_s: float = 2.0
+    # Share of the remaining deadline the encoder may use; the rest is kept for the CF fallback.
+    encoder_deadline_share: float = 0.6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,14 +58,30 @@ class RecommendQuery:
     text: str = ""
     k: int = 10
     include_seen: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+    exclude_item_ids: tuple[str, ...] = ()
+    require: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, any-of values)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recommendation:
     items: list[RankedItem]
     bundle_version: str
+    titles: Sequence[str] = ()  # titles of the items, same order
+    item_ids: Sequence[str] = ()
+    explanations: list[ItemExplanation] = field(default_factory=list)
     profile_text: str = ""
     degraded: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileView:
+    user_id: str
+    tags: list[tuple[str, float]]
+    recent_items: list[tuple[str, str]]  # (item id, title), newest first
+    profile_text: str
+    bundle_version: str
+    recorded_events: int
 
 
 def check_k(k: int) -> None:
@@ -65,144 +94,328 @@ def check_text(field_name: str, text: str, limit: int) -> None:
         raise RequestError("INVALID_ARGUMENT", f"{field_name} is {len(text)} characters long; the limit is {limit}")
 
 
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, len(scores))
+    return np.argpartition(-scores, n - 1)[:n] if n > 0 else np.zeros(0, np.int64)
+
+
 class Recommender:
-    def __init__(self, bundle: Bundle, store: UserStore, encoder, config: ServingConfig = ServingConfig()) -> None:
-        self.bundle = bundle
-        self.store = store
+    def __init__(self, state: ServingState, events: EventStore, encoder, config: ServingConfig = ServingConfig(), *,
+                 metrics: GatewayMetrics | None = None, cache: UserVectorCache | None = None) -> None:
+        self.state = state  # replaced as a whole by a deploy
+        self.events = events
         self.encoder = encoder
         self.config = config
-        self._popular_order = np.argsort(-bundle.popularity, kind="stable")
+        self.metrics = metrics or GatewayMetrics()
+        self.cache = cache if cache is not None else UserVectorCache()
+        self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
+        self.metrics.set_bundle_version(state.bundle.version)
 
-    def _item_indices(self, field_name: str, item_ids: tuple[str, ...]) -> np.ndarray:
-        indices = []
+    # -- helpers ------------------------------------------------------------------------------------
+    @staticmethod
+    def _rows(state: ServingState, field_name: str, item_ids: Sequence[str]) -> np.ndarray:
+        rows = []
         for position, item_id in enumerate(item_ids):
-            index = self.bundle.item_index.get(item_id)
-            if index is None:
-                raise RequestError("INVALID_ARGUMENT",
-                                   f"{field_name}[{position}] '{item_id}' is not in the catalogue")
-            indices.append(index)
-        return np.asarray(indices, np.int64)
+            row = state.catalogue.index.get(item_id)
+            if row is None:
+                raise RequestError("INVALID_ARGUMENT", f"{field_name}[{position}] '{item_id}' is not in the catalogue")
+            rows.append(row)
+        return np.asarray(rows, np.int64)
 
-    def _top(self, scores: np.ndarray, n: int) -> np.ndarray:
-        n = min(n, len(scores))
-        return np.argpartition(-scores, n - 1)[:n] if n > 0 else np.zeros(0, np.int64)
+    async def encode(self, state: ServingState, texts: list[str], timeout_s: float) -> np.ndarray:
+        return await self.encoder.encode(texts, model=state.bundle.encoder_model, version=state.bundle.encoder_version,
+                                         timeout_s=timeout_s)
 
-    async def _encode(self, text: str, timeout_s: float) -> np.ndarray:
-        vectors = await self.encoder.encode([text], model=self.bundle.encoder_model,
-                                            version=self.bundle.encoder_version,
-                                            timeout_s=min(timeout_s, self.config.encoder_timeout_s))
-        return vectors[0]
+    def _encoder_budget(self, timeout_s: float) -> float:
+        return max(min(self.config.encoder_timeout_s, timeout_s * self.config.encoder_deadline_share), 0.001)
 
+    async def _profile_vector(self, state: ServingState, user_id: str, cacheable: bool, profile_text: str,
+                              timeout_s: float, method: str) -> np.ndarray:
+        if cacheable:
+            cached = self.cache.get(state.label, user_id, profile_text)
+            if cached is not None:
+                self.metrics.cache_hit()
+                return cached
+            self.metrics.cache_miss()
+        with self.metrics.time_stage(method, "encode"):
+            vector = (await self.encode(state, [profile_text], self._encoder_budget(timeout_s)))[0]
+        if cacheable:
+            self.cache.put(state.label, user_id, profile_text, vector)
+        return vector
+
+    def _result(self, state, ranked, history, user_tags, **kwargs) -> Recommendation:
+        with self.metrics.time_stage("Recommend", "explain"):
+            explanations = explain_items(state, history, [r.item for r in ranked], [r.found_by for r in ranked],
+                                         user_tags)
+        catalogue = state.catalogue
+        return Recommendation(items=ranked, bundle_version=state.label, explanations=explanations,
+                              titles=[catalogue.items[r.item].title for r in ranked],
+                              item_ids=[catalogue.item_ids[r.item] for r in ranked], **kwargs)
+
+    def _user_tags(self, state: ServingState, vector: np.ndarray | None, n: int = 5) -> list[tuple[str, float]]:
+        if vector is None or state.tagger is None:
+            return []
+        return state.tagger.tag_users(np.asarray(vector)[None, :], top_n=n)[0]
+
+    # -- Recommend ----------------------------------------------------------------------------------
     async def recommend(self, query: RecommendQuery, *, timeout_s: float = 5.0) -> Recommendation:
+        state = self.state
+        state.inflight += 1
+        try:
+            return await self._recommend(state, query, timeout_s)
+        finally:
+            state.inflight -= 1
+
+    def _validate(self, state: ServingState, query: RecommendQuery):
         check_k(query.k)
         check_text("text", query.text, self.config.max_text_chars)
-        if len(query.recent_item_ids) > self.config.max_recent_items:
-            raise RequestError("INVALID_ARGUMENT", f"recent_item_ids has {len(query.recent_item_ids)} ids; "
-                                                   f"the limit is {self.config.max_recent_items}")
-        if not (query.user_id or query.recent_item_ids or query.text.strip()):
-            raise RequestError("INVALID_ARGUMENT", "empty request: give user_id, recent_item_ids or text")
-        recent = self._item_indices("recent_item_ids", query.recent_item_ids)
-        user = self.store.get_user(query.user_id) if query.user_id else None
-        if query.user_id and user is None and not (len(recent) or query.text.strip()):
-            raise RequestError("NOT_FOUND", f"user_id '{query.user_id}' is not known; for a new user send "
-                                            "recent_item_ids and/or text instead")
-        history = np.concatenate([user.history if user else np.zeros(0, np.int64), recent]).astype(np.int64)
-        attributes = user.attributes if user else {}
-        items = self.bundle.dataset.items
-        profile_text = profile_text_of([items[i] for i in history[::-1]], attributes=attributes,
-                                       free_text=query.text)
+        for name, ids in (("recent_item_ids", query.recent_item_ids), ("exclude_item_ids", query.exclude_item_ids)):
+            if len(ids) > self.config.max_recent_items:
+                raise RequestError("INVALID_ARGUMENT", f"{name} has {len(ids)} ids; the limit is "
+                                                       f"{self.config.max_recent_items}")
+        for key, value in query.attributes.items():
+            check_text(f"attributes['{key}']", value, 200)
+        if not (query.user_id or query.recent_item_ids or query.text.strip() or query.attributes):
+            raise RequestError("INVALID_ARGUMENT", "empty request: give user_id, recent_item_ids, attributes or text")
+        recent = self._rows(state, "recent_item_ids", query.recent_item_ids)
+        excluded = self._rows(state, "exclude_item_ids", query.exclude_item_ids)
+        for position, (key, values) in enumerate(query.require):
+            if not key.strip() or not values:
+                raise RequestError("INVALID_ARGUMENT", f"require[{position}] needs a key and at least one value")
+        try:
+            eligible = state.catalogue.eligible(query.require)
+        except UnknownFilter as error:
+            raise RequestError("INVALID_ARGUMENT", str(error)) from None
+        return recent, excluded, eligible
 
-        features_source: dict[str, np.ndarray] = {}
-        candidate_sets = []
-        degraded = False
+    async def _recommend(self, state: ServingState, query: RecommendQuery, timeout_s: float) -> Recommendation:
+        started = time.perf_counter()
+        recent, excluded, eligible = self._validate(state, query)
+        user = await asyncio.to_thread(resolve_user, state, self.events, query.user_id) if query.user_id else None
+        if query.user_id and user is None and not (len(recent) or query.text.strip() or query.attributes):
+            raise RequestError("NOT_FOUND", f"user_id '{query.user_id}' is not known; for a new user send "
+                                            "recent_item_ids, attributes and/or text instead")
+        history = np.concatenate([user.history if user else np.zeros(0, np.int64), recent]).astype(np.int64)
+        attributes = {**(user.attributes if user else {}), **query.attributes}
+        items = state.catalogue.items
+        profile_text = profile_text_of([items[i] for i in history[::-1]], attributes=attributes, free_text=query.text)
+
+        blocked = np.zeros(len(state.catalogue), bool)
+        if not query.include_seen:
+            blocked[history] = True
+            if user is not None:
+                blocked[user.seen] = True
+        blocked[excluded] = True
+        if eligible is not None:
+            blocked[: len(eligible)] |= ~eligible
+        if blocked.all():
+            return Recommendation(items=[], bundle_version=state.label, profile_text=profile_text)
+        k = min(query.k, int((~blocked).sum()))
+
+        vector, degraded = None, False
         if profile_text:
+            cacheable = user is not None and not (len(recent) or query.text or query.attributes)
             try:
-                query_vector = await self._encode(profile_text, timeout_s)
-                labels, _ = self.bundle.retriever.search(query_vector, self.config.candidates_per_signal)
-                candidate_sets.append(labels[0])
-                features_source["lm"] = query_vector
+                vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
+                                                    timeout_s - (time.perf_counter() - started), "Recommend")
             except EncoderUnavailable:
                 degraded = True
-        user_vector = None
-        if user is not None and user.cf_index is not None and len(recent) == 0:
-            user_vector = self.bundle.user_factors[user.cf_index]
-        elif len(history):
-            user_vector = self.bundle.fold_in_user(history)
-        if user_vector is not None:
-            als_scores = self.bundle.item_factors @ user_vector
-            candidate_sets.append(self._top(als_scores, self.config.candidates_per_signal))
-        candidate_sets.append(self._popular_order[: self.config.candidates_per_signal])
-
-        excluded = np.zeros(0, np.int64) if query.include_seen else np.unique(history)
-        if self.bundle.fused is not None and "lm" in features_source:
+                self.metrics.fallback("encoder_unavailable")
+        user_tags = [tag for tag, _ in self._user_tags(state, vector)]
+        if state.fused is not None and vector is not None:
             try:
-                ranked = await self._rank_with_ranker(user, history, excluded, features_source["lm"], query.k,
-                                                      timeout_s)
-                return Recommendation(items=ranked, bundle_version=self.bundle.label, profile_text=profile_text,
-                                      degraded=False)
+                ranked = await self._rank_with_ranker(state, user, history, blocked, vector, k,
+                                                      timeout_s - (time.perf_counter() - started))
+                return self._result(state, ranked, history, user_tags, profile_text=profile_text)
             except EncoderUnavailable:
                 degraded = True  # the fixed blend below is the ranker's fallback
-        candidates = fill_candidates(np.concatenate(candidate_sets).astype(np.int64), excluded,
-                                     self._popular_order, query.k)
-        features = {"popular": np.log1p(self.bundle.popularity[candidates])}
-        if "lm" in features_source:
-            features["lm"] = self.bundle.item_embeddings[candidates] @ features_source["lm"]
-        if user_vector is not None:
-            features["als"] = self.bundle.item_factors[candidates] @ user_vector
-        ranked = rank_candidates(np.sort(candidates), {k: v[np.argsort(candidates)] for k, v in features.items()},
-                                 self.config.weights, query.k)
-        return Recommendation(items=ranked, bundle_version=self.bundle.label, profile_text=profile_text,
-                              degraded=degraded)
+                self.metrics.fallback("ranker_unavailable")
+        with self.metrics.time_stage("Recommend", "rank"):
+            ranked = self._blend(state, user, history, recent, blocked, eligible, vector, k)
+        return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
 
-    async def _rank_with_ranker(self, user, history: np.ndarray, excluded: np.ndarray, profile: np.ndarray,
-                                k: int, timeout_s: float) -> list[RankedItem]:
+    def _blend(self, state, user: ResolvedUser | None, history, recent, blocked, eligible, vector, k):
+        """The fixed blend of text similarity, ALS and popularity (and the fallback when Triton is away)."""
+        n = self.config.candidates_per_signal
+        candidate_sets, features_source = [], {}
+        if vector is not None:
+            if eligible is not None:  # a restrictive filter: score the eligible items exactly
+                scores = state.item_embeddings @ vector
+                scores[blocked] = -np.inf
+                candidate_sets.append(_top(scores, n))
+            else:
+                labels, _ = state.retriever.search(vector, n + int(blocked.sum()))
+                candidate_sets.append(labels[0])
+        user_vector = None
+        if user is not None and user.cf_index is not None and len(recent) == 0:
+            user_vector = state.bundle.user_factors[user.cf_index]
+        elif len(history):
+            base = history[history < state.catalogue.n_base]
+            user_vector = state.bundle.fold_in_user(base) if len(base) else None
+        if user_vector is not None:
+            als = state.item_factors @ user_vector
+            als[blocked] = -np.inf
+            candidate_sets.append(_top(als, n))
+        allowed_popular = state.popular_order[~blocked[state.popular_order]]
+        candidate_sets.append(allowed_popular[:n])
+        candidates = fill_candidates(np.concatenate(candidate_sets).astype(np.int64), np.flatnonzero(blocked),
+                                     allowed_popular, k)
+        candidates = np.sort(candidates)
+        features = {"popular": np.log1p(state.popularity[candidates])}
+        if vector is not None:
+            features["lm"] = state.item_embeddings[candidates] @ vector
+        if user_vector is not None:
+            features["als"] = state.item_factors[candidates] @ user_vector
+        return rank_candidates(candidates, features, self.config.weights, k)
+
+    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s):
         """The neural fusion ranker (served by Triton) over the fused model's candidates."""
-        fused = self.bundle.fused
+        fused = state.fused
         user_index = user.cf_index if user is not None and user.cf_index is not None else -1
-        candidates, features, names = fused.features(np.array([user_index]), [history], profile=profile[None, :],
-                                                     excluded=[excluded])
+        with self.metrics.time_stage("Recommend", "cf"):
+            candidates, features, names = fused.features(np.array([user_index]), [history], profile=profile[None, :],
+                                                         excluded=[np.flatnonzero(blocked)])
         candidates, features = candidates[0], features[0]
-        scores = await self.encoder.score(features, model=self.bundle.ranker_model,
-                                          version=self.bundle.ranker_version, timeout_s=timeout_s)
-        order = np.argsort(-scores, kind="stable")[:k]
-        rr_columns = {name[:-3]: j for j, name in enumerate(names) if name.endswith("_rr")}
         ranked = []
-        for position in order:
-            shares = {signal: float(features[position, j]) for signal, j in rr_columns.items()}
-            found_by = max(shares, key=shares.get)
-            ranked.append(RankedItem(item=int(candidates[position]), score=float(scores[position]), signals=shares,
-                                     found_by=found_by))
+        if len(candidates):
+            with self.metrics.time_stage("Recommend", "rank"):
+                scores = await self.encoder.score(features, model=state.bundle.ranker_model,
+                                                  version=state.bundle.ranker_version, timeout_s=max(timeout_s, 0.001))
+            order = np.argsort(-scores, kind="stable")[:k]
+            rr_columns = {name[:-3]: j for j, name in enumerate(names) if name.endswith("_rr")}
+            for position in order:
+                shares = {signal: float(features[position, j]) for signal, j in rr_columns.items()}
+                found_by = max(shares, key=shares.get)
+                ranked.append(RankedItem(item=int(candidates[position]), score=float(scores[position]),
+                                         signals=shares, found_by=found_by))
         if len(ranked) < k:  # exactly k whenever the catalogue allows: top up by popularity
-            extra = fill_candidates(candidates, excluded, self._popular_order, k)
+            allowed_popular = state.popular_order[~blocked[state.popular_order]]
+            taken = set(candidates.tolist())
             floor = min((item.score for item in ranked), default=0.0)
-            for index in [i for i in extra if i not in set(candidates.tolist())][: k - len(ranked)]:
+            for index in [int(i) for i in allowed_popular if int(i) not in taken][: k - len(ranked)]:
                 floor -= 1.0
-                ranked.append(RankedItem(item=int(index), score=floor, signals={"popular": 1.0}, found_by="popular"))
+                ranked.append(RankedItem(item=index, score=floor, signals={"popular": 1.0}, found_by="popular"))
         return ranked
 
+    # -- SimilarItems ---------------------------------------------------------------------------------
     async def similar(self, *, item_id: str = "", text: str = "", k: int = 10,
                       timeout_s: float = 5.0) -> Recommendation:
+        state = self.state
         check_k(k)
         check_text("text", text, self.config.max_text_chars)
         if item_id:
-            index = self.bundle.item_index.get(item_id)
+            index = state.catalogue.index.get(item_id)
             if index is None:
                 raise RequestError("NOT_FOUND", f"item_id '{item_id}' is not in the catalogue")
             # The stored embedding came from this bundle's encoder: no need to ask Triton again.
-            vector = self.bundle.item_embeddings[index]
+            vector = state.item_embeddings[index]
             exclude = {index}
         elif text.strip():
             try:
-                vector = await self._encode(text, timeout_s)
+                vector = (await self.encode(state, [text], self._encoder_budget(timeout_s)))[0]
             except EncoderUnavailable as error:
                 raise RequestError("UNAVAILABLE", f"the text encoder is unavailable: {error}") from None
             exclude = set()
         else:
             raise RequestError("INVALID_ARGUMENT", "empty request: give item_id or text")
-        labels, sims = self.bundle.retriever.search(vector, k + len(exclude))
+        labels, sims = state.retriever.search(vector, k + len(exclude))
         ranked = [
             RankedItem(item=int(label), score=float(sim), signals={"lm": float(sim)}, found_by="lm")
             for label, sim in zip(labels[0], sims[0])
             if int(label) not in exclude
         ][:k]
-        return Recommendation(items=ranked, bundle_version=self.bundle.label)
+        return Recommendation(items=ranked, bundle_version=state.label,
+                              titles=[state.catalogue.items[r.item].title for r in ranked],
+                              item_ids=[state.catalogue.item_ids[r.item] for r in ranked])
+
+    # -- events, profiles, items, privacy ------------------------------------------------------------
+    async def record_events(self, events: Sequence[Event]) -> int:
+        state = self.state
+        if not events:
+            raise RequestError("INVALID_ARGUMENT", "no events given")
+        if len(events) > MAX_BATCH:
+            raise RequestError("INVALID_ARGUMENT", f"{len(events)} events in one call; the limit is {MAX_BATCH}")
+        now = time.time()
+        ready = []
+        for position, event in enumerate(events):
+            if not event.user_id:
+                raise RequestError("INVALID_ARGUMENT", f"events[{position}].user_id is empty")
+            if event.item_id not in state.catalogue.index:
+                raise RequestError("INVALID_ARGUMENT",
+                                   f"events[{position}].item_id '{event.item_id}' is not in the catalogue")
+            ready.append(Event(user_id=event.user_id, item_id=event.item_id,
+                               event_type=event.event_type or "interaction",
+                               timestamp=event.timestamp or now, weight=event.weight))
+        try:
+            stored = await asyncio.to_thread(self.events.record, ready)  # committed (fsync) before we answer
+        except ValueError as error:
+            raise RequestError("INVALID_ARGUMENT", str(error)) from None
+        self.cache.invalidate({event.user_id for event in ready})
+        self.metrics.events_recorded(stored)
+        return stored
+
+    async def forget_user(self, user_id: str) -> tuple[int, bool]:
+        if not user_id:
+            raise RequestError("INVALID_ARGUMENT", "user_id is empty")
+        was_known = await asyncio.to_thread(resolve_user, self.state, self.events, user_id) is not None
+        deleted = await asyncio.to_thread(self.events.forget, user_id)
+        self.cache.invalidate([user_id])
+        return deleted, was_known
+
+    async def profile(self, user_id: str, *, max_tags: int = 5, max_recent: int = 10,
+                      timeout_s: float = 5.0) -> ProfileView:
+        state = self.state
+        if not user_id:
+            raise RequestError("INVALID_ARGUMENT", "user_id is empty")
+        if not 0 <= max_tags <= 50 or not 0 <= max_recent <= MAX_PROFILE_ITEMS * 10:
+            raise RequestError("INVALID_ARGUMENT", f"max_tags must be in [0, 50] and max_recent_items in "
+                                                   f"[0, {MAX_PROFILE_ITEMS * 10}]")
+        user = await asyncio.to_thread(resolve_user, state, self.events, user_id)
+        if user is None:
+            raise RequestError("NOT_FOUND", f"user_id '{user_id}' is not known")
+        items = state.catalogue.items
+        newest_first = user.history[::-1]
+        profile_text = profile_text_of([items[i] for i in newest_first], attributes=user.attributes)
+        tags: list[tuple[str, float]] = []
+        if profile_text and max_tags:
+            try:
+                vector = await self._profile_vector(state, user_id, True, profile_text, timeout_s, "GetUserProfile")
+            except EncoderUnavailable as error:
+                raise RequestError("UNAVAILABLE", f"the text encoder is unavailable: {error}") from None
+            tags = self._user_tags(state, vector, max_tags)
+        recent = [(state.catalogue.item_ids[i], items[i].title) for i in newest_first[:max_recent].tolist()]
+        return ProfileView(user_id=user_id, tags=tags, recent_items=recent, profile_text=profile_text,
+                           bundle_version=state.label, recorded_events=user.recorded_events)
+
+    async def add_items(self, items: Sequence[tuple[str, ItemInfo]], *, timeout_s: float = 30.0) -> tuple[int, int, str]:
+        if not items:
+            raise RequestError("INVALID_ARGUMENT", "no items given")
+        if len(items) > MAX_BATCH:
+            raise RequestError("INVALID_ARGUMENT", f"{len(items)} items in one call; the limit is {MAX_BATCH}")
+        seen_ids = set()
+        for position, (item_id, info) in enumerate(items):
+            if not item_id or len(item_id) > 256:
+                raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id must be 1..256 characters")
+            if item_id in seen_ids:
+                raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id '{item_id}' appears twice")
+            seen_ids.add(item_id)
+            if not item_text_of(info).strip() or not info.title.strip():
+                raise RequestError("INVALID_ARGUMENT", f"items[{position}].title is empty: an item needs text "
+                                                       "for the encoder")
+        async with self.catalogue_lock:  # a deploy cannot start between encoding and inserting
+            state = self.state
+            for position, (item_id, _) in enumerate(items):
+                row = state.catalogue.index.get(item_id)
+                if row is not None and row < state.catalogue.n_base:
+                    raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id '{item_id}' is part of bundle "
+                                                           f"{state.label}'s catalogue; rebuild to change it")
+            try:
+                vectors = await self.encode(state, [item_text_of(info) for _, info in items], timeout_s)
+            except EncoderUnavailable as error:
+                raise RequestError("UNAVAILABLE", f"the text encoder is unavailable, nothing was added: {error}") from None
+            now = time.time()
+            await asyncio.to_thread(self.events.put_items, [StoredItem(item_id=item_id, fields=fields_of(info),
+                                                                       added_at=now) for item_id, info in items])
+            added, replaced = state.add_items(items, vectors)
+        self.metrics.items_added(added)
+        return added, replaced, state.label

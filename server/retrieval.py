@@ -16,6 +16,9 @@ import numpy as np
 class Retriever(Protocol):
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        """Insert rows `labels` (or replace them when present), safely while searches run."""
+
     def __len__(self) -> int: ...
 
 
@@ -33,6 +36,15 @@ class ExactRetriever:
         top_sims = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
         return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+
+    def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        # Copy and swap: a search running meanwhile keeps the matrix it started with.
+        labels = np.asarray(labels, np.int64)
+        size = max(len(self._embeddings), int(labels.max(initial=-1)) + 1)
+        grown = np.zeros((size, self._embeddings.shape[1]), np.float32)
+        grown[: len(self._embeddings)] = self._embeddings
+        grown[labels] = np.asarray(vectors, np.float32)
+        self._embeddings = grown
 
     def __len__(self) -> int:
         return len(self._embeddings)
@@ -58,6 +70,16 @@ class HnswRetriever:
             self._index.set_ef(max(k, self._index.ef))
             labels, distances = self._index.knn_query(vectors, k=k)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+
+    def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        with self._lock:
+            needed = self._index.get_current_count() + len(vectors)
+            if needed > self._index.get_max_elements():
+                self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
+            # An existing label is updated in place by hnswlib (a replaced item's new text).
+            self._index.add_items(vectors, np.asarray(labels, np.int64))
+            self._n = self._index.get_current_count()
 
     def __len__(self) -> int:
         return self._n

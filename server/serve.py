@@ -24,6 +24,8 @@ class ServeConfig:
     port: int = 50051  # 0: a free port
     triton_grpc_port: int = 0
     bundle_version: int | None = None
+    state_dir: Path | None = None  # events and added items; <build_dir>/gateway_state by default
+    metrics_port: int | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
@@ -35,7 +37,8 @@ def _triton_config(config: ServeConfig) -> TritonConfig:
 
 def _gateway_config(config: ServeConfig, triton: TritonProcess) -> GatewayConfig:
     return GatewayConfig(build_dir=config.build_dir, triton_url=triton.grpc_url, host=config.host,
-                         port=config.port, bundle_version=config.bundle_version, serving=config.serving)
+                         port=config.port, bundle_version=config.bundle_version, serving=config.serving,
+                         state_dir=config.state_dir, metrics_port=config.metrics_port)
 
 
 def serve(config: ServeConfig, *, progress=print) -> None:

@@ -9,6 +9,7 @@ inner part; at scoring time it reads the full history, so it still sees the held
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -95,7 +96,13 @@ class FusedRecommender:
 
     def _signal_scores(self, users: np.ndarray, histories: Sequence[np.ndarray],
                        profile: np.ndarray | None = None) -> tuple[dict, dict]:
-        scores = {name: model.score(users, histories) for name, model in self.cf_models.items()}
+        n_items, n_trained = len(self.item_embeddings), self.n_trained_items
+        if n_items > n_trained:  # items added after training: CF never saw them, like cold items
+            cf_histories = [np.asarray(h)[np.asarray(h) < n_trained] for h in histories]
+            scores = {name: np.pad(model.score(users, cf_histories), ((0, 0), (0, n_items - n_trained)))
+                      for name, model in self.cf_models.items()}
+        else:
+            scores = {name: model.score(users, histories) for name, model in self.cf_models.items()}
         if profile is None:
             profile = self.lm_model.user_embeddings(users, histories)
         item_embeddings = self.item_embeddings
@@ -137,6 +144,28 @@ class FusedRecommender:
     def signal_scores_of(self, users, histories, profile: np.ndarray) -> dict[str, np.ndarray]:
         """Each signal's raw score matrix (for explanations: which signal found an item)."""
         return self._signal_scores(users, histories, profile)[0]
+
+    @property
+    def n_trained_items(self) -> int:
+        """Items the CF signals were fitted on; rows after them were appended by `with_items`."""
+        return self.__dict__.get("_n_trained_items", len(self.item_embeddings))
+
+    def with_items(self, embeddings: np.ndarray, infos: Sequence) -> "FusedRecommender":
+        """A shallow copy that also ranks `infos` (items added live), whose rows follow the current ones.
+
+        They get text, graph and tag features from their embeddings and attributes; CF signals score
+        them 0 and popularity is 0, exactly as for a cold item (the condition `cold_share` trains for).
+        """
+        extended = copy.copy(self)
+        extended.__dict__["_n_trained_items"] = self.n_trained_items
+        extended.item_embeddings = np.concatenate([self.item_embeddings, np.asarray(embeddings, np.float32)])
+        extended.log_popularity = np.concatenate([self.log_popularity, np.zeros(len(infos), np.float32)])
+        if getattr(self, "log_recent_popularity", None) is not None and self.recent_share > 0:
+            extended.log_recent_popularity = np.concatenate([self.log_recent_popularity,
+                                                             np.zeros(len(infos), np.float32)])
+        if self.graph is not None:
+            extended.graph = self.graph.with_items(infos)
+        return extended
 
     # -- Recommender ------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, train: Interactions) -> "FusedRecommender":

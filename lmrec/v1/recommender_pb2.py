@@ -14,25 +14,71 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1almrec/v1/recommender.proto\x12\x08lmrec.v1\"k\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x05 \x01(\x08\",\n\x0bSignalScore\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"z\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12&\n\x07signals\x18\x04 \x03(\x0b\x32\x15.lmrec.v1.SignalScore\x12\x10\n\x08\x66ound_by\x18\x05 \x01(\t\"}\n\x11RecommendResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.lmrec.v1.RecommendedItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x14\n\x0cprofile_text\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\"L\n\x13SimilarItemsRequest\x12\x11\n\x07item_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x07\n\x05query\"X\n\x14SimilarItemsResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.lmrec.v1.RecommendedItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t2\xa2\x01\n\x0bRecommender\x12\x44\n\tRecommend\x12\x1a.lmrec.v1.RecommendRequest\x1a\x1b.lmrec.v1.RecommendResponse\x12M\n\x0cSimilarItems\x12\x1d.lmrec.v1.SimilarItemsRequest\x1a\x1e.lmrec.v1.SimilarItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1almrec/v1/recommender.proto\x12\x08lmrec.v1\"\xa4\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x14\n\x0cinclude_seen\x18\x05 \x01(\x08\x12>\n\nattributes\x18\x06 \x03(\x0b\x32*.lmrec.v1.RecommendRequest.AttributesEntry\x12\x18\n\x10\x65xclude_item_ids\x18\x07 \x03(\t\x12*\n\x07require\x18\x08 \x03(\x0b\x32\x19.lmrec.v1.AttributeFilter\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\".\n\x0f\x41ttributeFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\x91\x01\n\x0b\x45xplanation\x12\x17\n\x0f\x62\x65\x63\x61use_item_id\x18\x01 \x01(\t\x12\x15\n\rbecause_title\x18\x02 \x01(\t\x12\x1a\n\x12\x62\x65\x63\x61use_similarity\x18\x03 \x01(\x02\x12\x14\n\x0cmatched_tags\x18\x04 \x03(\t\x12\x12\n\ngraph_path\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\",\n\x0bSignalScore\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa6\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12&\n\x07signals\x18\x04 \x03(\x0b\x32\x15.lmrec.v1.SignalScore\x12\x10\n\x08\x66ound_by\x18\x05 \x01(\t\x12*\n\x0b\x65xplanation\x18\x06 \x01(\x0b\x32\x15.lmrec.v1.Explanation\"\x91\x01\n\x11RecommendResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.lmrec.v1.RecommendedItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x14\n\x0cprofile_text\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"L\n\x13SimilarItemsRequest\x12\x11\n\x07item_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x42\x07\n\x05query\"X\n\x14SimilarItemsResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.lmrec.v1.RecommendedItem\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\"p\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\x01\x12\x13\n\x06weight\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\"6\n\x13RecordEventsRequest\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.lmrec.v1.Event\"@\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\"T\n\x15GetUserProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08max_tags\x18\x02 \x01(\x05\x12\x18\n\x10max_recent_items\x18\x03 \x01(\x05\"*\n\x0bInterestTag\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\")\n\x07ItemRef\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"\xb3\x01\n\x0bUserProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12#\n\x04tags\x18\x02 \x03(\x0b\x32\x15.lmrec.v1.InterestTag\x12\'\n\x0crecent_items\x18\x03 \x03(\x0b\x32\x11.lmrec.v1.ItemRef\x12\x14\n\x0cprofile_text\x18\x04 \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12\x17\n\x0frecorded_events\x18\x06 \x01(\x05\"\xd8\x01\n\x07NewItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0c\n\x04year\x18\x05 \x01(\x05\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x35\n\nattributes\x18\x07 \x03(\x0b\x32!.lmrec.v1.NewItem.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x0f\x41\x64\x64ItemsRequest\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.lmrec.v1.NewItem\"K\n\x10\x41\x64\x64ItemsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x10\n\x08replaced\x18\x02 \x01(\x05\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"?\n\x12\x46orgetUserResponse\x12\x16\n\x0e\x65vents_deleted\x18\x01 \x01(\x05\x12\x11\n\twas_known\x18\x02 \x01(\x08\" \n\rDeployRequest\x12\x0f\n\x07version\x18\x01 \x01(\x05\"S\n\x0e\x44\x65ployResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\x0f\n\rStatusRequest\"\xae\x01\n\x0eStatusResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x02 \x03(\x05\x12\x0f\n\x07n_items\x18\x03 \x01(\x03\x12\x13\n\x0b\x61\x64\x64\x65\x64_items\x18\x04 \x01(\x05\x12\x17\n\x0frecorded_events\x18\x05 \x01(\x03\x12\x17\n\x0f\x63\x61\x63he_hit_ratio\x18\x06 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\x32\x87\x04\n\x0bRecommender\x12\x44\n\tRecommend\x12\x1a.lmrec.v1.RecommendRequest\x1a\x1b.lmrec.v1.RecommendResponse\x12M\n\x0cSimilarItems\x12\x1d.lmrec.v1.SimilarItemsRequest\x1a\x1e.lmrec.v1.SimilarItemsResponse\x12>\n\x0bRecordEvent\x12\x0f.lmrec.v1.Event\x1a\x1e.lmrec.v1.RecordEventsResponse\x12M\n\x0cRecordEvents\x12\x1d.lmrec.v1.RecordEventsRequest\x1a\x1e.lmrec.v1.RecordEventsResponse\x12H\n\x0eGetUserProfile\x12\x1f.lmrec.v1.GetUserProfileRequest\x1a\x15.lmrec.v1.UserProfile\x12\x41\n\x08\x41\x64\x64Items\x12\x19.lmrec.v1.AddItemsRequest\x1a\x1a.lmrec.v1.AddItemsResponse\x12G\n\nForgetUser\x12\x1b.lmrec.v1.ForgetUserRequest\x1a\x1c.lmrec.v1.ForgetUserResponse2\x84\x01\n\x05\x41\x64min\x12;\n\x06\x44\x65ploy\x12\x17.lmrec.v1.DeployRequest\x1a\x18.lmrec.v1.DeployResponse\x12>\n\tGetStatus\x12\x17.lmrec.v1.StatusRequest\x1a\x18.lmrec.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lmrec.v1.recommender_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_RECOMMENDREQUEST']._serialized_start=40
-  _globals['_RECOMMENDREQUEST']._serialized_end=147
-  _globals['_SIGNALSCORE']._serialized_start=149
-  _globals['_SIGNALSCORE']._serialized_end=193
-  _globals['_RECOMMENDEDITEM']._serialized_start=195
-  _globals['_RECOMMENDEDITEM']._serialized_end=317
-  _globals['_RECOMMENDRESPONSE']._serialized_start=319
-  _globals['_RECOMMENDRESPONSE']._serialized_end=444
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=446
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=522
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=524
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=612
-  _globals['_RECOMMENDER']._serialized_start=615
-  _globals['_RECOMMENDER']._serialized_end=777
+  _globals['_RECOMMENDREQUEST_ATTRIBUTESENTRY']._options = None
+  _globals['_RECOMMENDREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_NEWITEM_ATTRIBUTESENTRY']._options = None
+  _globals['_NEWITEM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_RECOMMENDREQUEST']._serialized_start=41
+  _globals['_RECOMMENDREQUEST']._serialized_end=333
+  _globals['_RECOMMENDREQUEST_ATTRIBUTESENTRY']._serialized_start=284
+  _globals['_RECOMMENDREQUEST_ATTRIBUTESENTRY']._serialized_end=333
+  _globals['_ATTRIBUTEFILTER']._serialized_start=335
+  _globals['_ATTRIBUTEFILTER']._serialized_end=381
+  _globals['_EXPLANATION']._serialized_start=384
+  _globals['_EXPLANATION']._serialized_end=529
+  _globals['_SIGNALSCORE']._serialized_start=531
+  _globals['_SIGNALSCORE']._serialized_end=575
+  _globals['_RECOMMENDEDITEM']._serialized_start=578
+  _globals['_RECOMMENDEDITEM']._serialized_end=744
+  _globals['_RECOMMENDRESPONSE']._serialized_start=747
+  _globals['_RECOMMENDRESPONSE']._serialized_end=892
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=894
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=970
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=972
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1060
+  _globals['_EVENT']._serialized_start=1062
+  _globals['_EVENT']._serialized_end=1174
+  _globals['_RECORDEVENTSREQUEST']._serialized_start=1176
+  _globals['_RECORDEVENTSREQUEST']._serialized_end=1230
+  _globals['_RECORDEVENTSRESPONSE']._serialized_start=1232
+  _globals['_RECORDEVENTSRESPONSE']._serialized_end=1296
+  _globals['_GETUSERPROFILEREQUEST']._serialized_start=1298
+  _globals['_GETUSERPROFILEREQUEST']._serialized_end=1382
+  _globals['_INTERESTTAG']._serialized_start=1384
+  _globals['_INTERESTTAG']._serialized_end=1426
+  _globals['_ITEMREF']._serialized_start=1428
+  _globals['_ITEMREF']._serialized_end=1469
+  _globals['_USERPROFILE']._serialized_start=1472
+  _globals['_USERPROFILE']._serialized_end=1651
+  _globals['_NEWITEM']._serialized_start=1654
+  _globals['_NEWITEM']._serialized_end=1870
+  _globals['_NEWITEM_ATTRIBUTESENTRY']._serialized_start=284
+  _globals['_NEWITEM_ATTRIBUTESENTRY']._serialized_end=333
+  _globals['_ADDITEMSREQUEST']._serialized_start=1872
+  _globals['_ADDITEMSREQUEST']._serialized_end=1923
+  _globals['_ADDITEMSRESPONSE']._serialized_start=1925
+  _globals['_ADDITEMSRESPONSE']._serialized_end=2000
+  _globals['_FORGETUSERREQUEST']._serialized_start=2002
+  _globals['_FORGETUSERREQUEST']._serialized_end=2038
+  _globals['_FORGETUSERRESPONSE']._serialized_start=2040
+  _globals['_FORGETUSERRESPONSE']._serialized_end=2103
+  _globals['_DEPLOYREQUEST']._serialized_start=2105
+  _globals['_DEPLOYREQUEST']._serialized_end=2137
+  _globals['_DEPLOYRESPONSE']._serialized_start=2139
+  _globals['_DEPLOYRESPONSE']._serialized_end=2222
+  _globals['_STATUSREQUEST']._serialized_start=2224
+  _globals['_STATUSREQUEST']._serialized_end=2239
+  _globals['_STATUSRESPONSE']._serialized_start=2242
+  _globals['_STATUSRESPONSE']._serialized_end=2416
+  _globals['_RECOMMENDER']._serialized_start=2419
+  _globals['_RECOMMENDER']._serialized_end=2938
+  _globals['_ADMIN']._serialized_start=2941
+  _globals['_ADMIN']._serialized_end=3073
 # @@protoc_insertion_point(module_scope)

@@ -24,6 +24,31 @@ class RecommenderStub(object):
                 request_serializer=lmrec_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
                 response_deserializer=lmrec_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
                 )
+        self.RecordEvent = channel.unary_unary(
+                '/lmrec.v1.Recommender/RecordEvent',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.Event.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+                )
+        self.RecordEvents = channel.unary_unary(
+                '/lmrec.v1.Recommender/RecordEvents',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+                )
+        self.GetUserProfile = channel.unary_unary(
+                '/lmrec.v1.Recommender/GetUserProfile',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.GetUserProfileRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.UserProfile.FromString,
+                )
+        self.AddItems = channel.unary_unary(
+                '/lmrec.v1.Recommender/AddItems',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.AddItemsRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.AddItemsResponse.FromString,
+                )
+        self.ForgetUser = channel.unary_unary(
+                '/lmrec.v1.Recommender/ForgetUser',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.FromString,
+                )
 
 
 class RecommenderServicer(object):
@@ -43,6 +68,41 @@ class RecommenderServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvent(self, request, context):
+        """Store one event durably (committed before the call returns); the user's next Recommend reflects it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEvents(self, request, context):
+        """Store a batch of events, all or nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserProfile(self, request, context):
+        """Interest tags with weights, recent items and the profile text, as the serving bundle sees them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddItems(self, request, context):
+        """Add (or replace) catalogue items: encoded by the served encoder, searchable and recommendable at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetUser(self, request, context):
+        """Delete a user's events, profile and cached vectors; the id then behaves as an unknown user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -55,6 +115,31 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.SimilarItems,
                     request_deserializer=lmrec_dot_v1_dot_recommender__pb2.SimilarItemsRequest.FromString,
                     response_serializer=lmrec_dot_v1_dot_recommender__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'RecordEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvent,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.Event.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'RecordEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.RecordEventsRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'GetUserProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserProfile,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.GetUserProfileRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.UserProfile.SerializeToString,
+            ),
+            'AddItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddItems,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.AddItemsRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.AddItemsResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,5 +182,189 @@ class Recommender(object):
         return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Recommender/SimilarItems',
             lmrec_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
             lmrec_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RecordEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Recommender/RecordEvent',
+            lmrec_dot_v1_dot_recommender__pb2.Event.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RecordEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Recommender/RecordEvents',
+            lmrec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetUserProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Recommender/GetUserProfile',
+            lmrec_dot_v1_dot_recommender__pb2.GetUserProfileRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.UserProfile.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AddItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Recommender/AddItems',
+            lmrec_dot_v1_dot_recommender__pb2.AddItemsRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.AddItemsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Recommender/ForgetUser',
+            lmrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+
+class AdminStub(object):
+    """Operator RPCs: which bundle serves, and switching bundles without downtime.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Deploy = channel.unary_unary(
+                '/lmrec.v1.Admin/Deploy',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.DeployRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.DeployResponse.FromString,
+                )
+        self.GetStatus = channel.unary_unary(
+                '/lmrec.v1.Admin/GetStatus',
+                request_serializer=lmrec_dot_v1_dot_recommender__pb2.StatusRequest.SerializeToString,
+                response_deserializer=lmrec_dot_v1_dot_recommender__pb2.StatusResponse.FromString,
+                )
+
+
+class AdminServicer(object):
+    """Operator RPCs: which bundle serves, and switching bundles without downtime.
+    """
+
+    def Deploy(self, request, context):
+        """Load bundle `version` (Triton model versions, index, CF, ranker), warm it up, switch atomically,
+        then unload the previous models. A bundle that fails verification is refused; the old one keeps serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.DeployRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.DeployResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=lmrec_dot_v1_dot_recommender__pb2.StatusRequest.FromString,
+                    response_serializer=lmrec_dot_v1_dot_recommender__pb2.StatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lmrec.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin(object):
+    """Operator RPCs: which bundle serves, and switching bundles without downtime.
+    """
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Admin/Deploy',
+            lmrec_dot_v1_dot_recommender__pb2.DeployRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.DeployResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lmrec.v1.Admin/GetStatus',
+            lmrec_dot_v1_dot_recommender__pb2.StatusRequest.SerializeToString,
+            lmrec_dot_v1_dot_recommender__pb2.StatusResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -10,8 +10,9 @@ import pytest
 from lmrec.encoder import OnnxTextEncoder
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.fusion import SIGNALS
+from lmrec.server.event_store import MemoryEventStore
 from lmrec.server.recommend import MAX_K, RecommendQuery, Recommender, RequestError, ServingConfig
-from lmrec.server.store import InMemoryUserStore
+from lmrec.server.state import prepare_state
 
 
 class LocalEncoder:
@@ -41,15 +42,26 @@ def local_encoder(tiny_build_dir):
     return LocalEncoder(tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version))
 
 
+def state_of(bundle, encoder, stored_items=()):
+    async def encode(texts):
+        return await encoder.encode(texts, model=bundle.encoder_model, version=bundle.encoder_version, timeout_s=5.0)
+    return run(prepare_state(bundle, list(stored_items), encode))
+
+
+@pytest.fixture(scope="module")
+def tiny_state(tiny_bundle, local_encoder):
+    return state_of(tiny_bundle, local_encoder)
+
+
 @pytest.fixture
-def recommender(tiny_bundle, local_encoder):
+def recommender(tiny_state, local_encoder):
     local_encoder.calls.clear()
-    return Recommender(tiny_bundle, InMemoryUserStore(tiny_bundle.dataset), local_encoder)
+    return Recommender(tiny_state, MemoryEventStore(), local_encoder)
 
 
 @pytest.fixture
-def degraded_recommender(tiny_bundle):
-    return Recommender(tiny_bundle, InMemoryUserStore(tiny_bundle.dataset), DownEncoder())
+def degraded_recommender(tiny_state):
+    return Recommender(tiny_state, MemoryEventStore(), DownEncoder())
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,217 @@
+"""The CLI verbs that talk to a running gateway: one per RPC. Each builds a request and prints the answer.
+
+recommend, similar, event, add-items, profile --address, forget, deploy, status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+DEFAULT_ADDRESS = os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
+
+
+class CliError(Exception):
+    """A usage problem, printed as one line naming the bad value."""
+
+
+def _print_json(message) -> None:
+    from google.protobuf.json_format import MessageToJson
+
+    print(MessageToJson(message))
+
+
+def _require_filters(pairs: list[str] | None) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for pair in pairs or []:
+        key, sep, values = pair.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise CliError(f"--require {pair!r}: expected KEY=VALUE[,VALUE...], e.g. genre=Comedy")
+        filters.setdefault(key.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+    return filters
+
+
+def _attributes(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--attribute {pair!r}: expected KEY=VALUE, e.g. occupation=student")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_recommend(args) -> int:
+    from lmrec.client import RecommenderClient, format_items
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.recommend(args.user or "", recent_item_ids=args.item or (), text=args.text or "",
+                                    k=args.k, include_seen=args.include_seen, attributes=_attributes(args.attribute),
+                                    exclude_item_ids=args.exclude or (), require=_require_filters(args.require))
+    if args.json:
+        _print_json(response)
+    else:
+        if response.profile_text:
+            print(f"profile: {response.profile_text}")
+        print(format_items(response))
+    return 0
+
+
+def cmd_similar(args) -> int:
+    from lmrec.client import RecommenderClient, format_items
+
+    if not args.item and not args.text:
+        raise CliError("give --item ID or --text TEXT")
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.similar(args.item or "", text=args.text or "", k=args.k)
+    print(format_items(response))
+    return 0
+
+
+def cmd_event(args) -> int:
+    from lmrec.client import RecommenderClient
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.record_event(args.user, args.item, event_type=args.type, timestamp=args.timestamp,
+                                       weight=args.weight)
+    print(f"recorded {response.recorded} event(s) (bundle {response.bundle_version})")
+    return 0
+
+
+def read_items_file(path: Path) -> list[dict]:
+    """A JSON list or JSON Lines of items: {"item_id", "title", "categories", "description", "year", "tags",
+    "attributes"}. Errors name the file, the line/position and the problem."""
+    known = {"item_id", "title", "categories", "description", "year", "tags", "attributes"}
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise CliError(f"cannot read {path}: {error.strerror}") from None
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            items, where = json.loads(text), "item"
+        else:
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+            where = "line"
+    except json.JSONDecodeError as error:
+        raise CliError(f"{path}: not valid JSON or JSON Lines (line {error.lineno}: {error.msg})") from None
+    for position, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise CliError(f"{path}: {where} {position} is not an object")
+        unknown = set(item) - known
+        if unknown:
+            raise CliError(f"{path}: {where} {position} has unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        if not str(item.get("item_id", "")).strip() or not str(item.get("title", "")).strip():
+            raise CliError(f"{path}: {where} {position} needs a non-empty item_id and title")
+    return items
+
+
+def cmd_add_items(args) -> int:
+    from lmrec.client import RecommenderClient
+
+    items = read_items_file(Path(args.file))
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.add_items(items)
+    print(f"added {response.added}, replaced {response.replaced} item(s) (bundle {response.bundle_version})")
+    return 0
+
+
+def cmd_remote_profile(args) -> int:
+    from lmrec.client import RecommenderClient
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        profile = client.profile(args.user, max_tags=args.tags)
+    lines = [f"user {profile.user_id} (bundle {profile.bundle_version}, {profile.recorded_events} recorded events)",
+             "interest tags: " + ", ".join(f"{t.tag} {t.weight:.2f}" for t in profile.tags),
+             "recent items (newest first):"]
+    lines += [f"  {item.item_id:>8}  {item.title}" for item in profile.recent_items]
+    lines += ["profile text:", "  " + profile.profile_text]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from lmrec.client import RecommenderClient
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.forget_user(args.user)
+    known = "known" if response.was_known else "unknown"
+    print(f"forgot user {args.user} ({known}); {response.events_deleted} recorded event(s) deleted")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    from lmrec.client import RecommenderClient
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        response = client.deploy(args.version, timeout_s=max(args.timeout, 30.0))
+    print(f"serving bundle {response.bundle_version} (was {response.previous_version}); "
+          f"switched in {response.seconds:.1f}s")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from lmrec.client import RecommenderClient
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        _print_json(client.status())
+    return 0
+
+
+def positive_k(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from None
+    if not 1 <= k <= 1000:
+        raise argparse.ArgumentTypeError(f"k must be between 1 and 1000, got {k}")
+    return k
+
+
+def add_client_verbs(verbs) -> None:
+    def client_parser(name: str, helptext: str, runner, timeout: float = 10.0):
+        p = verbs.add_parser(name, help=helptext)
+        p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
+        p.add_argument("--timeout", type=float, default=timeout, help="deadline in seconds")
+        p.set_defaults(run=runner)
+        return p
+
+    p = client_parser("recommend", "ask the gateway for recommendations", cmd_recommend)
+    p.add_argument("-k", type=positive_k, default=10)
+    p.add_argument("--user", help="user id")
+    p.add_argument("--item", action="append", help="a recent item id (repeatable), oldest first")
+    p.add_argument("--text", help="free text")
+    p.add_argument("--attribute", action="append", metavar="KEY=VALUE", help="a new user's attribute (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="ITEM", help="never return this item (repeatable)")
+    p.add_argument("--require", action="append", metavar="KEY=VALUE[,VALUE]",
+                   help="only items with one of these values, e.g. genre=Comedy (repeatable: all must hold)")
+    p.add_argument("--include-seen", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+
+    p = client_parser("similar", "ask the gateway for similar items", cmd_similar)
+    p.add_argument("-k", type=positive_k, default=10)
+    p.add_argument("--item", help="item id")
+    p.add_argument("--text", help="free text")
+
+    p = client_parser("event", "record one user event (stored durably before the answer)", cmd_event)
+    p.add_argument("--user", required=True)
+    p.add_argument("--item", required=True)
+    p.add_argument("--type", default="", help="view, click, purchase, ... (default: interaction)")
+    p.add_argument("--timestamp", type=float, default=0.0, help="seconds since the epoch (default: now)")
+    p.add_argument("--weight", type=float, default=None, help="default 1; <= 0 marks seen but not liked")
+
+    p = client_parser("add-items", "add items from a JSON / JSON Lines file to the live catalogue", cmd_add_items,
+                      timeout=60.0)
+    p.add_argument("file", help="JSON list or JSON Lines of {item_id, title, categories, description, year, tags, "
+                                "attributes}")
+
+    p = client_parser("forget", "delete a user's events, profile and cached vectors", cmd_forget)
+    p.add_argument("--user", required=True)
+
+    p = client_parser("deploy", "switch the gateway to bundle N (or back) without downtime", cmd_deploy,
+                      timeout=300.0)
+    p.add_argument("--version", type=int, required=True)
+
+    client_parser("status", "the serving bundle, available versions, catalogue and cache figures", cmd_status)

@@ -1,0 +1,89 @@
+"""The catalogue one serving state answers from: the bundle's items plus the items added live.
+
+Added items get the rows after the bundle's items, so every per-item array of the bundle (embeddings,
+popularity, CF factors) extends by appending, and the bundle's own rows never move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lmrec.export.dataset import ItemInfo
+from lmrec.export.kg import item_attribute_ids
+
+# Filter keys and the attribute kind each reads (see `lmrec.export.kg.item_attribute_ids`).
+FILTER_ALIASES = {"genre": "genre", "genres": "genre", "category": "genre", "categories": "genre",
+                  "tag": "tag", "tags": "tag", "year": "year", "decade": "decade"}
+
+
+class UnknownFilter(ValueError):
+    """A filter key that no item has; the message lists the keys that exist."""
+
+
+def item_info_of(fields: dict) -> ItemInfo:
+    """An `ItemInfo` from stored/API fields (title, categories, description, year, tags, attributes)."""
+    year = fields.get("year")
+    return ItemInfo(title=str(fields.get("title", "")), categories=tuple(fields.get("categories", ())),
+                    description=str(fields.get("description", "")), year=int(year) if year else None,
+                    tags=tuple(fields.get("tags", ())), attributes=dict(fields.get("attributes", {})))
+
+
+def fields_of(info: ItemInfo) -> dict:
+    return {"title": info.title, "categories": list(info.categories), "description": info.description,
+            "year": info.year, "tags": list(info.tags), "attributes": dict(info.attributes)}
+
+
+class Catalogue:
+    def __init__(self, item_ids: Sequence[str], items: Sequence[ItemInfo], n_base: int) -> None:
+        self.item_ids: list[str] = list(item_ids)
+        self.items: list[ItemInfo] = list(items)
+        self.n_base = n_base  # rows [0, n_base) are the bundle's; later rows were added live
+        self.index: dict[str, int] = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        self._attribute_rows: dict[str, dict[str, list[int]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def append(self, item_id: str, info: ItemInfo) -> int:
+        row = len(self.item_ids)
+        self.item_ids.append(item_id)
+        self.items.append(info)
+        self.index[item_id] = row
+        self._attribute_rows = None
+        return row
+
+    def replace(self, row: int, info: ItemInfo) -> None:
+        self.items[row] = info
+        self._attribute_rows = None
+
+    def _rows_by_attribute(self) -> dict[str, dict[str, list[int]]]:
+        if self._attribute_rows is None:
+            rows: dict[str, dict[str, list[int]]] = {}
+            for row, info in enumerate(self.items):
+                for attribute in item_attribute_ids(info):
+                    kind, _, value = attribute.partition(":")
+                    rows.setdefault(kind, {}).setdefault(value.lower(), []).append(row)
+            self._attribute_rows = rows
+        return self._attribute_rows
+
+    def eligible(self, filters: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray | None:
+        """Bool mask of the items matching every (key, any-of values) filter; None when no filter."""
+        if not filters:
+            return None
+        by_kind = self._rows_by_attribute()
+        mask = np.ones(len(self), bool)
+        for key, values in filters:
+            kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
+            if kind not in by_kind:
+                known = sorted(by_kind)
+                raise UnknownFilter(f"filter key '{key}' matches no item attribute; known keys: {', '.join(known)}")
+            matching = np.zeros(len(self), bool)
+            for value in values:
+                value = " ".join(str(value).split()).lower()
+                if kind == "decade" and value and not value.endswith("s"):
+                    value += "s"
+                matching[by_kind[kind].get(value, [])] = True
+            mask &= matching
+        return mask

@@ -1,0 +1,125 @@
+"""Switch the gateway to bundle N without downtime, or back (a rollback is a deploy of the old version).
+
+`Deployer.deploy(N)`: verify bundle N (checksums, encoder ↔ index binding) → Triton serves the old and
+the new model versions side by side → prepare the new state (its own index, the added items re-encoded
+by the new encoder) → warm it up → swap atomically → wait until no request still uses the old state →
+Triton unloads the old versions. Anything failing before the swap leaves the old bundle serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from .bundle import Bundle, BundleError, load_bundle
+from .model_control import ModelControlError, TritonModelControl
+from .recommend import RecommendQuery, Recommender, RequestError
+from .state import ServingState, prepare_state
+
+log = logging.getLogger("lmrec.deploy")
+
+
+def served_models(bundle: Bundle) -> dict[str, int]:
+    """Triton model → version that this bundle calls."""
+    models = {bundle.encoder_model: bundle.encoder_version}
+    if bundle.ranker_model is not None:
+        models[bundle.ranker_model] = int(bundle.ranker_version)
+    return models
+
+
+def encode_with(encoder, bundle: Bundle, timeout_s: float = 120.0):
+    async def encode(texts: list[str]):
+        return await encoder.encode(texts, model=bundle.encoder_model, version=bundle.encoder_version,
+                                    timeout_s=timeout_s)
+    return encode
+
+
+async def pin_models(control: TritonModelControl, bundle: Bundle) -> None:
+    """Make Triton serve exactly this bundle's model versions (at gateway start)."""
+    for model, version in served_models(bundle).items():
+        await control.serve_versions(model, {version})
+
+
+class Deployer:
+    def __init__(self, recommender: Recommender, build_dir: Path, control: TritonModelControl, *,
+                 retriever: str = "hnsw", drain_timeout_s: float = 30.0) -> None:
+        self.recommender = recommender
+        self.build_dir = Path(build_dir)
+        self.control = control
+        self.retriever = retriever
+        self.drain_timeout_s = drain_timeout_s
+        self._lock = asyncio.Lock()
+
+    async def deploy(self, version: int) -> tuple[str, str, float]:
+        """Returns (new version, previous version, seconds)."""
+        metrics = self.recommender.metrics
+        if version <= 0:
+            metrics.deploy("refused")
+            raise RequestError("INVALID_ARGUMENT", f"version must be a positive bundle number, got {version}")
+        async with self._lock:
+            started = time.perf_counter()
+            old = self.recommender.state
+            if version == old.bundle.version:
+                return old.label, old.label, 0.0
+            try:
+                bundle = await asyncio.to_thread(load_bundle, self.build_dir, version, retriever=self.retriever)
+            except (BundleError, OSError, ValueError, KeyError) as error:
+                metrics.deploy("refused")
+                raise RequestError("FAILED_PRECONDITION",
+                                   f"bundle {version} refused ({error}); bundle {old.label} keeps serving") from None
+            old_models, new_models = served_models(old.bundle), served_models(bundle)
+            async with self.recommender.catalogue_lock:
+                try:
+                    for model, new_version in new_models.items():
+                        await self.control.serve_versions(model, {new_version} | ({old_models[model]}
+                                                                                  if model in old_models else set()))
+                    state = await prepare_state(bundle, await asyncio.to_thread(self.recommender.events.items),
+                                                encode_with(self.recommender.encoder, bundle))
+                    await self._warm_up(state)
+                except Exception as error:  # whatever went wrong, the old bundle must keep serving
+                    await self._restore(old_models)
+                    metrics.deploy("failed")
+                    raise RequestError("ABORTED", f"deploy of bundle {version} failed ({error}); "
+                                                  f"bundle {old.label} keeps serving") from None
+                self.recommender.state = state  # the switch: new requests take the new state from here on
+                self.recommender.cache.clear()
+                metrics.set_bundle_version(bundle.version)
+            await self._drain(old)
+            for model in old_models:
+                try:
+                    if model in new_models:
+                        if old_models[model] != new_models[model]:
+                            await self.control.serve_versions(model, {new_models[model]})
+                    else:
+                        await self.control.unload(model)
+                except ModelControlError as error:  # serving is already on the new versions: log, don't fail
+                    log.warning("could not unload %s version %s: %s", model, old_models[model], error)
+            metrics.deploy("ok")
+            seconds = time.perf_counter() - started
+            log.info("deployed bundle %s (was %s) in %.1fs", bundle.label, old.label, seconds)
+            return bundle.label, old.label, seconds
+
+    async def _warm_up(self, state: ServingState) -> None:
+        """One real request through every stage of the new state (encoder, index, CF, ranker)."""
+        user_ids = state.bundle.dataset.user_ids
+        query = RecommendQuery(user_id=user_ids[0], k=10) if user_ids else RecommendQuery(text="popular", k=10)
+        result = await self.recommender._recommend(state, query, timeout_s=60.0)
+        if result.degraded:
+            raise RequestError("UNAVAILABLE", "the warm-up request was answered in degraded mode")
+
+    async def _drain(self, old: ServingState) -> None:
+        deadline = time.monotonic() + self.drain_timeout_s
+        while old.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if old.inflight:
+            log.warning("%d requests still on bundle %s after %.0fs; unloading anyway", old.inflight, old.label,
+                        self.drain_timeout_s)
+
+    async def _restore(self, old_models: dict[str, int]) -> None:
+        for model, version in old_models.items():
+            try:
+                await self.control.serve_versions(model, {version})
+            except ModelControlError as error:
+                log.error("could not restore %s version %s: %s", model, version, error)

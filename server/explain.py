@@ -1,0 +1,88 @@
+"""Why an item was recommended: the closest history item, matched interest tags, a graph path.
+
+`explain_items(state, history, items, user_tags)` returns one `ItemExplanation` per item, computed
+with array operations over the returned items only (never the whole catalogue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmrec.export.kg import item_attribute_ids
+
+from .state import ServingState
+
+# The most recent history items considered: older ones rarely explain today's list, and cost grows with them.
+MAX_HISTORY = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemExplanation:
+    because_item: int | None = None
+    because_item_id: str = ""
+    because_title: str = ""
+    because_similarity: float = 0.0
+    matched_tags: tuple[str, ...] = ()
+    graph_path: str = ""
+    text: str = ""
+
+
+def _tag_keys(info) -> set[str]:
+    """The item's attribute values as the interest-tag vocabulary spells them ('comedy', '1990s movies')."""
+    keys = set()
+    for attribute in item_attribute_ids(info):
+        kind, _, value = attribute.partition(":")
+        value = value.lower()
+        keys.add(f"{value} movies" if kind == "decade" else value)
+    return keys
+
+
+def _sentence(because_title: str, tags: Sequence[str], graph_path: str, found_by: str) -> str:
+    parts = []
+    if because_title:
+        parts.append(f"because you liked {because_title}")
+    if tags:
+        parts.append("it matches your interest in " + ", ".join(tags))
+    if graph_path:
+        parts.append(f"it {graph_path}")
+    if not parts:
+        parts.append("it is popular" if found_by == "popular" else f"found by the {found_by} signal")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:]
+
+
+def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int], found_by: Sequence[str],
+                  user_tags: Sequence[str] = ()) -> list[ItemExplanation]:
+    history = np.asarray(history, np.int64)
+    recent = history[-MAX_HISTORY:]
+    recent = recent[np.sort(np.unique(recent, return_index=True)[1])]
+    catalogue = state.catalogue
+    titles = [info.title for info in catalogue.items]
+    items = np.asarray(items, np.int64)
+    similarities = (state.item_embeddings[items] @ state.item_embeddings[recent].T) if len(recent) else None
+    wanted = {tag.lower(): tag for tag in user_tags}
+    explanations = []
+    for row, item in enumerate(items.tolist()):
+        because, similarity = None, 0.0
+        if similarities is not None:
+            candidates = similarities[row].copy()
+            candidates[recent == item] = -np.inf  # an item never explains itself
+            if np.isfinite(candidates).any():
+                best = int(np.argmax(candidates))
+                because, similarity = int(recent[best]), float(candidates[best])
+        keys = _tag_keys(catalogue.items[item])
+        tags = tuple(original for lowered, original in wanted.items() if lowered in keys)
+        path = ""
+        if len(recent) and item < state.graph.n_items:
+            explanation = state.graph.explain(recent, item, titles, action="")
+            path = explanation.text if explanation is not None else ""
+        because_title = titles[because] if because is not None else ""
+        explanations.append(ItemExplanation(because_item=because, because_similarity=similarity, matched_tags=tags,
+                                            because_item_id=catalogue.item_ids[because] if because is not None else "",
+                                            because_title=because_title,
+                                            graph_path=path,
+                                            text=_sentence(because_title, tags, path, found_by[row])))
+    return explanations

@@ -1,0 +1,46 @@
+"""A user as one serving state sees them: the bundle's data snapshot plus the events recorded since.
+
+A ForgetUser hides the snapshot history for good (the snapshot is part of an immutable bundle; the
+next build should leave the user out) and deletes the recorded events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .event_store import EventStore
+from .state import ServingState
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedUser:
+    user_id: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    history: np.ndarray  # positive interactions, item rows of the state's catalogue, oldest first
+    seen: np.ndarray  # every item the user interacted with (negative weights too)
+    cf_index: int | None  # the bundle's trained ALS row, when nothing happened since the snapshot
+    recorded_events: int
+
+
+def resolve_user(state: ServingState, events: EventStore, user_id: str) -> ResolvedUser | None:
+    """None when the id has neither a snapshot history (not forgotten) nor recorded events."""
+    snapshot = None if events.forgotten_at(user_id) is not None else state.snapshot_users.get_user(user_id)
+    recorded = events.events_of(user_id)
+    if snapshot is None and not recorded:
+        return None
+    index = state.catalogue.index
+    # Events on items this state's catalogue lacks (e.g. after a rollback) are kept but not used.
+    usable = [(index[e.item_id], e.weight) for e in recorded if e.item_id in index]
+    positive = np.array([row for row, weight in usable if weight > 0], np.int64)
+    everything = np.array([row for row, _ in usable], np.int64)
+    base = np.asarray(snapshot.history, np.int64) if snapshot is not None else np.zeros(0, np.int64)
+    return ResolvedUser(
+        user_id=user_id,
+        attributes=dict(snapshot.attributes) if snapshot is not None else {},
+        history=np.concatenate([base, positive]),
+        seen=np.unique(np.concatenate([base, everything])),
+        cf_index=snapshot.cf_index if snapshot is not None and not recorded else None,
+        recorded_events=len(recorded),
+    )

@@ -1,0 +1,228 @@
+"""Events, ForgetUser, AddItems, filters, explanations and profiles on the tiny bundle (local ONNX encoder)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrec.export.dataset import ItemInfo
+from lmrec.server.bundle import load_bundle
+from lmrec.server.event_store import Event, MemoryEventStore
+from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
+
+from .test_recommend import DownEncoder, LocalEncoder, run, state_of
+
+
+@pytest.fixture(scope="module")
+def local_encoder(tiny_build_dir):
+    return LocalEncoder(tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version))
+
+
+@pytest.fixture
+def live(tiny_build_root, local_encoder):
+    """A recommender on its own copy of the bundle (AddItems changes the index), with an empty event store."""
+    bundle = load_bundle(tiny_build_root)
+    return Recommender(state_of(bundle, local_encoder), MemoryEventStore(), local_encoder)
+
+
+def ids(result) -> list[str]:
+    return list(result.item_ids)
+
+
+def category_items(state, category: str) -> list[str]:
+    return [state.catalogue.item_ids[i] for i, info in enumerate(state.catalogue.items) if category in info.categories]
+
+
+# -- events ------------------------------------------------------------------------------------------------
+
+
+def test_an_event_changes_the_next_recommendation(live):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[3]
+    before = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
+    horror = [i for i in category_items(state, "Horror") if i not in ids(before)][:4]
+    assert run(live.record_events([Event(user_id=user_id, item_id=i) for i in horror])) == len(horror)
+    after = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
+    assert ids(after) != ids(before)
+    assert not set(horror) & set(ids(after))  # now seen: excluded
+    for item_id in horror:  # the profile text was rebuilt from the new history
+        assert state.catalogue.items[state.catalogue.index[item_id]].title in after.profile_text
+
+
+def test_events_invalidate_the_cached_vector(live):
+    user_id = live.state.bundle.dataset.user_ids[5]
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert live.metrics.cache_hit_ratio() == 0.5
+    calls = len(live.encoder.calls)
+    run(live.record_events([Event(user_id=user_id, item_id=live.state.catalogue.item_ids[0])]))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(live.encoder.calls) == calls + 1  # recomputed, not served from the cache
+
+
+def test_a_new_user_from_events_alone(live):
+    item_ids = category_items(live.state, "Space Adventure")[:3]
+    run(live.record_events([Event(user_id="brand-new", item_id=i, timestamp=100 + n) for n, i in enumerate(item_ids)]))
+    result = run(live.recommend(RecommendQuery(user_id="brand-new", k=5)))
+    assert len(result.items) == 5 and not set(item_ids) & set(ids(result))
+    space = set(category_items(live.state, "Space Adventure"))
+    assert len(space & set(ids(result))) >= 3
+
+
+def test_bad_events_store_nothing(live):
+    good = Event(user_id="u-x", item_id=live.state.catalogue.item_ids[0])
+    with pytest.raises(RequestError) as raised:
+        run(live.record_events([good, Event(user_id="u-x", item_id="nope")]))
+    assert raised.value.code == "INVALID_ARGUMENT" and "events[1].item_id 'nope'" in raised.value.message
+    with pytest.raises(RequestError) as raised:
+        run(live.record_events([good, Event(user_id="u-x", item_id=good.item_id, weight=float("nan"))]))
+    assert raised.value.code == "INVALID_ARGUMENT" and "events[1].weight" in raised.value.message
+    assert live.events.n_events() == 0
+
+
+# -- ForgetUser -----------------------------------------------------------------------------------------------
+
+
+def test_forget_user_removes_snapshot_history_events_and_cache(live):
+    user_id = live.state.bundle.dataset.user_ids[2]
+    run(live.record_events([Event(user_id=user_id, item_id=live.state.catalogue.item_ids[1])]))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(live.cache) == 1
+    deleted, was_known = run(live.forget_user(user_id))
+    assert (deleted, was_known) == (1, True)
+    assert len(live.cache) == 0
+    with pytest.raises(RequestError) as raised:
+        run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert raised.value.code == "NOT_FOUND"
+    with pytest.raises(RequestError):
+        run(live.profile(user_id))
+    assert run(live.forget_user("never-seen")) == (0, False)
+
+
+# -- filters: exactly k ----------------------------------------------------------------------------------------
+
+
+def test_required_genre_returns_exactly_k_matching_items(live):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    history = set(state.catalogue.item_ids[i] for i in state.snapshot_users.get_user(user_id).history)
+    comedy = [i for i in category_items(state, "Comedy") if i not in history]
+    assert len(comedy) >= 6
+    for k in (3, len(comedy)):
+        result = run(live.recommend(RecommendQuery(user_id=user_id, k=k, require=(("genre", ("comedy",)),))))
+        assert len(result.items) == k and set(ids(result)) <= set(comedy)
+    result = run(live.recommend(RecommendQuery(user_id=user_id, k=len(comedy) + 5, require=(("genre", ("Comedy",)),))))
+    assert set(ids(result)) == set(comedy)  # fewer eligible than k: all of them, nothing else
+
+
+def test_excluded_ids_never_come_back_and_k_still_holds(live):
+    user_id = live.state.bundle.dataset.user_ids[0]
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
+    again = run(live.recommend(RecommendQuery(user_id=user_id, k=10, exclude_item_ids=tuple(ids(first)))))
+    assert len(again.items) == 10 and not set(ids(first)) & set(ids(again))
+
+
+def test_filters_hold_in_degraded_mode(live):
+    degraded = Recommender(live.state, live.events, DownEncoder())
+    user_id = live.state.bundle.dataset.user_ids[0]
+    result = run(degraded.recommend(RecommendQuery(user_id=user_id, k=4, require=(("genre", ("Horror",)),))))
+    assert result.degraded and len(result.items) == 4
+    assert set(ids(result)) <= set(category_items(live.state, "Horror"))
+
+
+def test_unknown_filter_key_names_the_known_ones(live):
+    with pytest.raises(RequestError) as raised:
+        run(live.recommend(RecommendQuery(text="x", require=(("colour", ("red",)),))))
+    assert raised.value.code == "INVALID_ARGUMENT"
+    assert "'colour'" in raised.value.message and "genre" in raised.value.message
+
+
+# -- attributes of unseen users, explanations, profiles ---------------------------------------------------------
+
+
+def test_unseen_user_with_attributes_only(live):
+    result = run(live.recommend(RecommendQuery(user_id="stranger", attributes={"occupation": "astronaut"}, k=5)))
+    assert len(result.items) == 5 and "astronaut" in result.profile_text
+
+
+def test_every_item_is_explained(live):
+    user_id = live.state.bundle.dataset.user_ids[1]
+    result = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
+    history = set(live.state.snapshot_users.get_user(user_id).history.tolist())
+    assert len(result.explanations) == 10
+    for item, why in zip(result.items, result.explanations):
+        assert why.text
+        assert why.because_item in history and why.because_item != item.item
+        assert why.because_title and why.because_title in why.text
+    assert any(why.graph_path.startswith("shares ") for why in result.explanations)
+
+
+def test_profile_has_tags_recent_items_and_version(live):
+    user_id = live.state.bundle.dataset.user_ids[4]
+    view = run(live.profile(user_id, max_tags=3, max_recent=4))
+    assert 1 <= len(view.tags) <= 3 and view.tags[0][1] == pytest.approx(1.0)
+    history = live.state.snapshot_users.get_user(user_id).history
+    assert [item_id for item_id, _ in view.recent_items] == [live.state.catalogue.item_ids[i]
+                                                            for i in history[::-1][:4]]
+    assert view.bundle_version == "1" and view.recorded_events == 0
+
+
+# -- AddItems ----------------------------------------------------------------------------------------------------
+
+
+def test_added_item_is_findable_and_recommended_to_a_matching_user(live):
+    state = live.state
+    # A user whose history is mostly one category, and a new item squarely in it.
+    user_id = state.bundle.dataset.user_ids[6]
+    history = state.snapshot_users.get_user(user_id).history
+    top_category = max({c for i in history for c in state.catalogue.items[i].categories},
+                       key=lambda c: sum(c in state.catalogue.items[i].categories for i in history))
+    template = state.catalogue.items[int(history[-1])]
+    new = ItemInfo(title=f"{template.title} Returns", categories=(top_category,), description=template.description,
+                   year=template.year)
+    added, replaced, version = run(live.add_items([("new-1", new)]))
+    assert (added, replaced, version) == (1, 0, "1")
+    similar = run(live.similar(item_id="new-1", k=5))
+    assert len(similar.items) == 5
+    by_text = run(live.similar(text=new.title, k=3))
+    assert "new-1" in ids(by_text)
+    result = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
+    assert "new-1" in ids(result)
+
+
+def test_add_items_refuses_bundle_items_and_bad_input_without_adding(live):
+    existing = live.state.catalogue.item_ids[0]
+    n = len(live.state.catalogue)
+    with pytest.raises(RequestError) as raised:
+        run(live.add_items([("fresh", ItemInfo(title="Fresh")), (existing, ItemInfo(title="Other"))]))
+    assert raised.value.code == "INVALID_ARGUMENT" and f"'{existing}' is part of bundle" in raised.value.message
+    with pytest.raises(RequestError) as raised:
+        run(live.add_items([("blank", ItemInfo(title="  "))]))
+    assert "items[0].title is empty" in raised.value.message
+    down = Recommender(live.state, live.events, DownEncoder())
+    with pytest.raises(RequestError) as raised:
+        run(down.add_items([("fresh", ItemInfo(title="Fresh"))]))
+    assert raised.value.code == "UNAVAILABLE"
+    assert len(live.state.catalogue) == n and live.events.items() == []
+
+
+def test_replacing_an_added_item_reencodes_it(live):
+    run(live.add_items([("swap", ItemInfo(title="starship nebula galaxy", categories=("Space Adventure",)))]))
+    first = live.state.item_embeddings[live.state.catalogue.index["swap"]].copy()
+    added, replaced, _ = run(live.add_items([("swap", ItemInfo(title="haunted graveyard zombies",
+                                                                 categories=("Horror",)))]))
+    assert (added, replaced) == (0, 1)
+    second = live.state.item_embeddings[live.state.catalogue.index["swap"]]
+    assert float(first @ second) < 0.9
+    horror = run(live.recommend(RecommendQuery(text="haunted graveyard zombies", k=5)))
+    assert "swap" in ids(horror)
+
+
+def test_stored_items_come_back_in_a_fresh_state(tiny_build_root, local_encoder):
+    events = MemoryEventStore()
+    first = Recommender(state_of(load_bundle(tiny_build_root), local_encoder), events, local_encoder)
+    run(first.add_items([("kept", ItemInfo(title="A lighthouse keeper's storm", categories=("Drama",)))]))
+    restarted = state_of(load_bundle(tiny_build_root), local_encoder, events.items())
+    row = restarted.catalogue.index["kept"]
+    np.testing.assert_allclose(restarted.item_embeddings[row], first.state.item_embeddings[row], atol=1e-5)
+    assert restarted.retriever.search(restarted.item_embeddings[row], 1)[0][0][0] == row
