@@ -112,6 +112,8 @@ def cmd_gateway(args) -> int:
     def ready(port: int) -> None:
         print(f"gateway serving on {args.host}:{port}", flush=True)
 
+    for handler in list(logging.getLogger().handlers):  # one format on the root logger: the JSON lines
+        logging.getLogger().removeHandler(handler)
     configure_logging("DEBUG" if args.verbose else "INFO")
     serve_gateway(GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
                                 port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,

@@ -42,6 +42,23 @@ async def pin_models(control: TritonModelControl, bundle: Bundle) -> None:
         await control.serve_versions(model, {version})
 
 
+async def keep_models_loaded(deployer: "Deployer", interval_s: float = 1.0) -> None:
+    """Reload the serving bundle's model versions when Triton lost them (a restarted Triton loads only
+    what its command line names): with this, the gateway leaves degraded mode by itself."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if deployer.busy:
+            continue
+        bundle = deployer.recommender.state.bundle
+        for model, version in served_models(bundle).items():
+            if not await deployer.control.is_ready(model, version) and await deployer.control.is_live():
+                try:
+                    await deployer.control.serve_versions(model, {version})
+                    log.warning("Triton had lost %s version %s; loaded it again", model, version)
+                except ModelControlError as error:
+                    log.warning("Triton is up but cannot load %s version %s yet: %s", model, version, error)
+
+
 class Deployer:
     def __init__(self, recommender: Recommender, build_dir: Path, control: TritonModelControl, *,
                  retriever: str = "hnsw", drain_timeout_s: float = 30.0) -> None:
@@ -51,6 +68,10 @@ class Deployer:
         self.retriever = retriever
         self.drain_timeout_s = drain_timeout_s
         self._lock = asyncio.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
 
     async def deploy(self, version: int) -> tuple[str, str, float]:
         """Returns (new version, previous version, seconds)."""

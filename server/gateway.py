@@ -22,7 +22,7 @@ from lmrec.v1 import recommender_pb2_grpc as pb_grpc
 
 from .bundle import complete_versions, load_bundle
 from .catalogue import item_info_of
-from .deploy import Deployer, encode_with, pin_models
+from .deploy import Deployer, encode_with, keep_models_loaded, pin_models
 from .encoder_client import TritonTextEncoder
 from .event_store import Event, open_event_store
 from .metrics import GatewayMetrics, new_request_id
@@ -190,9 +190,11 @@ class RunningGateway:
     recommender: Recommender
     encoder: TritonTextEncoder
     control: TritonModelControl
+    watcher: asyncio.Task
     metrics_port: int | None = None
 
     async def close(self, grace: float = 5.0) -> None:
+        self.watcher.cancel()
         await self.server.stop(grace=grace)
         await self.encoder.close()
         await self.control.close()
@@ -228,8 +230,9 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
         metrics_port = recommender.metrics.start_http_server(config.metrics_port, config.host)
     log.info("gateway serving bundle %s on %s:%d (Triton at %s, metrics port %s)", bundle.label, config.host, port,
              config.triton_url, metrics_port)
+    watcher = asyncio.create_task(keep_models_loaded(deployer), name="lmrec-keep-models-loaded")
     return RunningGateway(server=server, port=port, recommender=recommender, encoder=encoder, control=control,
-                          metrics_port=metrics_port)
+                          watcher=watcher, metrics_port=metrics_port)
 
 
 async def run_gateway(config: GatewayConfig, *, on_ready=None, stop: asyncio.Event | None = None) -> None:

@@ -48,6 +48,12 @@ class TritonModelControl:
         except Exception as error:
             raise ModelControlError(f"Triton could not unload {model}: {error}") from error
 
+    async def is_live(self) -> bool:
+        try:
+            return bool(await self._client.is_server_live(client_timeout=2.0))
+        except Exception:
+            return False
+
     async def is_ready(self, model: str, version: int) -> bool:
         try:
             return bool(await self._client.is_model_ready(model, str(version), client_timeout=5.0))

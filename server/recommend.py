@@ -8,6 +8,7 @@ that one: a deploy that swaps states meanwhile never mixes two bundles in one an
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .state import ServingState
 from .user_cache import UserVectorCache
 from .users import ResolvedUser, resolve_user
 
+log = logging.getLogger("lmrec.recommend")
 MAX_K = 1000
 MAX_BATCH = 1000
 
@@ -218,18 +220,20 @@ class Recommender:
             try:
                 vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
                                                     timeout_s - (time.perf_counter() - started), "Recommend")
-            except EncoderUnavailable:
+            except EncoderUnavailable as error:
                 degraded = True
                 self.metrics.fallback("encoder_unavailable")
+                log.warning("degraded answer (CF and popularity only): %s", error)
         user_tags = [tag for tag, _ in self._user_tags(state, vector)]
         if state.fused is not None and vector is not None:
             try:
                 ranked = await self._rank_with_ranker(state, user, history, blocked, vector, k,
                                                       timeout_s - (time.perf_counter() - started))
                 return self._result(state, ranked, history, user_tags, profile_text=profile_text)
-            except EncoderUnavailable:
+            except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
                 self.metrics.fallback("ranker_unavailable")
+                log.warning("ranker unavailable, answering with the fixed blend: %s", error)
         with self.metrics.time_stage("Recommend", "rank"):
             ranked = self._blend(state, user, history, recent, blocked, eligible, vector, k)
         return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)

@@ -79,11 +79,17 @@ def wait_for_health(address: str, process: ManagedProcess, timeout: float = 60) 
 
 
 @pytest.fixture(scope="session")
-def gateway(build, triton, tmp_path_factory):
+def gateway_metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def gateway(build, triton, tmp_path_factory, gateway_metrics_port):
     port = free_port()
     process = ManagedProcess(
         [LMREC, "gateway", "--build-dir", str(build.bundle_dir.parent.parent), "--triton-url", triton.grpc_url,
-         "--port", str(port)],
+         "--port", str(port), "--metrics-port", str(gateway_metrics_port),
+         "--state-dir", str(tmp_path_factory.mktemp("gateway-state"))],
         tmp_path_factory.mktemp("gateway") / "gateway.log",
     )
     try:
