@@ -88,16 +88,25 @@ def read_items_file(path: Path) -> list[dict]:
         text = Path(path).read_text()
     except OSError as error:
         raise CliError(f"cannot read {path}: {error.strerror}") from None
-    stripped = text.lstrip()
-    try:
-        if stripped.startswith("["):
-            items, where = json.loads(text), "item"
-        else:
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-            where = "line"
-    except json.JSONDecodeError as error:
-        raise CliError(f"{path}: not valid JSON or JSON Lines (line {error.lineno}: {error.msg})") from None
-    for position, item in enumerate(items, 1):
+    if text.lstrip().startswith("["):
+        where = "item"
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CliError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+        positions = list(range(1, len(items) + 1)) if isinstance(items, list) else []
+        if not isinstance(items, list):
+            raise CliError(f"{path}: expected a JSON list of items")
+    else:
+        where, items, positions = "line", [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                    positions.append(number)
+                except json.JSONDecodeError as error:
+                    raise CliError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+    for position, item in zip(positions, items):
         if not isinstance(item, dict):
             raise CliError(f"{path}: {where} {position} is not an object")
         unknown = set(item) - known

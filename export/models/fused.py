@@ -9,7 +9,6 @@ inner part; at scoring time it reads the full history, so it still sees the held
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -156,7 +155,8 @@ class FusedRecommender:
         They get text, graph and tag features from their embeddings and attributes; CF signals score
         them 0 and popularity is 0, exactly as for a cold item (the condition `cold_share` trains for).
         """
-        extended = copy.copy(self)
+        extended = object.__new__(type(self))  # not copy.copy: __getstate__ is the bundle's pickle format
+        extended.__dict__.update(self.__dict__)
         extended.__dict__["_n_trained_items"] = self.n_trained_items
         extended.item_embeddings = np.concatenate([self.item_embeddings, np.asarray(embeddings, np.float32)])
         extended.log_popularity = np.concatenate([self.log_popularity, np.zeros(len(infos), np.float32)])

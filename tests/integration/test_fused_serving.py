@@ -79,3 +79,31 @@ def test_recommend_goes_through_the_ranker(fused_build, fused_stack):
             assert scores == sorted(scores, reverse=True)
         anonymous = client.recommend(recent_item_ids=[dataset.item_ids[0], dataset.item_ids[1]], k=5)
         assert len(anonymous.items) == 5
+
+
+def test_ranker_path_serves_added_items_events_and_filters(fused_build, fused_stack):
+    """Added items enter the ranker like cold items (text, graph and tag features; CF scores 0)."""
+    _, address = fused_stack
+    dataset = load_bundle(fused_build.repository_dir.parent).dataset
+    user = 5
+    user_id = dataset.user_ids[user]
+    history = dataset.histories()[user]
+    last = dataset.items[int(history[-1])]
+    with RecommenderClient(address) as client:
+        added = client.add_items([{"item_id": "fused-new", "title": f"{last.title} Forever",
+                                   "categories": list(last.categories), "description": last.description,
+                                   "year": last.year}])
+        assert added.added == 1
+        response = client.recommend(user_id, k=len(dataset.item_ids))
+        ids = [item.item_id for item in response.items]
+        assert "fused-new" in ids and not response.degraded
+        assert all(item.explanation.text for item in response.items)
+        client.record_event(user_id, "fused-new")
+        eligible = {dataset.item_ids[i] for i, info in enumerate(dataset.items)
+                    if last.categories[0] in info.categories} - {dataset.item_ids[i] for i in history}
+        assert len(eligible) >= 2
+        for k in (len(eligible) - 1, len(eligible), len(eligible) + 3):  # exactly k, or every eligible item
+            after = client.recommend(user_id, k=k, require={"genre": last.categories[0]})
+            assert len(after.items) == min(k, len(eligible))
+            assert {item.item_id for item in after.items} <= eligible  # the new item is seen now
+        assert client.profile(user_id).recent_items[0].item_id == "fused-new"

@@ -96,3 +96,41 @@ def test_hnsw_on_a_fresh_index(tmp_path):
 def test_build_index_rejects_mismatched_ids(tmp_path):
     with pytest.raises(ValueError, match="3 embeddings for 2 item ids"):
         build_index(np.zeros((3, 4), np.float32), ["a", "b"], tmp_path, encoder_checksum="x", encoder_version=1)
+
+
+def test_added_rows_are_found_and_replaced_rows_move(retriever, embeddings):
+    rng = np.random.default_rng(3)
+    new = rng.normal(size=(3, embeddings.shape[1])).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    labels = np.arange(len(embeddings), len(embeddings) + 3)
+    retriever.add(new, labels)
+    assert len(retriever) == len(embeddings) + 3
+    found, sims = retriever.search(new, 1)
+    assert found[:, 0].tolist() == labels.tolist() and np.allclose(sims[:, 0], 1.0, atol=1e-4)
+    retriever.add(embeddings[:1], labels[:1])  # replace: the row now sits where item 0 is
+    found, _ = retriever.search(embeddings[0], 2)
+    assert set(found[0].tolist()) == {0, int(labels[0])}
+
+
+def test_concurrent_add_and_search(retriever, embeddings):
+    import threading
+
+    errors = []
+
+    def search():
+        try:
+            for _ in range(200):
+                retriever.search(embeddings[:4], 5)
+        except Exception as error:  # pragma: no cover - the assertion below reports it
+            errors.append(error)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    start = len(embeddings)
+    for n in range(50):
+        retriever.add(embeddings[n % len(embeddings)][None, :] * 0.5 + 0.5 / np.sqrt(embeddings.shape[1]),
+                      np.array([start + n]))
+    for thread in threads:
+        thread.join()
+    assert not errors and len(retriever) == len(embeddings) + 50

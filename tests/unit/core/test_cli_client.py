@@ -1,0 +1,55 @@
+"""The gateway verbs' input parsing: item files and filters, with errors that name the bad value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmrec.cli_client import CliError, _attributes, _require_filters, read_items_file
+
+
+def test_items_from_json_lines_and_json_list(tmp_path):
+    lines = tmp_path / "items.jsonl"
+    lines.write_text(json.dumps({"item_id": "a", "title": "A"}) + "\n\n" + json.dumps({"item_id": "b", "title": "B",
+                                                                                     "year": 1999}) + "\n")
+    assert [i["item_id"] for i in read_items_file(lines)] == ["a", "b"]
+    listed = tmp_path / "items.json"
+    listed.write_text(json.dumps([{"item_id": "c", "title": "C", "categories": ["X"]}]))
+    assert read_items_file(listed)[0]["categories"] == ["X"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"item_id": "a"}\n', "line 1 needs a non-empty item_id and title"),
+    ('{"item_id": "a", "title": "A", "colour": "red"}\n', "unknown field(s) ['colour']"),
+    ('{"item_id": "a", "title": "A"}\nnot json\n', "line 2"),
+    ('[1]', "item 1 is not an object"),
+])
+def test_bad_item_files(tmp_path, text, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(CliError) as raised:
+        read_items_file(path)
+    assert message in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CliError, match="cannot read"):
+        read_items_file(tmp_path / "nope.json")
+
+
+def test_filters_and_attributes():
+    assert _require_filters(["genre=Comedy,Drama", "decade=1990s"]) == {"genre": ["Comedy", "Drama"],
+                                                                       "decade": ["1990s"]}
+    with pytest.raises(CliError, match="--require 'genre'"):
+        _require_filters(["genre"])
+    assert _attributes(["occupation=student"]) == {"occupation": "student"}
+    with pytest.raises(CliError, match="--attribute '=x'"):
+        _attributes(["=x"])
+
+
+def test_blank_lines_keep_line_numbers_right(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"item_id": "a", "title": "A"}\n\n{"item_id": "b"}\n')
+    with pytest.raises(CliError, match="line 3 needs"):
+        read_items_file(path)

@@ -1,0 +1,54 @@
+"""Catalogue filters (the `require` of Recommend) and live appends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrec.export.dataset import ItemInfo
+from lmrec.server.catalogue import Catalogue, UnknownFilter, fields_of, item_info_of
+
+
+@pytest.fixture
+def catalogue():
+    items = [ItemInfo(title="A", categories=("Comedy",), year=1995, tags=("Funny",)),
+             ItemInfo(title="B", categories=("Horror", "Comedy"), year=2003, attributes={"Director": "Jane Roe"}),
+             ItemInfo(title="C", categories=("Drama",), year=1999)]
+    return Catalogue(["a", "b", "c"], items, n_base=3)
+
+
+def test_no_filter_means_everything(catalogue):
+    assert catalogue.eligible(()) is None
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ((("genre", ("comedy",)),), [True, True, False]),
+    ((("genres", ("Drama", "Horror")),), [False, True, True]),
+    ((("decade", ("1990",)),), [True, False, True]),
+    ((("decade", ("1990s",)), ("genre", ("Comedy",))), [True, False, False]),
+    ((("year", ("2003",)),), [False, True, False]),
+    ((("tag", ("funny",)),), [True, False, False]),
+    ((("director", ("jane roe",)),), [False, True, False]),
+    ((("genre", ("Western",)),), [False, False, False]),
+])
+def test_filters(catalogue, filters, expected):
+    assert catalogue.eligible(filters).tolist() == expected
+
+
+def test_unknown_key_lists_the_known_ones(catalogue):
+    with pytest.raises(UnknownFilter, match=r"'colour'.*decade, director, genre, tag, year"):
+        catalogue.eligible((("colour", ("red",)),))
+
+
+def test_append_and_replace_refresh_the_filter_index(catalogue):
+    row = catalogue.append("d", ItemInfo(title="D", categories=("Western",)))
+    assert row == 3 and catalogue.index["d"] == 3 and len(catalogue) == 4
+    assert catalogue.eligible((("genre", ("western",)),)).tolist() == [False, False, False, True]
+    catalogue.replace(3, ItemInfo(title="D", categories=("Comedy",)))
+    assert np.flatnonzero(catalogue.eligible((("genre", ("comedy",)),))).tolist() == [0, 1, 3]
+
+
+def test_fields_round_trip():
+    info = ItemInfo(title="T", categories=("X",), description="d", year=2001, tags=("t",), attributes={"k": "v"})
+    assert item_info_of(fields_of(info)) == info
+    assert item_info_of({"title": "only"}).year is None

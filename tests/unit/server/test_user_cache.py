@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import numpy as np
+
+from lmrec.server.user_cache import UserVectorCache
+
+
+def test_a_vector_is_served_only_for_the_same_bundle_and_profile_text():
+    cache = UserVectorCache()
+    cache.put("1", "u", "text", np.ones(3))
+    assert cache.get("1", "u", "text") is not None
+    assert cache.get("2", "u", "text") is None  # another bundle's encoder
+    assert cache.get("1", "u", "other text") is None  # the history changed
+
+
+def test_invalidate_clear_and_bound():
+    cache = UserVectorCache(max_entries=2)
+    for user in ("a", "b", "c"):
+        cache.put("1", user, "t", np.zeros(2))
+    assert len(cache) == 2 and cache.get("1", "a", "t") is None  # least recently used went first
+    cache.invalidate(["b"])
+    assert cache.get("1", "b", "t") is None and cache.get("1", "c", "t") is not None
+    cache.clear()
+    assert len(cache) == 0
