@@ -100,7 +100,8 @@ def cmd_serve(args) -> int:
     from lmrec.server.serve import ServeConfig, serve
 
     serve(ServeConfig(build_dir=Path(args.build_dir), host=args.host, port=args.port,
-                      bundle_version=args.bundle_version))
+                      bundle_version=args.bundle_version, metrics_port=args.metrics_port,
+                      state_dir=Path(args.state_dir) if args.state_dir else None))
     return 0
 
 
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--bundle-version", type=int, default=None)
+    p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
     p.set_defaults(run=cmd_serve)
 
     p = verbs.add_parser("gateway", help="start only the gateway, against a running Triton")

@@ -234,7 +234,7 @@ class Recommender:
                 degraded = True  # the fixed blend below is the ranker's fallback
                 self.metrics.fallback("ranker_unavailable")
                 log.warning("ranker unavailable, answering with the fixed blend: %s", error)
-        with self.metrics.time_stage("Recommend", "rank"):
+        with self.metrics.time_stage("Recommend", "blend"):
             ranked = self._blend(state, user, history, recent, blocked, eligible, vector, k)
         return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
 
@@ -248,7 +248,8 @@ class Recommender:
                 scores[blocked] = -np.inf
                 candidate_sets.append(_top(scores, n))
             else:
-                labels, _ = state.retriever.search(vector, n + int(blocked.sum()))
+                with self.metrics.time_stage("Recommend", "retrieve"):
+                    labels, _ = state.retriever.search(vector, n + int(blocked.sum()))
                 candidate_sets.append(labels[0])
         user_vector = None
         if user is not None and user.cf_index is not None and len(recent) == 0:

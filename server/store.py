@@ -1,7 +1,7 @@
-"""Where the gateway reads a user's state from: an interface, with an in-memory implementation.
+"""The users of a bundle's data snapshot (read-only, in memory): the base a user's state starts from.
 
-The gateway never touches a dict directly, so a durable store (SQLite, Redis) can replace this one
-behind the same interface.
+What happened since the snapshot (events, forgotten users, added items) lives in the durable event
+store (event_store.py); users.py merges the two.
 """
 
 from __future__ import annotations
@@ -45,9 +45,3 @@ class InMemoryUserStore:
 
     def __len__(self) -> int:
         return len(self._index)
-
-
-def make_user_store(kind: str, dataset: Dataset) -> UserStore:
-    if kind == "memory":
-        return InMemoryUserStore(dataset)
-    raise ValueError(f"unknown user store '{kind}' (known: memory)")

@@ -24,7 +24,14 @@ def test_committed_stubs_import_and_describe_the_service():
     from lmrec.v1 import recommender_pb2, recommender_pb2_grpc
 
     service = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"]
-    assert sorted(m.name for m in service.methods) == ["Recommend", "SimilarItems"]
-    assert hasattr(recommender_pb2_grpc, "RecommenderStub")
+    assert sorted(m.name for m in service.methods) == ["AddItems", "ForgetUser", "GetUserProfile", "Recommend",
+                                                       "RecordEvent", "RecordEvents", "SimilarItems"]
+    admin = recommender_pb2.DESCRIPTOR.services_by_name["Admin"]
+    assert sorted(m.name for m in admin.methods) == ["Deploy", "GetStatus"]
+    assert hasattr(recommender_pb2_grpc, "RecommenderStub") and hasattr(recommender_pb2_grpc, "AdminStub")
+    # Additive only: the version-1 fields keep their numbers, so old clients still work.
+    fields = {f.name: f.number for f in recommender_pb2.RecommendRequest.DESCRIPTOR.fields}
+    assert {k: fields[k] for k in ("user_id", "recent_item_ids", "text", "k", "include_seen")} == {
+        "user_id": 1, "recent_item_ids": 2, "text": 3, "k": 4, "include_seen": 5}
     request = recommender_pb2.SimilarItemsRequest(item_id="i1", k=3)
     assert request.WhichOneof("query") == "item_id"

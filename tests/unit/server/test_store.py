@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmrec.export.dataset import Dataset, Interactions, ItemInfo, UserInfo
-from lmrec.server.store import InMemoryUserStore, make_user_store
+from lmrec.server.store import InMemoryUserStore
 
 
 @pytest.fixture
@@ -50,12 +50,6 @@ def test_returned_attributes_are_a_copy(dataset):
     store = InMemoryUserStore(dataset)
     store.get_user("alice").attributes["age"] = "99"
     assert store.get_user("alice").attributes == {"age": "30"}
-
-
-def test_make_user_store(dataset):
-    assert isinstance(make_user_store("memory", dataset), InMemoryUserStore)
-    with pytest.raises(ValueError, match="unknown user store 'redis'"):
-        make_user_store("redis", dataset)
 
 
 def test_store_on_the_tiny_bundle(tiny_bundle):
