@@ -107,6 +107,7 @@ def cmd_serve(args) -> int:
 
 def cmd_gateway(args) -> int:
     from lmrec.server.gateway import GatewayConfig, serve_gateway
+    from lmrec.server.recommend import ServingConfig
 
     from lmrec.server.metrics import configure_logging
 
@@ -119,7 +120,8 @@ def cmd_gateway(args) -> int:
     serve_gateway(GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
                                 port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,
                                 state_dir=Path(args.state_dir) if args.state_dir else None,
-                                event_store=args.event_store, metrics_port=args.metrics_port),
+                                event_store=args.event_store, metrics_port=args.metrics_port,
+                                serving=ServingConfig(cache_user_vectors=not args.no_user_cache)),
                   on_ready=ready)
     return 0
 
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
+    p.add_argument("--no-user-cache", action="store_true", help="encode every profile (benchmark baseline)")
     p.set_defaults(run=cmd_gateway)
 
     p = verbs.add_parser("demo", help="build (if needed), serve, send example requests, shut down")

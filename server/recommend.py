@@ -51,6 +51,8 @@ class ServingConfig:
     encoder_timeout_s: float = 2.0
     # Share of the remaining deadline the encoder may use; the rest is kept for the CF fallback.
     encoder_deadline_share: float = 0.6
+    # Off only for the naive baseline of the gateway benchmark: every request then encodes its profile.
+    cache_user_vectors: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,7 +218,8 @@ class Recommender:
 
         vector, degraded = None, False
         if profile_text:
-            cacheable = user is not None and not (len(recent) or query.text or query.attributes)
+            cacheable = self.config.cache_user_vectors and user is not None and not (
+                len(recent) or query.text or query.attributes)
             try:
                 vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
                                                     timeout_s - (time.perf_counter() - started), "Recommend")
@@ -384,7 +387,8 @@ class Recommender:
         tags: list[tuple[str, float]] = []
         if profile_text and max_tags:
             try:
-                vector = await self._profile_vector(state, user_id, True, profile_text, timeout_s, "GetUserProfile")
+                vector = await self._profile_vector(state, user_id, self.config.cache_user_vectors, profile_text,
+                                                    timeout_s, "GetUserProfile")
             except EncoderUnavailable as error:
                 raise RequestError("UNAVAILABLE", f"the text encoder is unavailable: {error}") from None
             tags = self._user_tags(state, vector, max_tags)
