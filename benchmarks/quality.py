@@ -182,3 +182,34 @@ def render_markdown(payload: dict) -> str:
     for note in payload.get("notes", []):
         lines.append(f"Note: {note}  ")
     return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--datasets", default="ml-100k,ml-latest-small")
+    parser.add_argument("--data-root", help="folder holding the MovieLens folders (default: ../shared/data)")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS))
+    parser.add_argument("--method", action="append", help="methods (default: all)")
+    parser.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
+                        help="fine-tuning settings, e.g. lm-finetuned.steps=400")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--name", default="quality", help="result file stem")
+    parser.add_argument("--smoke-users", type=int, default=0, help="smoke run on a synthetic data set of N users")
+
+
+def config_from_args(args) -> QualityConfig:
+    from lmrec.cli import CliError, _model_params
+
+    methods = tuple(m for chunk in (args.method or [",".join(ALL_METHODS)]) for m in chunk.split(",") if m)
+    for method in methods:
+        if method not in ALL_METHODS:
+            raise CliError(f"--method: unknown method {method!r} (known: {', '.join(ALL_METHODS)})")
+    protocols = tuple(args.protocols.split(","))
+    for protocol in protocols:
+        if protocol not in PROTOCOLS:
+            raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    finetune = dict(_model_params(args.param, ("lm-finetuned",)).get("lm-finetuned", {}))
+    return QualityConfig(datasets=tuple(args.datasets.split(",")), protocols=protocols, methods=methods,
+                         seed=args.seed, finetune=finetune, out_dir=Path(args.out), name=args.name,
+                         synthetic_users=args.smoke_users,
+                         **({"data_root": Path(args.data_root)} if args.data_root else {}))

@@ -177,27 +177,30 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    if args.suite == "quality":
-        from lmrec.benchmarks.quality import ALL_METHODS, PROTOCOLS, QualityConfig, run_quality
+# `lmrec bench SUITE ...`: each suite module owns its arguments (add_arguments / config_from_args / run).
+BENCH_SUITES = {
+    "quality": ("lmrec.benchmarks.quality", "run_quality"),
+    "encoder": ("lmrec.benchmarks.encoder", "run_encoder_bench"),
+    "triton": ("lmrec.benchmarks.triton_perf", "run_triton_perf"),
+    "ann": ("lmrec.benchmarks.ann", "run_ann"),
+    "gateway": ("lmrec.benchmarks.gateway_load", "run_gateway_load"),
+}
 
-        methods = tuple(m for chunk in (args.method or [",".join(ALL_METHODS)]) for m in chunk.split(",") if m)
-        finetune = {k: v for k, v in _model_params(args.param, ("lm-finetuned",)).get("lm-finetuned", {}).items()}
-        config = QualityConfig(
-            datasets=tuple(args.datasets.split(",")), protocols=tuple(args.protocols.split(",")), methods=methods,
-            seed=args.seed, finetune=finetune, out_dir=Path(args.out), name=args.name,
-            synthetic_users=args.smoke_users,
-            **({"data_root": Path(args.data_root)} if args.data_root else {}))
-        for protocol in config.protocols:
-            if protocol not in PROTOCOLS:
-                raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
-        payload = run_quality(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
-        print(f"wrote {Path(args.out) / args.name}.json, .md and .png")
-        for bar in payload.get("bars", []):
-            value = "unbounded" if bar["value"] is None else f"{bar['value']:.3f}"
-            print(f"  {'met ' if bar['met'] else 'MISS'} {bar['bar']}: {value} (needs {bar['needed']})")
-        return 0
-    raise CliError(f"unknown suite {args.suite!r}")
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    module_name, runner = BENCH_SUITES[args.suite]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"lmrec bench {args.suite}")
+    module.add_arguments(parser)
+    config = module.config_from_args(parser.parse_args(args.suite_args))
+    payload = getattr(module, runner)(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"wrote {Path(config.out_dir) / config.name}.json, .md and .png")
+    for bar in payload.get("bars", []):
+        value = "n/a" if bar.get("value") is None else f"{bar['value']:.3f}"
+        print(f"  {'met ' if bar.get('met') else 'MISS'} {bar['bar']}: {value} (needs {bar['needed']})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,18 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle-version", type=int, default=None)
     p.set_defaults(run=cmd_profile)
 
-    p = verbs.add_parser("bench", help="run a benchmark suite (results under benchmarks/results/)")
-    p.add_argument("suite", choices=("quality",))
-    p.add_argument("--datasets", default="ml-100k,ml-latest-small")
-    p.add_argument("--data-root", help="folder holding the MovieLens folders (default: ../shared/data)")
-    p.add_argument("--protocols", default=",".join(PROTOCOLS))
-    p.add_argument("--method", action="append", help="methods (default: all)")
-    p.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
-                   help="fine-tuning settings, e.g. lm-finetuned.steps=400")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--name", default="quality", help="result file stem")
-    p.add_argument("--smoke-users", type=int, default=0, help="smoke run on a synthetic data set of N users")
+    p = verbs.add_parser("bench", help="run a benchmark suite (results under benchmarks/results/); "
+                                       "`lmrec bench SUITE --help` lists its options")
+    p.add_argument("suite", choices=tuple(BENCH_SUITES))
+    p.add_argument("suite_args", nargs=argparse.REMAINDER, help="the suite's own options")
     p.set_defaults(run=cmd_bench)
 
     add_client_verbs(verbs)

@@ -30,6 +30,14 @@ class ItemExplanation:
     text: str = ""
 
 
+class _Titles:
+    def __init__(self, items) -> None:
+        self._items = items
+
+    def __getitem__(self, row: int) -> str:
+        return self._items[row].title
+
+
 def _tag_keys(info) -> set[str]:
     """The item's attribute values as the interest-tag vocabulary spells them ('comedy', '1990s movies')."""
     keys = set()
@@ -60,7 +68,7 @@ def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int]
     recent = history[-MAX_HISTORY:]
     recent = recent[np.sort(np.unique(recent, return_index=True)[1])]
     catalogue = state.catalogue
-    titles = [info.title for info in catalogue.items]
+    titles = _Titles(catalogue.items)  # looked up per explained item, never built for the whole catalogue
     items = np.asarray(items, np.int64)
     similarities = (state.item_embeddings[items] @ state.item_embeddings[recent].T) if len(recent) else None
     wanted = {tag.lower(): tag for tag in user_tags}

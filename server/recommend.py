@@ -261,10 +261,11 @@ class Recommender:
             base = history[history < state.catalogue.n_base]
             user_vector = state.bundle.fold_in_user(base) if len(base) else None
         if user_vector is not None:
-            als = state.item_factors @ user_vector
-            als[blocked] = -np.inf
-            candidate_sets.append(_top(als, n))
-        allowed_popular = state.popular_order[~blocked[state.popular_order]]
+            # Only items CF was trained on have factors: added items (zero rows) are never ALS candidates.
+            rows = state.cf_rows[~blocked[state.cf_rows]]
+            als = state.item_factors[rows] @ user_vector
+            candidate_sets.append(rows[_top(als, n)])
+        allowed_popular = state.allowed_popular(blocked, n + k)
         candidate_sets.append(allowed_popular[:n])
         candidates = fill_candidates(np.concatenate(candidate_sets).astype(np.int64), np.flatnonzero(blocked),
                                      allowed_popular, k)
@@ -297,7 +298,7 @@ class Recommender:
                 ranked.append(RankedItem(item=int(candidates[position]), score=float(scores[position]),
                                          signals=shares, found_by=found_by))
         if len(ranked) < k:  # exactly k whenever the catalogue allows: top up by popularity
-            allowed_popular = state.popular_order[~blocked[state.popular_order]]
+            allowed_popular = state.allowed_popular(blocked, len(candidates) + k)
             taken = set(candidates.tolist())
             floor = min((item.score for item in ranked), default=0.0)
             for index in [int(i) for i in allowed_popular if int(i) not in taken][: k - len(ranked)]:

@@ -47,10 +47,29 @@ class ServingState:
     fused: object | None
     snapshot_users: InMemoryUserStore
     popular_order: np.ndarray = field(init=False)
+    cf_rows: np.ndarray = field(init=False)  # items with CF factors: the only ones ALS can propose
     inflight: int = 0  # requests using this state right now (a deploy waits for 0 before unloading)
 
     def __post_init__(self) -> None:
+        self._index_rows()
+
+    def _index_rows(self) -> None:
         self.popular_order = np.argsort(-self.popularity, kind="stable")
+        self.cf_rows = np.flatnonzero(np.abs(self.item_factors).sum(axis=1) > 0)
+
+    def allowed_popular(self, blocked: np.ndarray, at_least: int) -> np.ndarray:
+        """Unblocked items in popularity order, at least `at_least` of them when that many exist.
+
+        Reads a growing prefix of the order instead of the whole catalogue: a request's cost should not
+        grow with catalogue size.
+        """
+        size = max(at_least * 2, 64)
+        while True:
+            prefix = self.popular_order[:size]
+            allowed = prefix[~blocked[prefix]]
+            if len(allowed) >= at_least or size >= len(self.popular_order):
+                return allowed
+            size *= 4
 
     @property
     def label(self) -> str:
@@ -95,7 +114,7 @@ class ServingState:
                 self.fused.item_embeddings = embeddings
         self.graph = self.graph.with_items(new_infos) if added else self.graph
         self.item_embeddings = embeddings
-        self.popular_order = np.argsort(-self.popularity, kind="stable")
+        self._index_rows()
         return added, replaced
 
 

@@ -1,0 +1,73 @@
+"""A small smoke run of the ANN suite on random embeddings: every file it promises, well-formed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from lmrec.benchmarks.ann import (AnnConfig, add_arguments, config_from_args, exact_search, make_catalogue,
+                                  recall_at_k, run_ann)
+
+
+def test_ann_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    # Clustered random vectors (a few centres), so neighbourhoods are not uniform noise.
+    centres = rng.standard_normal((20, 32)).astype(np.float32)
+    real = centres[rng.integers(0, 20, 300)] + 0.5 * rng.standard_normal((300, 32)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", real)
+    config = AnnConfig(sizes=(2000,), efs=(10, 40), n_queries=50, repeats=1, embeddings=tmp_path / "emb.npy",
+                       out_dir=tmp_path, name="smoke", latency_budget_s=1.0, min_batch_seconds=0.01)
+    payload = run_ann(config, progress=lambda *_: None)
+
+    saved = json.loads((tmp_path / "smoke.json").read_text())
+    assert saved["suite"] == "ann" and saved["machine"]["cores"] >= 1
+    assert "hnswlib" in saved["machine"]["packages"]
+    records = saved["records"]
+    hnsw = {(r["ef"], r["mode"]): r for r in records if r["method"] == "hnsw" and r["mode"] != "build"}
+    exact = {r["mode"]: r for r in records if r["method"] == "exact"}
+    assert set(hnsw) == {(ef, mode) for ef in (10, 40) for mode in ("batched", "batch1")}
+    assert set(exact) == {"batched", "batch1"}
+    for record in records:
+        if record["mode"] == "build":
+            assert record["build_seconds"] > 0 and record["index_bytes"] > 2000 * 32 * 4
+            assert "rss_growth_bytes" in record
+            continue
+        assert 0.0 <= record["recall@10"] <= 1.0 and record["qps"] > 0
+        if record["mode"] == "batch1":
+            assert 0 < record["p50_ms"] <= record["p99_ms"]
+    for mode in ("batched", "batch1"):
+        assert hnsw[(40, mode)]["recall@10"] >= hnsw[(10, mode)]["recall@10"] - 0.05
+        assert exact[mode]["recall@10"] == 1.0
+    assert isinstance(saved["bars"], list) and saved["bars"] == payload["bars"]
+    for bar in saved["bars"]:
+        assert bar["needed"] == 50 and isinstance(bar["met"], bool)
+
+    markdown = (tmp_path / "smoke.md").read_text()
+    assert "## 2,000 items" in markdown and "lmrec bench ann" in markdown and "hnsw ef=40" in markdown
+    assert (tmp_path / "smoke.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".ann-*"))  # the scratch index file is gone
+
+
+def test_exact_search_and_catalogue_helpers():
+    rng = np.random.default_rng(1)
+    real = rng.standard_normal((50, 8)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    small, large = make_catalogue(real, 30, seed=3), make_catalogue(real, 400, seed=3)
+    assert small.shape == (30, 8) and large.shape == (400, 8)
+    assert np.allclose(np.linalg.norm(large, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(large[:50], real)  # the real vectors come first, then synthetic ones
+    top = exact_search(large, large[:5], k=10)
+    assert np.array_equal(top[:, 0], np.arange(5))  # each vector is its own nearest neighbour
+    brute = np.argsort(-(large[:5] @ large.T), axis=1)[:, :10]
+    assert recall_at_k(top, brute) == 1.0
+
+
+def test_cli_arguments_round_trip():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--sizes", "10000,100_000", "--efs", "10,80", "--queries", "200",
+                                                 "--embeddings", "x.npy", "--out", "o", "--name", "n"]))
+    assert config.sizes == (10_000, 100_000) and config.efs == (10, 80) and config.n_queries == 200
+    assert str(config.embeddings) == "x.npy" and config.name == "n" and config.m == 16

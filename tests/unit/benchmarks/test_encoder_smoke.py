@@ -1,0 +1,71 @@
+"""A small smoke run of the encoder suite: in-process paths and the real Triton, every promised file.
+
+Triton is a dependency of the project (nvidia-pytriton): if it cannot start, the suite records an
+error for the Triton path and this test fails (never skips). A missing infinity-emb venv is the one
+error the suite is expected to record, and it must not stop the other paths.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmrec.benchmarks.encoder import (EncoderBenchConfig, EncoderShape, expand_paths, flops_per_sequence,
+                                      run_encoder_bench)
+from lmrec.export.loaders import SyntheticConfig
+
+PATHS = ("sentence-transformers", "onnx-fp32", "triton-int8")
+
+
+def test_encoder_suite_smoke_run_writes_json_markdown_and_plot(tmp_path, exported_encoder_dir):
+    config = EncoderBenchConfig(
+        paths=PATHS + ("infinity-emb",), batch_sizes=(1, 4), concurrency=(1, 2), rounds=1, n_texts=16,
+        synthetic=SyntheticConfig(n_users=20, n_items=30, min_interactions=3, max_interactions=6),
+        export_dir=exported_encoder_dir, work_dir=tmp_path / "work", out_dir=tmp_path / "out", name="smoke",
+        infinity_venv=tmp_path / "no-such-venv", min_seconds=0.2, min_requests=3, max_seconds=5.0,
+        gemm_size=256, gemm_repeats=2,
+    )
+    payload = run_encoder_bench(config, progress=lambda *_: None)
+
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / "out" / f"smoke.{suffix}").is_file()
+    assert (tmp_path / "out" / "smoke.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "out" / "smoke.json").read_text())
+    assert saved["machine"]["cores"] >= 1 and "onnxruntime" in saved["machine"]["packages"]
+
+    # Only the peer without its venv is missing; Triton and the in-process paths all ran.
+    assert saved["errors"] == [{"path": "infinity-emb", "error": "not installed: run benchmarks/peers/setup_infinity.sh"}]
+    expected = {(p, b, c) for p in PATHS for b in (1, 4) for c in ((1, 2) if p.startswith("triton") else (1,))}
+    assert {(r["path"], r["batch"], r["concurrency"]) for r in saved["records"]} == expected
+    for record in saved["records"]:
+        assert record["sentences_per_s"] > 0 and record["gflop_per_s"] > 0 and record["requests"] >= 3
+        latency = record["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+
+    assert saved["peaks"]["fp32_gflops"] > 0 and saved["peaks"]["int8_gops"] > 0
+    assert saved["arithmetic"]["flops_per_sentence"] > 0
+    assert saved["texts"]["n_texts"] == 16 and saved["texts"]["n_profiles"] == 8
+    ratio = saved["ratios"]["triton_int8_vs_sentence_transformers"]
+    assert [r["batch"] for r in ratio] == [1, 4] and all(r["ratio"] > 0 for r in ratio)
+    assert any(b["bar"].startswith("served int8 Triton ≥ 4× sentence-transformers") for b in saved["bars"])
+    assert "int8" in saved["efficiency"] and saved["efficiency"]["int8"]["share"] > 0
+    assert "dynamic_batching" in saved["triton_configs"]["triton-int8"]
+
+    markdown = (tmp_path / "out" / "smoke.md").read_text()
+    assert "## triton-int8" in markdown and "lmrec bench encoder" in markdown and "## Bars" in markdown
+    assert payload["records"] == saved["records"]
+
+
+def test_flops_formula_matches_the_bert_layer_count():
+    h, i, layers, n = 384, 1536, 6, 32
+    by_hand = layers * (2 * n * (4 * h * h + 2 * h * i) + 2 * 2 * n * n * h)
+    assert flops_per_sequence(n, EncoderShape(hidden=h, intermediate=i, layers=layers)) == by_hand
+    assert flops_per_sequence(64) > 2 * flops_per_sequence(32)  # the attention term grows with n²
+
+
+def test_path_groups_expand_and_unknown_paths_are_refused():
+    assert expand_paths(["triton", "triton-int8"]) == ("triton-int8", "triton-fp32", "triton-int8-nobatch",
+                                                       "triton-fp32-nobatch")
+    with pytest.raises(ValueError, match="unknown encoder path"):
+        expand_paths(["tensorrt"])

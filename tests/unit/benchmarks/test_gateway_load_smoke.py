@@ -1,0 +1,133 @@
+"""A small smoke run of the gateway load suite: the real Triton and real gateway processes, both paths.
+
+Triton must be installed: a missing Triton fails this test (it never skips), on CI and elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmrec.benchmarks.gateway_load import (GatewayLoadConfig, arrival_offsets, bar_checks, run_gateway_load,
+                                           scale_bundle, without_dynamic_batching)
+from lmrec.export.build import BuildConfig, build_bundle
+from lmrec.export.loaders import DataConfig, SyntheticConfig
+from lmrec.export.triton_config import TextEncoderSpec, render_config, text_encoder_config
+
+SMOKE = SyntheticConfig(n_users=30, n_items=40, min_interactions=4, max_interactions=8)
+
+
+@pytest.fixture(scope="module")
+def smoke_build(tmp_path_factory):
+    build_dir = tmp_path_factory.mktemp("gateway-load") / "build"
+    build_bundle(BuildConfig(data=DataConfig(dataset="synthetic", synthetic=SMOKE), output_dir=build_dir),
+                 progress=lambda *_: None)
+    return build_dir
+
+
+def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build, tmp_path):
+    build_dir = smoke_build
+    config = GatewayLoadConfig(build_dir=build_dir, concurrency=(1, 2), duration_s=1.5, open_loop_shares=(0.5,),
+                               naive=True, out_dir=tmp_path / "results", name="smoke", cached_users=8,
+                               warmup_s=0.5, parts_repeats=20)
+    payload = run_gateway_load(config, progress=lambda *_: None)
+
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / "results" / f"smoke.{suffix}").is_file()
+    assert (tmp_path / "results" / "smoke.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "results" / "smoke.json").read_text())
+    assert saved["records"] == payload["records"] and saved["machine"]["cores"] >= 1
+
+    records = payload["records"]
+    cells = {(r["mode"], r["path"], r["population"], r.get("concurrency", r.get("share"))) for r in records}
+    assert cells == {(mode, path, population, level)
+                     for path in ("lmrec", "naive") for population in ("cached", "uncached")
+                     for mode, levels in (("closed", (1, 2)), ("open", (0.5,))) for level in levels}
+    for record in records:
+        assert record["n_errors"] == 0 and record["errors"] == {}, record
+        assert record["ok"] > 0 and record["throughput_rps"] > 0, record
+        assert record["degraded"] == 0, record
+        assert record["p50_ms"] <= record["p95_ms"] <= record["p99_ms"], record
+        assert record["stages"]["total"]["count"] == record["ok"], record
+
+    # The populations and paths do what they claim: lmrec answers cached users from its cache; the naive
+    # path (no cache) and every anonymous session encode through Triton.
+    stages = payload["stages"]
+    for key in ("lmrec/uncached", "naive/cached", "naive/uncached"):
+        assert stages[key]["encode"]["mean_ms"] > 0 and stages[key]["total"]["mean_ms"] > 0, key
+        assert stages[key]["encode"]["count"] == stages[key]["total"]["count"], key
+    assert "encode" not in stages["lmrec/cached"] and stages["lmrec/cached"]["total"]["mean_ms"] > 0
+    lmrec_cached = [r for r in records if r["path"] == "lmrec" and r["population"] == "cached"]
+    assert all(r["cache"]["hit"] == r["ok"] and r["cache"]["miss"] == 0 for r in lmrec_cached)
+    assert all(not r["cache"].get("hit") for r in records if r["path"] == "naive")
+    # Triton's own counters: every encoded profile reached the text encoder of that path's Triton.
+    for record in records:
+        encoded = record["stages"].get("encode", {}).get("count", 0)
+        assert record["triton"].get("text_encoder", {}).get("requests", 0) == encoded, record
+        assert record["drain_s"] >= 0
+
+    assert {"encode", "index_query", "grpc_health_rtt"} <= set(payload["parts"])
+    assert all(part["median_ms"] > 0 for part in payload["parts"].values())
+    assert payload["max_throughput"]["lmrec/cached"]["throughput_rps"] > 0
+    assert {(r["mode"], r["population"]) for r in payload["ratios"]} == {
+        (m, p) for m in ("closed", "open") for p in ("cached", "uncached")}
+    bars = {b["bar"].split(":")[0]: b for b in payload["bars"]}
+    assert any(key.startswith("cached users") for key in bars)
+    assert sum(key.startswith("one request in flight") for key in bars) == 2
+    scale = next(b for b in payload["bars"] if "1M items" in b["bar"])
+    assert scale["value"] is None and scale["note"]
+
+    markdown = (tmp_path / "results" / "smoke.md").read_text()
+    assert "## Closed loop" in markdown and "## Open loop" in markdown and "## Bars" in markdown
+    assert "lmrec bench gateway --build-dir" in markdown
+
+
+def test_the_naive_triton_config_has_no_dynamic_batching():
+    batched = render_config(text_encoder_config(TextEncoderSpec()))
+    assert "dynamic_batching" in batched
+    naive = without_dynamic_batching(batched)
+    assert "dynamic_batching" not in naive and "max_batch_size: 64" in naive and "ort_threads" in naive
+
+
+def test_open_loop_schedules_have_the_asked_rate():
+    poisson = arrival_offsets(200.0, 10.0, "poisson", seed=1)
+    assert 1800 < len(poisson) < 2200 and poisson == sorted(poisson) and poisson[-1] < 10.0
+    assert len(arrival_offsets(50.0, 2.0, "fixed", seed=1)) == 100
+
+
+def test_scale_bundle_pads_a_build_into_a_valid_bundle_and_reuses_it(smoke_build, tmp_path):
+    from lmrec.server.bundle import load_bundle
+
+    out = scale_bundle(smoke_build, 250, tmp_path / "scaled", seed=3, progress=lambda *_: None)
+    bundle, original = load_bundle(out), load_bundle(smoke_build)  # load_bundle verifies every checksum
+    n_real = len(original.dataset.item_ids)
+    assert len(bundle.dataset.item_ids) == len(bundle.item_embeddings) == len(bundle.retriever) == 250
+    assert bundle.manifest["n_items"] == 250 and bundle.manifest["scaled_from"]["n_real_items"] == n_real
+    assert bundle.dataset.item_ids[:n_real] == original.dataset.item_ids
+    assert bundle.dataset.items[n_real].title == "Synthetic item 0"
+    np.testing.assert_array_equal(bundle.item_embeddings[:n_real], original.item_embeddings)
+    np.testing.assert_allclose(np.linalg.norm(bundle.item_embeddings, axis=1), 1.0, atol=1e-5)
+    assert not bundle.item_factors[n_real:].any() and not bundle.popularity[n_real:].any()
+    np.testing.assert_array_equal(bundle.user_factors, original.user_factors)
+    labels, _ = bundle.retriever.search(bundle.item_embeddings[200], 1)
+    assert labels[0, 0] == 200
+    # The same padding again is reused as it is; a smaller catalogue than the build's is refused.
+    assert scale_bundle(smoke_build, 250, tmp_path / "scaled", seed=3, progress=lambda *_: None) == out
+    with pytest.raises(ValueError):
+        scale_bundle(smoke_build, n_real - 1, tmp_path / "smaller", progress=lambda *_: None)
+
+
+def test_bar_5_compares_the_largest_catalogue_with_the_smallest():
+    def cell(n_items, population, p50):
+        return {"mode": "scale", "path": "lmrec", "population": population, "n_items": n_items, "concurrency": 1,
+                "p50_ms": p50, "p99_ms": 2 * p50, "n_errors": 0}
+
+    bars = bar_checks({"records": [cell(10_000, "cached", 5.0), cell(1_000_000, "cached", 12.0),
+                                   cell(10_000, "uncached", 40.0), cell(1_000_000, "uncached", 60.0)]})
+    scale = [b for b in bars if "items" in b["bar"]]
+    assert [(round(b["value"], 2), b["met"]) for b in scale] == [(2.4, False), (1.5, True)]
+    assert "1,000,000 items" in scale[0]["bar"] and "10,000 items" in scale[0]["bar"]
+    unmeasured = next(b for b in bar_checks({"records": []}) if "1M items" in b["bar"])
+    assert unmeasured["value"] is None and unmeasured["met"] is None and "--scale-items" in unmeasured["note"]
