@@ -230,23 +230,36 @@ class ItemGraph:
         year makes its decade redundant), listed genres and tags first. None when the history shares no
         attribute with `item`. `action` ends the sentence ("which you rated"); "" leaves it off.
         """
+        return self.explain_many(history, np.array([item]), item_titles, max_attributes, action=action)[0]
+
+    def explain_many(self, history: np.ndarray, items: np.ndarray, item_titles: Sequence[str],
+                     max_attributes: int = 2, *, action: str = "rated") -> list[Explanation | None]:
+        """`explain` for several items against one history, with two sparse products for all of them."""
         history = self._check_items(history, "history")
-        item = int(self._check_items(np.array([item]), "item")[0])
-        history = history[history != item]  # an item never explains itself
-        if history.size == 0:
-            return None
-        target = set(self._row(item).tolist())
-        if not target:
-            return None
+        items = self._check_items(items, "items")
+        if history.size == 0 or items.size == 0:
+            return [None] * len(items)
+        history_rows = self.incidence[history].astype(np.float64)
+        # (history × items): idf-weighted shared attributes, and plain shared-attribute counts.
+        weights = np.asarray((history_rows @ self._weighted[items].T).todense())
+        counts = np.asarray((history_rows @ self.incidence[items].T.astype(np.float64)).todense())
         # Count a shared attribute as a tiny positive weight even when its idf is 0, so sharing only
         # an attribute every item has still explains (weakly) rather than not at all.
-        weights = self.shared_weights(history, item)
-        counts = np.asarray(self.incidence[history] @ self.incidence[item].toarray().ravel()).ravel()
-        score = weights + 1e-6 * counts
-        if not (score > 0).any():
-            return None
-        best = int(np.flatnonzero(score == score.max())[-1])  # ties: the most recent
-        via = int(history[best])
+        scores = weights + 1e-6 * counts
+        scores[history[:, None] == items[None, :]] = 0.0  # an item never explains itself
+        out: list[Explanation | None] = []
+        for column, item in enumerate(items.tolist()):
+            column_scores = scores[:, column]
+            if not (column_scores > 0).any():
+                out.append(None)
+                continue
+            best = int(np.flatnonzero(column_scores == column_scores.max())[-1])  # ties: the most recent
+            out.append(self._describe(int(history[best]), item, item_titles, max_attributes, action))
+        return out
+
+    def _describe(self, via: int, item: int, item_titles: Sequence[str], max_attributes: int,
+                  action: str) -> Explanation:
+        target = set(self._row(item).tolist())
         shared = [j for j in self._row(via).tolist() if j in target]
         kinds = {self.attribute_kinds[j] for j in shared}
         if YEAR in kinds:

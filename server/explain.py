@@ -72,6 +72,10 @@ def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int]
     items = np.asarray(items, np.int64)
     similarities = (state.item_embeddings[items] @ state.item_embeddings[recent].T) if len(recent) else None
     wanted = {tag.lower(): tag for tag in user_tags}
+    in_graph = items[items < state.graph.n_items]
+    paths = {}
+    if len(recent) and len(in_graph):  # one pair of sparse products for all the items
+        paths = dict(zip(in_graph.tolist(), state.graph.explain_many(recent, in_graph, titles, action="")))
     explanations = []
     for row, item in enumerate(items.tolist()):
         because, similarity = None, 0.0
@@ -83,10 +87,8 @@ def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int]
                 because, similarity = int(recent[best]), float(candidates[best])
         keys = _tag_keys(catalogue.items[item])
         tags = tuple(original for lowered, original in wanted.items() if lowered in keys)
-        path = ""
-        if len(recent) and item < state.graph.n_items:
-            explanation = state.graph.explain(recent, item, titles, action="")
-            path = explanation.text if explanation is not None else ""
+        explanation = paths.get(item)
+        path = explanation.text if explanation is not None else ""
         because_title = titles[because] if because is not None else ""
         explanations.append(ItemExplanation(because_item=because, because_similarity=similarity, matched_tags=tags,
                                             because_item_id=catalogue.item_ids[because] if because is not None else "",
