@@ -38,6 +38,23 @@ class EncoderSettings:
         return EncoderSettings(**raw)
 
 
+def length_buckets(lengths: np.ndarray, order: np.ndarray, batch_size: int, *, growth: float = 1.3,
+                   min_width: int = 16) -> list[np.ndarray]:
+    """Split `order` (indices sorted by length) into runs of similar length, at most `batch_size` each.
+
+    A run ends when the next text is more than `growth` times longer than the run's first one (and
+    longer than `min_width` tokens): every text of a run is padded to its longest, so mixing 15-token
+    titles with 150-token profiles would spend most of the compute on padding.
+    """
+    buckets, start = [], 0
+    for position in range(1, len(order) + 1):
+        if position == len(order) or position - start >= batch_size or (
+                lengths[order[position]] > max(min_width, growth * lengths[order[start]])):
+            buckets.append(order[start:position])
+            start = position
+    return buckets
+
+
 class OnnxTextEncoder:
     """Tokenizer + ONNX Runtime session for one exported encoder directory."""
 
@@ -71,8 +88,7 @@ class OnnxTextEncoder:
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in length_buckets(lengths, order, batch_size):
             width = int(lengths[chunk].max())
             ids = np.zeros((len(chunk), width), np.int64)
             mask = np.zeros((len(chunk), width), np.int64)

@@ -70,3 +70,15 @@ def test_settings_round_trip(tmp_path, exported_encoder_dir):
     (tmp_path / "encoder.json").write_text(settings.to_json())
     assert EncoderSettings.read(tmp_path) == settings
 
+
+
+def test_length_buckets_keep_similar_lengths_together():
+    from lmrec.encoder import length_buckets
+
+    lengths = np.array([150, 12, 14, 140, 13, 160, 30])
+    order = np.argsort(lengths, kind="stable")
+    buckets = length_buckets(lengths, order, batch_size=64)
+    assert [sorted(lengths[b].tolist()) for b in buckets] == [[12, 13, 14], [30], [140, 150, 160]]
+    assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
+    capped = length_buckets(np.full(10, 20), np.arange(10), batch_size=4)
+    assert [len(b) for b in capped] == [4, 4, 2]
