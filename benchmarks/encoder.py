@@ -556,7 +556,7 @@ def _median_record(path: str, batch: int, concurrency: int, rounds: list[dict]) 
     return {"path": path, "batch": batch, "concurrency": concurrency,
             "sentences_per_s": med("sentences_per_s"),
             "latency_ms": {"p50": med("p50_ms"), "p95": med("p95_ms"), "p99": med("p99_ms")},
-            "gflop_per_s": med("gflop_per_s"), "useful_gflop_per_s": med("useful_gflop_per_s"),
+            "gflop_per_s": med("gflop_per_s"), "padded_gflop_per_s": med("padded_gflop_per_s"),
             "requests": int(sum(r["requests"] for r in rounds)), "rounds": rounds}
 
 
