@@ -7,7 +7,6 @@ store (event_store.py); users.py merges the two.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -20,12 +19,6 @@ class UserState:
     attributes: dict[str, str] = field(default_factory=dict)
     history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # item indices, oldest first
     cf_index: int | None = None  # row in the bundle's ALS user factors, when the user was trained on
-
-
-class UserStore(Protocol):
-    def get_user(self, user_id: str) -> UserState | None: ...
-
-    def __len__(self) -> int: ...
 
 
 class InMemoryUserStore:

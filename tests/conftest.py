@@ -11,14 +11,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def unavailable(reason: str):
+    """A required part is missing: fail on CI (`CI=true`), skip with the reason elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def require_shared_dataset(name: str = "") -> Path:
     """Path of `../shared/data/<name>`; skips the test when it is absent, fails instead on CI."""
     path = SHARED_DATA / name if name else SHARED_DATA
     if not path.is_dir():
-        reason = f"shared data set {name or 'folder'} not found at {path} (unpack MovieLens into ../shared/data)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"shared data set {name or 'folder'} not found at {path} (unpack MovieLens into ../shared/data)")
     return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 
 import pytest
@@ -19,13 +18,9 @@ from lmrec.benchmarks.triton_perf import (SETUP_SCRIPT, PerfAnalyzerError, Trito
 from lmrec.export.build import BuildConfig, build_bundle
 from lmrec.export.loaders import DataConfig, SyntheticConfig
 
+from ...conftest import unavailable
+
 TINY = SyntheticConfig(n_users=20, n_items=30, min_interactions=3, max_interactions=6)
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +31,13 @@ def perf_analyzer():
         try:
             result = subprocess.run(["bash", str(SETUP_SCRIPT)], capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as error:
-            _unavailable(f"{first}\n{SETUP_SCRIPT} could not run: {error}")
+            unavailable(f"{first}\n{SETUP_SCRIPT} could not run: {error}")
         if result.returncode != 0:
-            _unavailable(f"{first}\n{SETUP_SCRIPT} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+            unavailable(f"{first}\n{SETUP_SCRIPT} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
         try:
             return find_perf_analyzer()
         except PerfAnalyzerError as second:
-            _unavailable(f"perf_analyzer still cannot run after {SETUP_SCRIPT}: {second}")
+            unavailable(f"perf_analyzer still cannot run after {SETUP_SCRIPT}: {second}")
 
 
 @pytest.mark.integration
