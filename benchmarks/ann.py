@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import resource
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .machine import machine_facts
-from .report import markdown_table
+from .report import markdown_table, write_report
 
 K = 10
 RECALL_TARGET = 0.98
@@ -384,16 +383,9 @@ def run_ann(config: AnnConfig, *, progress=print) -> dict:
 
 
 def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = dict(payload, bars=payload.get("bars") or bar_checks(payload["records"]))
-    json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2))
-    md_path = out_dir / f"{name}.md"
-    md_path.write_text(render_markdown(payload))
-    png_path = out_dir / f"{name}.png"
-    recall_qps_chart(payload["records"], png_path)
-    return [json_path, md_path, png_path]
+    return write_report(payload, out_dir, name, markdown=render_markdown(payload),
+                        plot=lambda png: recall_qps_chart(payload["records"], png))
 
 
 def _fmt(value, spec: str) -> str:

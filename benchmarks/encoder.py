@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .machine import machine_facts
-from .report import markdown_table
+from .report import markdown_table, write_report
 
 BASELINE_PATH = "sentence-transformers"
 ONNX_PATHS = {"onnx-fp32": "fp32", "onnx-int8": "int8"}
@@ -803,21 +803,14 @@ def _finish(payload: dict) -> None:
 
 
 def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = dict(payload)
     payload.setdefault("machine", machine_facts())
     if "bars" not in payload:
         payload["ratios"] = compute_ratios(payload.get("records", []))
         payload["efficiency"] = compute_efficiency(payload.get("records", []), payload.get("peaks"))
         payload["bars"] = bar_checks(payload)
-    json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2))
-    md_path = out_dir / f"{name}.md"
-    md_path.write_text(render_markdown(payload))
-    png_path = out_dir / f"{name}.png"
-    throughput_chart(payload.get("records", []), png_path)
-    return [json_path, md_path, png_path]
+    return write_report(payload, out_dir, name, markdown=render_markdown(payload),
+                        plot=lambda png: throughput_chart(payload.get("records", []), png))
 
 
 def throughput_chart(records: list[dict], path: Path) -> Path:

@@ -81,7 +81,7 @@ from pathlib import Path
 import numpy as np
 
 from .machine import machine_facts
-from .report import markdown_table
+from .report import markdown_table, write_report
 
 PATHS = ("lmrec", "naive")
 POPULATIONS = ("cached", "uncached")
@@ -1042,16 +1042,8 @@ def _progress_line(record: dict) -> str:
 
 
 def write_results(payload: dict, out_dir: Path, name: str, *, plot: bool = True) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2))
-    md_path = out_dir / f"{name}.md"
-    md_path.write_text(render_markdown(payload))
-    png_path = out_dir / f"{name}.png"
-    if plot:
-        chart(payload, png_path)
-    return [json_path, md_path, png_path]
+    return write_report(payload, out_dir, name, markdown=render_markdown(payload),
+                        plot=(lambda png: chart(payload, png)) if plot else None)
 
 
 def _fmt(value, spec: str = ".1f") -> str:

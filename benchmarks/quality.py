@@ -6,14 +6,13 @@ first; the fused model then receives each data set's tuned signal settings (no t
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .machine import machine_facts
-from .report import bar_chart, markdown_table
+from .report import bar_chart, markdown_table, write_report
 
 BASELINES = ("pop", "itemknn", "als", "bpr", "ease", "sequential")
 LM_METHODS = ("lm-pretrained", "lm-finetuned")
@@ -142,16 +141,9 @@ def bar_checks(records: list[dict]) -> list[dict]:
 
 
 def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = dict(payload, bars=payload.get("bars") or bar_checks(payload["records"]))
-    json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2))
-    md_path = out_dir / f"{name}.md"
-    md_path.write_text(render_markdown(payload))
-    png_path = out_dir / f"{name}.png"
-    bar_chart(payload["records"], png_path, metric="ndcg@10")
-    return [json_path, md_path, png_path]
+    return write_report(payload, out_dir, name, markdown=render_markdown(payload),
+                        plot=lambda png: bar_chart(payload["records"], png, metric="ndcg@10"))
 
 
 def render_markdown(payload: dict) -> str:

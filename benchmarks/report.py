@@ -1,8 +1,23 @@
-"""Shared report helpers for the suites: Markdown tables and bar charts."""
+"""Shared report helpers for the suites: the JSON + Markdown + PNG triple, Markdown tables, bar charts."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+
+
+def write_report(payload: dict, out_dir: Path, name: str, *, markdown: str,
+                 plot: Callable[[Path], object] | None) -> list[Path]:
+    """`<name>.json`, `<name>.md` and (when `plot` is given) `<name>.png` in `out_dir`; returns the three paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = (out_dir / f"{name}.{ext}" for ext in ("json", "md", "png"))
+    json_path.write_text(json.dumps(payload, indent=2))
+    md_path.write_text(markdown)
+    if plot is not None:
+        plot(png_path)
+    return [json_path, md_path, png_path]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

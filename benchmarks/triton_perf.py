@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .machine import machine_facts
-from .report import markdown_table
+from .report import markdown_table, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SETUP_SCRIPT = REPO_ROOT / "benchmarks" / "peers" / "setup_perf_analyzer.sh"
@@ -393,15 +393,8 @@ def _has_string_input(model_config) -> bool:
 
 
 def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2))
-    md_path = out_dir / f"{name}.md"
-    md_path.write_text(render_markdown(payload))
-    png_path = out_dir / f"{name}.png"
-    plot(payload["records"], png_path)
-    return [json_path, md_path, png_path]
+    return write_report(payload, out_dir, name, markdown=render_markdown(payload),
+                        plot=lambda png: plot(payload["records"], png))
 
 
 def render_markdown(payload: dict) -> str:
