@@ -25,6 +25,9 @@ class RankerConfig:
     weight_decay: float = 1e-4
     batch_users: int = 128
     seed: int = 42
+    # Members trained from different seeds and averaged inside the one exported graph: with a few
+    # hundred training lists a single MLP's ordering varies with its seed; the average varies less.
+    ensemble: int = 1
 
 
 def per_user_standardised(scores: np.ndarray) -> np.ndarray:
@@ -125,11 +128,11 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
     usable = [u for u, positions in enumerate(target_positions) if len(positions)]
     if not usable:
         raise ValueError("no training user has a target among its candidates; raise candidates_per_signal")
+    if config.ensemble < 1:
+        raise ValueError(f"ensemble must be at least 1, got {config.ensemble}")
     stacked = np.concatenate([features[u] for u in usable])
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     std = np.where(std > 1e-6, std, 1.0)
-    torch.manual_seed(config.seed)
-    module = _Ranker.build(stacked.shape[1], config.hidden, mean, std)
     width = max(len(features[u]) for u in usable)
     x = np.zeros((len(usable), width, stacked.shape[1]), np.float32)
     mask = np.zeros((len(usable), width), bool)
@@ -139,14 +142,33 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
         x[row, :n] = features[u]
         mask[row, :n] = True
         y[row, target_positions[u]] = 1.0 / len(target_positions[u])
-    x_t, mask_t, y_t = torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(y)
+    data = torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(y)
+    members, losses = [], []
+    for member in range(config.ensemble):
+        module, member_losses = _train_member(data, mean, std, config, seed=config.seed + member)
+        members.append(module)
+        losses.append(member_losses)
+    module = members[0] if len(members) == 1 else _Average.build(members)
+    module.eval()
+    return TrainedRanker(module=module, feature_names=feature_names, n_users=len(usable),
+                         candidate_recall=len(usable) / len(target_positions),
+                         first_loss=float(np.mean([l[0] for l in losses])),
+                         last_loss=float(np.mean([l[-1] for l in losses])))
+
+
+def _train_member(data, mean: np.ndarray, std: np.ndarray, config: RankerConfig, *, seed: int):
+    import torch
+
+    x_t, mask_t, y_t = data
+    torch.manual_seed(seed)
+    module = _Ranker.build(x_t.shape[2], config.hidden, mean, std)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(config.epochs):
-        order = torch.randperm(len(usable), generator=generator)
+        order = torch.randperm(len(x_t), generator=generator)
         epoch_loss = 0.0
-        for start in range(0, len(usable), config.batch_users):
+        for start in range(0, len(x_t), config.batch_users):
             batch = order[start : start + config.batch_users]
             logits = module(x_t[batch]).masked_fill(~mask_t[batch], -1e9)
             loss = -(y_t[batch] * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
@@ -154,11 +176,27 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
             loss.backward()
             optimizer.step()
             epoch_loss += float(loss.detach()) * len(batch)
-        losses.append(epoch_loss / len(usable))
+        losses.append(epoch_loss / len(x_t))
     module.eval()
-    return TrainedRanker(module=module, feature_names=feature_names, n_users=len(usable),
-                         candidate_recall=len(usable) / len(target_positions), first_loss=losses[0],
-                         last_loss=losses[-1])
+    return module, losses
+
+
+class _Average:
+    """The mean score of several trained rankers, one module so that one ONNX graph carries them all."""
+
+    @staticmethod
+    def build(members: list):
+        import torch
+
+        class Average(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.members = torch.nn.ModuleList(members)
+
+            def forward(self, features):
+                return torch.stack([member(features) for member in self.members]).mean(dim=0)
+
+        return Average()
 
 
 def export_ranker_onnx(ranker: TrainedRanker, path: Path) -> Path:

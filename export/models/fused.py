@@ -207,14 +207,22 @@ class FusedRecommender:
             for cand, feats, user in zip(candidates, block_features, users[block]):
                 features.append(feats)
                 positions.append(np.flatnonzero(np.isin(cand, targets[int(user)])))
-        self.trained = train_ranker(features, positions, names, self.ranker_config)
-        self.onnx_path = export_ranker_onnx(self.trained, Path(self._workdir.name) / "ranker.onnx")
-        self.ranker = OnnxRanker(self.onnx_path)
+        # Kept (not in the bundle) so that a ranker setting can be tried without recomputing the signals.
+        self._ranker_training_data = (features, positions, names)
+        self.retrain_ranker(self.ranker_config)
 
         # Cheap signals learn from everything now; popularity too. The encoder keeps its inner fit.
         self.cf_models = self._fit_cf_signals(dataset, train)
         self._set_popularity(train, dataset.n_items)
         return self
+
+    def retrain_ranker(self, config: RankerConfig) -> TrainedRanker:
+        """Train (again) the ranker with `config` on the features `fit` computed, and serve it."""
+        self.ranker_config = config
+        self.trained = train_ranker(*self._ranker_training_data, config)
+        self.onnx_path = export_ranker_onnx(self.trained, Path(self._workdir.name) / "ranker.onnx")
+        self.ranker = OnnxRanker(self.onnx_path)
+        return self.trained
 
     def _set_popularity(self, interactions: Interactions, n_items: int) -> None:
         self.log_popularity = np.log1p(np.bincount(interactions.item, minlength=n_items)).astype(np.float32)
@@ -238,7 +246,8 @@ class FusedRecommender:
     def __getstate__(self) -> dict:
         """What a bundle keeps: signals, graph, tagger, embeddings, the trained ranker's ONNX bytes.
         The encoder session is left out: serving gets profile embeddings from Triton."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("lm_model", "ranker", "_workdir", "trained")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("lm_model", "ranker", "_workdir", "trained",
+                                                                      "_ranker_training_data")}
         state["ranker_onnx"] = Path(self.onnx_path).read_bytes()
         state["feature_names"] = list(self.trained.feature_names)
         state.pop("onnx_path", None)
