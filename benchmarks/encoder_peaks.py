@@ -1,0 +1,99 @@
+"""Encoder suite: the machine's GEMM peaks (fp32 numpy / torch, int8 ONNX Runtime MatMulInteger), measured in
+the same run, so the encoders' achieved FLOP/s read as a share of what the cores can do."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: thread pools, packing buffers
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def fp32_gemm_peaks(size: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of an fp32 size³ matrix product: numpy (its BLAS) and torch, best of `repeats` each."""
+    flops = 2.0 * size ** 3
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = {"numpy_matmul": flops / _best_seconds(lambda: a @ b, repeats) / 1e9}
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        with torch.inference_mode():
+            out["torch_matmul"] = flops / _best_seconds(lambda: torch.mm(ta, tb), repeats) / 1e9
+    except Exception as error:  # noqa: BLE001 - a peak we cannot measure is reported, not fatal
+        out["torch_error"] = str(error)
+    return out
+
+
+def _matmul_integer_model(size: int):
+    """ONNX graph Y = MatMulInteger(A uint8 [M,K], B int8 [K,N] constant, zero points): what dynamic-int8
+    quantisation turns the encoder's weight products into."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = rng.integers(-127, 128, (size, size), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B", "a_zero", "b_zero"], ["Y"])],
+        "int8_gemm",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [size, size])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [size, size])],
+        initializer=[numpy_helper.from_array(weights, "B"),
+                     numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+                     numpy_helper.from_array(np.array(0, np.int8), "b_zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, 8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def int8_gemm_peaks(size: int, repeats: int) -> dict[str, float]:
+    """GOP/s (2 per int8 multiply-add) of a size³ ONNX Runtime MatMulInteger (u8·s8→s32): the kernel the
+    dynamic-int8 export runs its weight products with; best of `repeats`.
+
+    torch `_int_mm` is not used: on the CPU it runs a reference loop (≈0.5 GOP/s on the 2-core machine).
+    """
+    import onnxruntime as ort
+
+    flops = 2.0 * size ** 3
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(_matmul_integer_model(size), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(2).integers(0, 256, (size, size), dtype=np.uint8)
+    return {"ort_matmulinteger": flops / _best_seconds(lambda: session.run(["Y"], {"A": a}), repeats) / 1e9}
+
+
+def measure_peaks(size: int, repeats: int) -> dict:
+    fp32, int8 = fp32_gemm_peaks(size, repeats), int8_gemm_peaks(size, repeats)
+    numbers = lambda d: [v for v in d.values() if isinstance(v, float)]  # noqa: E731
+    return {"size": size, "fp32": fp32, "int8": int8, "fp32_gflops": max(numbers(fp32)), "int8_gops": max(numbers(int8))}
+
+
+def merge_peaks(runs: list[dict]) -> dict:
+    """Best of the peak measurements taken during the run (start and end)."""
+    best = dict(runs[0])
+    for run in runs[1:]:
+        for key in ("fp32", "int8"):
+            merged = dict(best[key])
+            for name, value in run[key].items():
+                if isinstance(value, float):
+                    merged[name] = max(value, merged.get(name, 0.0) if isinstance(merged.get(name), float) else 0.0)
+            best[key] = merged
+        best["fp32_gflops"] = max(best["fp32_gflops"], run["fp32_gflops"])
+        best["int8_gops"] = max(best["int8_gops"], run["int8_gops"])
+    best["measurements"] = len(runs)
+    return best

@@ -1,0 +1,68 @@
+"""Gateway load suite: the settings of one run (`GatewayLoadConfig`), the constants the gateway_* modules
+share, and the settings as JSON and as the command line that reproduces the run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+PATHS = ("lmrec", "naive")
+POPULATIONS = ("cached", "uncached")
+STAGES = ("encode", "retrieve", "cf", "rank", "blend", "explain", "total")
+DATASETS_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SESSION_ITEMS = 3
+P99_OVER_P50_NEEDED = 3.0
+PARTS_RATIO_NEEDED = 1.5
+SCALE_RATIO_NEEDED = 2.0
+MAX_DEGRADED_SHARE = 0.01  # a cell counts as sustained with no errors and at most this share degraded
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayLoadConfig:
+    build_dir: Path
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    duration_s: float = 10.0
+    open_loop_shares: tuple[float, ...] = (0.25, 0.5, 0.7, 0.9)
+    k: int = 10
+    naive: bool = True
+    out_dir: Path = Path("benchmarks/results")
+    name: str = "gateway"
+    seed: int = 42
+    # Used only when build_dir holds no bundle yet: what to build it from.
+    dataset: str | None = None  # None: the build folder's name (build/ml-100k → ml-100k)
+    data_dir: Path | None = None  # None: ../shared/data/<dataset>
+    cached_users: int = 16
+    arrivals: str = "poisson"  # open-loop schedule: "poisson" or "fixed"
+    warmup_s: float = 1.0  # unrecorded closed-loop traffic per path and population before measuring
+    parts_repeats: int = 200  # calls per unavoidable part measured alone (median)
+    timeout_s: float = 10.0  # client deadline per Recommend
+    startup_timeout_s: float = 180.0
+    # Bar 5: catalogue sizes to pad the bundle to (e.g. (10_000, 1_000_000)); () skips the scale phase.
+    scale_items: tuple[int, ...] = ()
+    scale_dir: Path | None = None  # where padded builds are kept (reused); None: <build_dir>-scaled/
+
+
+def _config_json(config: GatewayLoadConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(config).items()}
+
+
+def reproduce_command(config: GatewayLoadConfig) -> str:
+    defaults = GatewayLoadConfig(build_dir=config.build_dir)
+    parts = ["lmrec bench gateway", f"--build-dir {config.build_dir}"]
+    if config.concurrency != defaults.concurrency:
+        parts.append(f"--concurrency {','.join(str(c) for c in config.concurrency)}")
+    if config.duration_s != defaults.duration_s:
+        parts.append(f"--duration {config.duration_s:g}")
+    if config.open_loop_shares != defaults.open_loop_shares:
+        parts.append(f"--open-loop-shares {','.join(f'{s:g}' for s in config.open_loop_shares)}")
+    if config.k != defaults.k:
+        parts.append(f"-k {config.k}")
+    if not config.naive:
+        parts.append("--no-naive")
+    if config.seed != defaults.seed:
+        parts.append(f"--seed {config.seed}")
+    if config.scale_items:
+        parts.append(f"--scale-items {','.join(str(n) for n in config.scale_items)}")
+    return " ".join(parts)
