@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         base_ranker = model.ranker_config
         for ranker in args.rankers:
             started = time.perf_counter()
-            model.retrain_ranker(replace(base_ranker, **json.loads(ranker)))
+            trained = model.retrain_ranker(replace(base_ranker, **json.loads(ranker)))
             metrics = _rank_and_measure(model, dataset, valid, (10,))
             print(f"  ranker {ranker}: valid ndcg@10 {metrics['ndcg@10']:.4f} recall@10 {metrics['recall@10']:.4f} "
-                  f"({time.perf_counter() - started:.0f}s)", flush=True)
+                  f"({trained.epochs} epochs, {time.perf_counter() - started:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":

