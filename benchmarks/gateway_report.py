@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .gateway_config import PATHS, POPULATIONS, SESSION_ITEMS, STAGES
-from .gateway_stats import _where
+from .gateway_stats import _where, ideal_queue_tail_ratio
 from .report import markdown_table, write_report
 
 
@@ -83,10 +83,12 @@ def render_markdown(payload: dict) -> str:
         rows = [[r["population"], f"{r['share']:.0%}", f"{r['rate_rps']:.1f}", r["path"], f"{r['throughput_rps']:.1f}",
                  f"{r.get('answered_rps', r['throughput_rps']):.1f}",
                  _fmt(r["p50_ms"]), _fmt(r["p95_ms"]), _fmt(r["p99_ms"]),
-                 _fmt(r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else None, ".2f"), _errors(r), r["degraded"],
+                 _fmt(r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else None, ".2f"),
+                 _fmt(ideal_queue_tail_ratio(r["share"]) if config["arrivals"] == "poisson" else None, ".2f"),
+                 _errors(r), r["degraded"],
                  _fmt(r.get("max_send_lag_ms"))] for r in opened]
         lines += markdown_table(["population", "share of own max", "offered req/s", "path", "full answers/s",
-                                 "all answers/s", "p50 ms", "p95 ms", "p99 ms", "p99/p50", "errors", "degraded",
+                                 "all answers/s", "p50 ms", "p95 ms", "p99 ms", "p99/p50", "M/D/1 p99/p50", "errors", "degraded",
                                  "max send lag ms"],
                                 rows) + [""]
     scaled = [r for r in records if r["mode"] == "scale"]
@@ -156,7 +158,9 @@ def _bar_note(bar: dict) -> str:
         return (f"Recommend p50 {bar['recommend_p50_ms']:.2f} ms vs parts {bar['parts_ms']:.2f} ms"
                 + (f" (a bare gRPC round trip: {rtt:.2f} ms)" if rtt is not None else ""))
     if "p50_ms" in bar:
-        return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}"
+        ideal = (f"; an ideal constant-time server under the same Poisson arrivals: {bar['ideal_md1']:.2f} (M/D/1), "
+                 f"{bar['ideal_md2']:.2f} (M/D/2)") if "ideal_md1" in bar else ""
+        return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}"
     return ""
 
 
