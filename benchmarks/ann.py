@@ -55,6 +55,7 @@ class AnnConfig:
     name: str = "ann"
     repeats: int = 3
     threads: int | None = None  # batched search and build; None: every core this process may use
+    noise: str = "isotropic"  # of the synthetic vectors and queries: see noise_sampler
     latency_budget_s: float = 5.0  # batch1: stop after this long per measurement (at least MIN_LATENCY_QUERIES)
     min_batch_seconds: float = 0.2  # batched: repeat the call until this much wall time has passed
 
@@ -106,19 +107,38 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
         f"ml-100k item texts ({len(texts)}) encoded by all-MiniLM-L6-v2 ({folder})"
 
 
-def _perturbed(real: np.ndarray, scale: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+NOISES = ("isotropic", "covariance")
+
+
+def noise_sampler(real: np.ndarray, kind: str):
+    """n × dim Gaussian noise with each dimension's std NOISE_SCALE × the real one.
+
+    `isotropic`: dimensions independent. `covariance`: correlated like the real embeddings (the same
+    per-dimension std, drawn from NOISE_SCALE² × their covariance), so the noise stays in the few
+    directions real text embeddings use instead of spreading over all of them.
+    """
+    if kind == "isotropic":
+        scale = (NOISE_SCALE * real.std(axis=0)).astype(np.float32)
+        return lambda n, rng: rng.standard_normal((n, real.shape[1]), dtype=np.float32) * scale
+    if kind == "covariance":
+        covariance = np.cov(real.T.astype(np.float64)) + 1e-9 * np.eye(real.shape[1])
+        factor = (NOISE_SCALE * np.linalg.cholesky(covariance)).astype(np.float32)
+        return lambda n, rng: rng.standard_normal((n, real.shape[1]), dtype=np.float32) @ factor.T
+    raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {kind!r}")
+
+
+def _perturbed(real: np.ndarray, noise, n: int, rng: np.random.Generator) -> np.ndarray:
     # A random point between two real items, plus noise: the catalogue fills the space between real
     # items instead of piling hundreds of near-copies around each one (where the exact top 10 is a
     # near-tie that no index, and no user, could tell apart).
     first, second = rng.integers(0, len(real), n), rng.integers(0, len(real), n)
     weight = rng.random((n, 1), dtype=np.float32)
-    noise = rng.standard_normal((n, real.shape[1]), dtype=np.float32) * scale
-    return _normalise(weight * real[first] + (1.0 - weight) * real[second] + noise)
+    return _normalise(weight * real[first] + (1.0 - weight) * real[second] + noise(n, rng))
 
 
-def make_catalogue(real: np.ndarray, size: int, seed: int) -> np.ndarray:
+def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "isotropic") -> np.ndarray:
     """`size` unit vectors: the real ones (a random subset when fewer are asked for), then synthetic ones."""
-    scale = (NOISE_SCALE * real.std(axis=0)).astype(np.float32)
+    sample = noise_sampler(real, noise)
     if size <= len(real):
         order = np.random.default_rng([seed, 0]).permutation(len(real))[:size]
         return np.ascontiguousarray(real[order])
@@ -129,13 +149,12 @@ def make_catalogue(real: np.ndarray, size: int, seed: int) -> np.ndarray:
     for c, start in enumerate(range(0, n_synthetic, CHUNK)):
         n = min(CHUNK, n_synthetic - start)
         rng = np.random.default_rng([seed, 1, c])
-        out[len(real) + start : len(real) + start + n] = _perturbed(real, scale, n, rng)
+        out[len(real) + start : len(real) + start + n] = _perturbed(real, sample, n, rng)
     return out
 
 
-def make_queries(real: np.ndarray, n: int, seed: int) -> np.ndarray:
-    scale = (NOISE_SCALE * real.std(axis=0)).astype(np.float32)
-    return _perturbed(real, scale, n, np.random.default_rng([seed, 2]))
+def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "isotropic") -> np.ndarray:
+    return _perturbed(real, noise_sampler(real, noise), n, np.random.default_rng([seed, 2]))
 
 
 # --------------------------------------------------------------------------------------------- search
@@ -266,7 +285,7 @@ def measure_size(real: np.ndarray, queries: np.ndarray, size: int, config: AnnCo
                  progress=print) -> list[dict]:
     """Build + exact + hnsw records for one catalogue size."""
     t0 = time.perf_counter()
-    items = make_catalogue(real, size, config.seed)
+    items = make_catalogue(real, size, config.seed, config.noise)
     progress(f"[{size:,}] {len(items):,} × {items.shape[1]} vectors in {time.perf_counter() - t0:.1f}s; "
              f"building hnswlib (M={config.m}, ef_construction={config.ef_construction}, {threads} threads) ...")
     scratch_root = Path(config.out_dir)
@@ -349,7 +368,7 @@ def reproduce_command(config: AnnConfig) -> str:
     parts = ["lmrec bench ann", f"--sizes {','.join(str(s) for s in config.sizes)}",
              f"--efs {','.join(str(e) for e in config.efs)}", f"--queries {config.n_queries}",
              f"--m {config.m}", f"--ef-construction {config.ef_construction}", f"--repeats {config.repeats}",
-             f"--seed {config.seed}"]
+             f"--seed {config.seed}"] + ([f"--noise {config.noise}"] if config.noise != "isotropic" else [])
     if config.embeddings is not None:
         parts.append(f"--embeddings {config.embeddings}")
     return " ".join(parts)
@@ -359,7 +378,7 @@ def run_ann(config: AnnConfig, *, progress=print) -> dict:
     started = time.perf_counter()
     threads = config.threads or available_cores()
     real, source = load_real_embeddings(config, progress=progress)
-    queries = make_queries(real, config.n_queries, config.seed)
+    queries = make_queries(real, config.n_queries, config.seed, config.noise)
     config_json = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                    for k, v in asdict(config).items()}
     config_json.update(threads=threads, k=K, noise_scale=NOISE_SCALE, embeddings_source=source,
@@ -401,8 +420,8 @@ def render_markdown(payload: dict) -> str:
              f"hnswlib {machine['packages'].get('hnswlib', '?')}, numpy {machine['packages'].get('numpy', '?')}; "
              f"{machine['date']}  ",
              f"Vectors: {config.get('embeddings_source')}; larger catalogues add synthetic vectors around the real "
-             f"ones (a random point between two real vectors plus noise {config.get('noise_scale')}× the "
-             f"per-dimension std, re-normalised). "
+             f"ones (a random point between two real vectors plus {config.get('noise', 'isotropic')} noise "
+             f"{config.get('noise_scale')}× the per-dimension std, re-normalised). "
              f"{config['n_queries']} held-out perturbed queries, k={config.get('k', K)}, cosine space, "
              f"M={config['m']}, ef_construction={config['ef_construction']}, median of {config['repeats']} "
              f"interleaved repeats.  ",
@@ -525,6 +544,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="interleaved repeats (median)")
     parser.add_argument("--threads", type=int, default=None, help="threads for build and batched search (default: all)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--noise", choices=NOISES, default=defaults.noise,
+                        help="synthetic noise: independent per dimension, or correlated like the real vectors")
     parser.add_argument("--out", default=str(defaults.out_dir), help="result folder")
     parser.add_argument("--name", default=defaults.name, help="result file stem")
 
@@ -538,4 +559,4 @@ def config_from_args(args) -> AnnConfig:
     return AnnConfig(sizes=tuple(args.sizes), efs=tuple(args.efs), n_queries=args.queries, m=args.m,
                      ef_construction=args.ef_construction, seed=args.seed,
                      embeddings=Path(args.embeddings) if args.embeddings else None, out_dir=Path(args.out),
-                     name=args.name, repeats=args.repeats, **extra)
+                     name=args.name, repeats=args.repeats, noise=args.noise, **extra)

@@ -71,3 +71,29 @@ def test_cli_arguments_round_trip():
                                                  "--embeddings", "x.npy", "--out", "o", "--name", "n"]))
     assert config.sizes == (10_000, 100_000) and config.efs == (10, 80) and config.n_queries == 200
     assert str(config.embeddings) == "x.npy" and config.name == "n" and config.m == 16
+
+
+def test_covariance_noise_keeps_each_dimensions_spread_and_follows_the_real_correlations():
+    from lmrec.benchmarks.ann import NOISE_SCALE, noise_sampler
+
+    rng = np.random.default_rng(1)
+    # Real vectors living mostly along one direction: dimension 1 copies dimension 0.
+    base = rng.standard_normal((4000, 1)).astype(np.float32)
+    real = np.hstack([base, base + 0.1 * rng.standard_normal((4000, 1)).astype(np.float32),
+                      rng.standard_normal((4000, 2)).astype(np.float32)])
+    for kind in ("isotropic", "covariance"):
+        noise = noise_sampler(real, kind)(20000, np.random.default_rng(2))
+        np.testing.assert_allclose(noise.std(axis=0), NOISE_SCALE * real.std(axis=0), rtol=0.05)
+    correlated = noise_sampler(real, "covariance")(20000, np.random.default_rng(2))
+    independent = noise_sampler(real, "isotropic")(20000, np.random.default_rng(2))
+    assert np.corrcoef(correlated[:, 0], correlated[:, 1])[0, 1] > 0.9
+    assert abs(np.corrcoef(independent[:, 0], independent[:, 1])[0, 1]) < 0.05
+
+
+def test_an_unknown_noise_is_refused_by_name():
+    import pytest
+
+    from lmrec.benchmarks.ann import noise_sampler
+
+    with pytest.raises(ValueError, match="noise must be one of isotropic, covariance, got 'pink'"):
+        noise_sampler(np.ones((3, 2), np.float32), "pink")
