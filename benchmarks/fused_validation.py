@@ -19,6 +19,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from lmrec.export.evaluate import _rank_and_measure, _ranking_task
 from lmrec.export.loaders import DataConfig, load_dataset
 from lmrec.export.models.base import make_model
@@ -30,7 +32,7 @@ def _memoised_features(model):
     compute, memo = model.features, {}
 
     def features(users, histories, profile=None, excluded=None):
-        key = tuple(int(u) for u in users)
+        key = (tuple(int(u) for u in users), tuple(hash(np.asarray(h).tobytes()) for h in histories))
         if profile is not None or excluded is not None:
             return compute(users, histories, profile, excluded)
         if key not in memo:

@@ -159,7 +159,7 @@ def _bar_note(bar: dict) -> str:
                 + (f" (a bare gRPC round trip: {rtt:.2f} ms)" if rtt is not None else ""))
     if "p50_ms" in bar:
         ideal = (f"; an ideal constant-time server under the same Poisson arrivals: {bar['ideal_md1']:.2f} (M/D/1), "
-                 f"{bar['ideal_md2']:.2f} (M/D/2)") if "ideal_md1" in bar else ""
+                 f"{bar['ideal_md2']:.2f} (M/D/2)") if bar.get("ideal_md1") is not None else ""
         return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}"
     return ""
 

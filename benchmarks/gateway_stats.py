@@ -79,7 +79,7 @@ def ratios(records: list[dict]) -> list[dict]:
     return out
 
 
-def ideal_queue_tail_ratio(load: float, servers: int = 1, n: int = 200_000, seed: int = 0) -> float:
+def ideal_queue_tail_ratio(load: float, servers: int = 1, n: int = 200_000, seed: int = 0) -> float | None:
     """p99/p50 of the time in system of an ideal M/D/c queue: Poisson arrivals at `load` (share of
     capacity), every request served in exactly the same time by one of `servers` servers.
 
@@ -90,8 +90,10 @@ def ideal_queue_tail_ratio(load: float, servers: int = 1, n: int = 200_000, seed
 
     import numpy as np
 
-    if not 0 < load < 1:
-        raise ValueError(f"load must be in (0, 1), got {load}")
+    if load >= 1:
+        return None  # at or past capacity the queue never settles: there is no steady-state tail
+    if load <= 0:
+        raise ValueError(f"load must be positive, got {load}")
     arrivals = np.cumsum(np.random.default_rng(seed).exponential(1.0 / (load * servers), n))
     free = [0.0] * servers
     in_system = np.empty(n)

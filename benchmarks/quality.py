@@ -101,13 +101,18 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
 
 
 def _reusable_records(config: QualityConfig) -> list[dict]:
-    carried: list[dict] = []
+    """Records of the `reuse` files, each marked with where it was measured; the first file to hold a
+    (data set, protocol, method) wins, so a key is never carried over twice."""
+    carried: dict[tuple, dict] = {}
     for path in config.reuse:
         previous = json.loads(Path(path).read_text())
-        carried += [record if record.get("reused_from") else
-                    {**record, "reused_from": {"file": str(path), "command": previous.get("command")}}
-                    for record in previous["records"]]
-    return carried
+        source = {"file": str(path), "command": previous.get("command"),
+                  "date": previous.get("machine", {}).get("date")}
+        for record in previous["records"]:
+            key = (record["dataset"], record["protocol"], record["method"])
+            if key not in carried:
+                carried[key] = record if record.get("reused_from") else {**record, "reused_from": source}
+    return list(carried.values())
 
 
 def _not_measured(reused: list[dict], measured: list[dict]) -> list[dict]:
@@ -117,7 +122,11 @@ def _not_measured(reused: list[dict], measured: list[dict]) -> list[dict]:
 
 
 def bar_checks(records: list[dict]) -> list[dict]:
-    """The quality bars of the issue, computed from the records (only those the run has data for)."""
+    """The quality bars of the issue, computed from the records (only those the run has data for).
+
+    Each bar lists the records it read (`inputs`); `uses_reused` says whether one of them was carried
+    over from an earlier run rather than measured in this one.
+    """
     by = {(r["dataset"], r["protocol"], r["method"]): r for r in records}
     checks = []
 
@@ -125,38 +134,45 @@ def bar_checks(records: list[dict]) -> list[dict]:
         record = by.get((dataset, protocol, method))
         return None if record is None else record["metrics"]["ndcg@10"]
 
+    def add(bar: str, value, needed: float, inputs: list[tuple], **extra) -> None:
+        checks.append({"bar": bar, "value": value, "needed": needed, **extra,
+                       "inputs": [list(key) for key in inputs],
+                       "uses_reused": any(by[key].get("reused_from") for key in inputs)})
+
     for dataset in sorted({r["dataset"] for r in records}):
         for protocol, needed in (("temporal-loo", 1.10), ("random-811", 1.0)):
             fused = ndcg(dataset, protocol, "fused")
             base = [(ndcg(dataset, protocol, m), m) for m in BASELINES if ndcg(dataset, protocol, m) is not None]
             if fused is not None and base:
                 best, best_method = max(base)
-                checks.append({"bar": f"fused ndcg@10 vs best baseline ({best_method}), {dataset} {protocol}",
-                               "value": fused / best if best else float("inf"), "needed": needed})
+                add(f"fused ndcg@10 vs best baseline ({best_method}), {dataset} {protocol}",
+                    fused / best if best else float("inf"), needed,
+                    [(dataset, protocol, "fused")] + [(dataset, protocol, m) for _, m in base])
         pre, fine = ndcg(dataset, "temporal-loo", "lm-pretrained"), ndcg(dataset, "temporal-loo", "lm-finetuned")
         if pre and fine is not None:
-            checks.append({"bar": f"lm-finetuned vs lm-pretrained ndcg@10, {dataset} temporal-loo",
-                           "value": fine / pre, "needed": 1.5})
+            add(f"lm-finetuned vs lm-pretrained ndcg@10, {dataset} temporal-loo", fine / pre, 1.5,
+                [(dataset, "temporal-loo", "lm-pretrained"), (dataset, "temporal-loo", "lm-finetuned")])
         cold = by.get((dataset, "cold-items", "fused"))
         if cold and cold.get("cold_metrics"):
             hit = cold["cold_metrics"]["cold_hit@10"]
             random_hit = 10 / cold["n_items"]
-            checks.append({"bar": f"fused cold-target hit@10 vs random, {dataset}", "value": hit / random_hit,
-                           "needed": 10.0})
-            cf = [by[(dataset, "cold-items", m)]["cold_metrics"].get("cold_hit@10", 0.0)
-                  for m in BASELINES if (dataset, "cold-items", m) in by and by[(dataset, "cold-items", m)].get("cold_metrics")]
-            if cf:
-                best_cf = max(cf)
+            add(f"fused cold-target hit@10 vs random, {dataset}", hit / random_hit, 10.0,
+                [(dataset, "cold-items", "fused")])
+            cf_methods = [m for m in BASELINES if (dataset, "cold-items", m) in by
+                          and by[(dataset, "cold-items", m)].get("cold_metrics")]
+            if cf_methods:
+                best_cf = max(by[(dataset, "cold-items", m)]["cold_metrics"].get("cold_hit@10", 0.0) for m in cf_methods)
                 # CF alone cannot score an item it never saw: best_cf is usually exactly 0. Record the two
                 # hit rates; the ratio is then unbounded (None in JSON), met whenever fused finds any.
                 ratio = hit / best_cf if best_cf else None
-                checks.append({"bar": f"fused cold-target hit@10 ({hit:.4f}) vs best CF-only ({best_cf:.4f}), {dataset}",
-                               "value": ratio, "needed": 2.0, **({"met": hit > 0} if ratio is None else {})})
+                add(f"fused cold-target hit@10 ({hit:.4f}) vs best CF-only ({best_cf:.4f}), {dataset}", ratio, 2.0,
+                    [(dataset, "cold-items", "fused")] + [(dataset, "cold-items", m) for m in cf_methods],
+                    **({"met": hit > 0} if ratio is None else {}))
         for protocol in PROTOCOLS:
             fp32, int8 = ndcg(dataset, protocol, "fused"), ndcg(dataset, protocol, "fused-int8")
             if fp32 and int8 is not None:
-                checks.append({"bar": f"fused-int8 vs fused ndcg@10, {dataset} {protocol}", "value": int8 / fp32,
-                               "needed": 0.99})
+                add(f"fused-int8 vs fused ndcg@10, {dataset} {protocol}", int8 / fp32, 0.99,
+                    [(dataset, protocol, "fused"), (dataset, protocol, "fused-int8")])
     for check in checks:
         if check["value"] is not None:
             check["met"] = bool(check["value"] >= check["needed"])
@@ -192,11 +208,13 @@ def render_markdown(payload: dict) -> str:
     if payload.get("bars"):
         lines += ["## Bars", ""]
         lines += markdown_table(["bar", "measured", "needed", "met"],
-                                [[b["bar"], "unbounded" if b["value"] is None else f"{b['value']:.3f}",
+                                [[b["bar"] + (" ¹" if b.get("uses_reused") else ""), "unbounded" if b["value"] is None else f"{b['value']:.3f}",
                                   f"{b['needed']:.2f}", "yes" if b["met"] else "NO"] for b in payload["bars"]]) + [""]
-    sources = {(r["reused_from"]["file"], r["reused_from"]["command"]) for r in payload["records"] if r.get("reused_from")}
-    for file, command in sorted(sources, key=str):
-        lines.append(f"¹ Carried over from `{file}` (measured by `{command}`), not re-measured in this run.  ")
+    sources = {(r["reused_from"]["file"], r["reused_from"]["command"], r["reused_from"].get("date"))
+               for r in payload["records"] if r.get("reused_from")}
+    for file, command, date in sorted(sources, key=str):
+        lines.append(f"¹ Carried over from `{file}` (measured by `{command}`{', ' + date if date else ''}), not "
+                     "re-measured in this run; a bar marked ¹ uses such a row.  ")
     for note in payload.get("notes", []):
         lines.append(f"Note: {note}  ")
     return "\n".join(lines)

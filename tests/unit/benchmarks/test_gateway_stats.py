@@ -19,7 +19,22 @@ def test_more_servers_shorten_the_tail_and_the_result_is_reproducible():
     assert ideal_queue_tail_ratio(0.7, 2, n=50_000) == two
 
 
-@pytest.mark.parametrize("load", [0.0, 1.0, 1.5])
-def test_a_load_outside_the_open_interval_is_refused(load):
-    with pytest.raises(ValueError, match=f"load must be in \\(0, 1\\), got {load}"):
+@pytest.mark.parametrize("load", [1.0, 1.5])
+def test_at_or_past_capacity_there_is_no_steady_state_ratio(load):
+    assert ideal_queue_tail_ratio(load) is None
+
+
+@pytest.mark.parametrize("load", [0.0, -0.5])
+def test_a_load_that_is_not_positive_is_refused(load):
+    with pytest.raises(ValueError, match=f"load must be positive, got {load}"):
         ideal_queue_tail_ratio(load)
+
+
+def test_the_tail_bar_of_an_overloaded_cell_has_no_ideal_reference_and_does_not_fail():
+    from lmrec.benchmarks.gateway_stats import bar_checks
+
+    cell = {"mode": "open", "path": "lmrec", "population": "cached", "share": 1.2, "rate_rps": 300.0,
+            "p50_ms": 10.0, "p99_ms": 90.0, "n_errors": 0}
+    bar = bar_checks({"config": {"arrivals": "poisson"}, "records": [cell]})[0]
+    assert bar["value"] == 9.0 and bar["met"] is False
+    assert bar["ideal_md1"] is None

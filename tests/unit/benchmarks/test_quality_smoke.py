@@ -77,3 +77,23 @@ def test_reuse_of_a_missing_file_names_it():
     add_arguments(parser)
     with pytest.raises(CliError, match="--reuse: no such file 'nowhere.json'"):
         config_from_args(parser.parse_args(["--reuse", "nowhere.json"]))
+
+
+def test_a_bar_that_reads_a_carried_over_record_says_so_and_duplicates_are_carried_once(tmp_path):
+    from lmrec.benchmarks.quality import _reusable_records
+
+    def record(method, ndcg, **extra):
+        return {"dataset": "d", "protocol": "temporal-loo", "method": method, "metrics": {"ndcg@10": ndcg},
+                "n_items": 100, **extra}
+
+    old = {"command": "old", "machine": {"date": "2026-01-01"}, "records": [record("fused", 0.5)]}
+    older = {"command": "older", "records": [record("fused", 0.9), record("ease", 0.1)]}
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    (tmp_path / "b.json").write_text(json.dumps(older))
+    carried = _reusable_records(QualityConfig(reuse=(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "a.json")))
+    fused = [r for r in carried if r["method"] == "fused"]
+    assert len(fused) == 1 and fused[0]["metrics"]["ndcg@10"] == 0.5  # the first file wins
+    assert fused[0]["reused_from"] == {"file": str(tmp_path / "a.json"), "command": "old", "date": "2026-01-01"}
+    bars = bar_checks([record("pop", 0.2), fused[0]])
+    assert bars[0]["uses_reused"] is True
+    assert bar_checks([record("pop", 0.2), record("fused", 0.5)])[0]["uses_reused"] is False

@@ -23,7 +23,7 @@ def _lists(n_users: int = 60, n_candidates: int = 12, seed: int = 0):
 
 def test_the_trained_ranker_puts_the_marked_candidate_first_on_unseen_lists():
     features, positions = _lists()
-    trained = train_ranker(features, positions, ["signal", "noise1", "noise2"], RankerConfig(epochs=30, seed=1))
+    trained = train_ranker(features, positions, ["signal", "noise1", "noise2"], RankerConfig(epochs=30, seed=1, ensemble=1))
     assert trained.last_loss < trained.first_loss
     test_features, test_positions = _lists(seed=9)
     import torch
@@ -74,3 +74,31 @@ def test_an_impossible_early_stopping_share_is_refused():
     features, positions = _lists(n_users=5)
     with pytest.raises(ValueError, match="early_stopping_share must be in \\[0, 1\\), got 1.0"):
         train_ranker(features, positions, ["a", "b", "c"], RankerConfig(early_stopping_share=1.0))
+
+
+def test_held_out_ndcg_at_10_handles_several_targets_padding_and_short_lists():
+    import torch
+
+    from lmrec.export.ranker import _ndcg_at_10
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x[..., 0]
+
+    # List 1: 12 candidates, targets at the ranks 1 and 3 of the scores; list 2: 3 real candidates
+    # (the rest padding, which must never be ranked), its one target ranked 2nd.
+    x = torch.zeros((2, 12, 1))
+    x[0, :, 0] = torch.arange(12, 0, -1, dtype=torch.float32)  # candidate i has rank i + 1
+    x[1, :3, 0] = torch.tensor([3.0, 2.0, 1.0])
+    x[1, 3:, 0] = 100.0  # padding with high scores: the mask must drop them
+    mask = torch.zeros((2, 12), dtype=torch.bool)
+    mask[0] = True
+    mask[1, :3] = True
+    relevant = torch.zeros((2, 12), dtype=torch.bool)
+    relevant[0, [0, 2]] = True
+    relevant[1, 1] = True
+    import math
+
+    first = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    second = (1 / math.log2(3)) / 1.0
+    assert abs(_ndcg_at_10(Identity(), x, mask, relevant) - (first + second) / 2) < 1e-6
