@@ -150,8 +150,10 @@ def bar_checks(records: list[dict]) -> list[dict]:
                     [(dataset, protocol, "fused")] + [(dataset, protocol, m) for _, m in base])
         pre, fine = ndcg(dataset, "temporal-loo", "lm-pretrained"), ndcg(dataset, "temporal-loo", "lm-finetuned")
         if pre and fine is not None:
+            # The issue sets this bar on ml-100k; elsewhere the ratio is reported, not judged.
             add(f"lm-finetuned vs lm-pretrained ndcg@10, {dataset} temporal-loo", fine / pre, 1.5,
-                [(dataset, "temporal-loo", "lm-pretrained"), (dataset, "temporal-loo", "lm-finetuned")])
+                [(dataset, "temporal-loo", "lm-pretrained"), (dataset, "temporal-loo", "lm-finetuned")],
+                **({} if dataset in ("ml-100k", "synthetic") else {"met": None, "note": "bar set for ml-100k only"}))
         cold = by.get((dataset, "cold-items", "fused"))
         if cold and cold.get("cold_metrics"):
             hit = cold["cold_metrics"]["cold_hit@10"]
@@ -174,7 +176,7 @@ def bar_checks(records: list[dict]) -> list[dict]:
                 add(f"fused-int8 vs fused ndcg@10, {dataset} {protocol}", int8 / fp32, 0.99,
                     [(dataset, protocol, "fused"), (dataset, protocol, "fused-int8")])
     for check in checks:
-        if check["value"] is not None:
+        if check["value"] is not None and "note" not in check:
             check["met"] = bool(check["value"] >= check["needed"])
     return checks
 
@@ -209,7 +211,8 @@ def render_markdown(payload: dict) -> str:
         lines += ["## Bars", ""]
         lines += markdown_table(["bar", "measured", "needed", "met"],
                                 [[b["bar"] + (" ¹" if b.get("uses_reused") else ""), "unbounded" if b["value"] is None else f"{b['value']:.3f}",
-                                  f"{b['needed']:.2f}", "yes" if b["met"] else "NO"] for b in payload["bars"]]) + [""]
+                                  f"{b['needed']:.2f}", b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
+                                 for b in payload["bars"]]) + [""]
     sources = {(r["reused_from"]["file"], r["reused_from"]["command"], r["reused_from"].get("date"))
                for r in payload["records"] if r.get("reused_from")}
     for file, command, date in sorted(sources, key=str):

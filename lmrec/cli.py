@@ -199,7 +199,8 @@ def cmd_bench(args) -> int:
     print(f"wrote {Path(config.out_dir) / config.name}.json, .md and .png")
     for bar in payload.get("bars", []):
         value = "n/a" if bar.get("value") is None else f"{bar['value']:.3f}"
-        print(f"  {'met ' if bar.get('met') else 'MISS'} {bar['bar']}: {value} (needs {bar['needed']})")
+        verdict = "info" if bar.get("met") is None and bar.get("note") else "met " if bar.get("met") else "MISS"
+        print(f"  {verdict} {bar['bar']}: {value} (needs {bar['needed']}{'; ' + bar['note'] if bar.get('note') else ''})")
     return 0
 
 

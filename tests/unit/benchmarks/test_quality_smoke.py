@@ -35,7 +35,7 @@ def test_quality_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
 
 def test_bar_checks_compare_against_the_best_baseline():
     def record(method, ndcg, protocol="temporal-loo"):
-        return {"dataset": "d", "protocol": protocol, "method": method, "metrics": {"ndcg@10": ndcg}, "n_items": 100}
+        return {"dataset": "ml-100k", "protocol": protocol, "method": method, "metrics": {"ndcg@10": ndcg}, "n_items": 100}
 
     bars = bar_checks([record("pop", 0.02), record("ease", 0.05), record("fused", 0.056),
                        record("lm-pretrained", 0.02), record("lm-finetuned", 0.031)])
@@ -97,3 +97,16 @@ def test_a_bar_that_reads_a_carried_over_record_says_so_and_duplicates_are_carri
     bars = bar_checks([record("pop", 0.2), fused[0]])
     assert bars[0]["uses_reused"] is True
     assert bar_checks([record("pop", 0.2), record("fused", 0.5)])[0]["uses_reused"] is False
+
+
+def test_the_fine_tuning_bar_is_judged_on_ml_100k_only():
+    def record(dataset, method, ndcg):
+        return {"dataset": dataset, "protocol": "temporal-loo", "method": method, "metrics": {"ndcg@10": ndcg},
+                "n_items": 100}
+
+    bars = bar_checks([record(d, m, v) for d in ("ml-100k", "ml-latest-small")
+                       for m, v in (("lm-pretrained", 0.02), ("lm-finetuned", 0.024))])
+    judged = {b["bar"].split(", ")[1]: b for b in bars if b["bar"].startswith("lm-finetuned")}
+    assert judged["ml-100k temporal-loo"]["met"] is False
+    assert judged["ml-latest-small temporal-loo"]["met"] is None
+    assert "ml-100k only" in judged["ml-latest-small temporal-loo"]["note"]
