@@ -31,6 +31,7 @@ class QualityConfig:
     methods: tuple[str, ...] = ALL_METHODS
     seed: int = 42
     finetune: dict = field(default_factory=dict)  # lm-finetuned settings, e.g. {"steps": 400}
+    fused: dict = field(default_factory=dict)  # FusedRecommender settings for fused and fused-int8, e.g. {"candidates": 25}
     out_dir: Path = Path("benchmarks/results")
     name: str = "quality"
     synthetic_users: int = 0  # > 0: a smoke run on a small synthetic data set instead of MovieLens
@@ -52,13 +53,15 @@ def _data_config(config: QualityConfig, dataset: str):
     return DataConfig(dataset=dataset, data_dir=folder)
 
 
-def method_params(protocol: str, tuned: dict[str, dict], finetune: dict) -> dict[str, dict]:
-    """Fixed settings for the LM and fused methods, from the baselines tuned on validation."""
+def method_params(protocol: str, tuned: dict[str, dict], finetune: dict, overrides: dict | None = None) -> dict[str, dict]:
+    """Fixed settings for the LM and fused methods, from the baselines tuned on validation (and
+    `overrides`: fused settings given on the command line, chosen on validation beforehand)."""
     fused = {"signals": {m: tuned[m] for m in FUSED_SIGNALS if m in tuned},
              "holdout": "last" if protocol == "temporal-loo" else "random",
              "lm_params": dict(finetune)}
     if protocol == "cold-items":  # the deployment condition is known: train the ranker for new items too
         fused["cold_share"] = 0.1
+    fused.update(overrides or {})
     return {"lm-finetuned": dict(finetune), "fused": fused, "fused-int8": dict(fused)}
 
 
@@ -71,7 +74,7 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
     out = {"suite": "quality", "command": "lmrec " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
            "machine": machine_facts(), "config": {"datasets": list(config.datasets), "protocols": list(config.protocols),
                                                  "methods": list(config.methods), "seed": config.seed,
-                                                 "finetune": config.finetune}, "records": []}
+                                                 "finetune": config.finetune, "fused": config.fused}, "records": []}
     datasets = ("synthetic",) if config.synthetic_users else config.datasets
     reused = _reusable_records(config)  # read before this run overwrites any of them
     merged = out
@@ -88,7 +91,7 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
             if others:
                 records += run_evaluation(
                     EvaluateConfig(data=data, protocol=protocol, methods=others, seed=config.seed,
-                                   model_params=method_params(protocol, tuned, config.finetune)),
+                                   model_params=method_params(protocol, tuned, config.finetune, config.fused)),
                     dataset=dataset, split=split, progress=progress)
             for record in records_to_json(records)["records"]:
                 record["n_items"] = dataset.n_items
@@ -229,7 +232,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--method", action="append", help="methods (default: all)")
     parser.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
-                        help="fine-tuning settings, e.g. lm-finetuned.steps=400")
+                        help="fine-tuning settings, e.g. lm-finetuned.steps=400; fused.NAME=VALUE sets a fused "
+                             "(and fused-int8) setting, e.g. fused.candidates=25")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="quality", help="result file stem")
@@ -256,8 +260,9 @@ def config_from_args(args) -> QualityConfig:
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
-    finetune = dict(_model_params(args.param, ("lm-finetuned",)).get("lm-finetuned", {}))
+    params = _model_params(args.param, ("lm-finetuned", "fused"))
+    finetune, fused = dict(params.get("lm-finetuned", {})), dict(params.get("fused", {}))
     return QualityConfig(datasets=tuple(args.datasets.split(",")), protocols=protocols, methods=methods,
-                         seed=args.seed, finetune=finetune, out_dir=Path(args.out), name=args.name,
+                         seed=args.seed, finetune=finetune, fused=fused, out_dir=Path(args.out), name=args.name,
                          synthetic_users=args.smoke_users, reuse=tuple(_existing_file("--reuse", f) for f in args.reuse or ()),
                          **({"data_root": Path(args.data_root)} if args.data_root else {}))

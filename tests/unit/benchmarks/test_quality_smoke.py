@@ -110,3 +110,22 @@ def test_the_fine_tuning_bar_is_judged_on_ml_100k_only():
     assert judged["ml-100k temporal-loo"]["met"] is False
     assert judged["ml-latest-small temporal-loo"]["met"] is None
     assert "ml-100k only" in judged["ml-latest-small temporal-loo"]["note"]
+
+
+def test_fused_settings_from_the_command_line_reach_both_fused_methods_and_bad_ones_are_named():
+    import argparse
+
+    import pytest
+
+    from lmrec.benchmarks.quality import add_arguments, config_from_args, method_params
+    from lmrec.cli import CliError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--param", "fused.candidates=25", "--param", "lm-finetuned.steps=3"]))
+    assert config.fused == {"candidates": 25} and config.finetune == {"steps": 3}
+    params = method_params("random-811", {"ease": {"l2": 100.0}}, config.finetune, config.fused)
+    assert params["fused"]["candidates"] == 25 and params["fused-int8"]["candidates"] == 25
+    assert params["fused"]["signals"] == {"ease": {"l2": 100.0}} and params["fused"]["holdout"] == "random"
+    with pytest.raises(CliError, match="--param 'ranker.epochs=3'"):
+        config_from_args(parser.parse_args(["--param", "ranker.epochs=3"]))
