@@ -182,16 +182,16 @@ def _best_epoch_count(data, mean, std, config: RankerConfig, n_check: int) -> in
 
 
 def _ndcg_at_10(module, x, mask, relevant) -> float:
+    """NDCG@10 of the module's ordering of each list, by the evaluation's own metric code."""
     import torch
 
+    from lmrec.export.metrics import compute_metrics, rank_top_k
+
     with torch.no_grad():
-        logits = module(x).masked_fill(~mask, -1e9)
-    top = torch.topk(logits, k=min(10, logits.shape[1]), dim=1).indices
-    discounts = 1.0 / torch.log2(torch.arange(2, top.shape[1] + 2, dtype=torch.float32))
-    dcg = (torch.gather(relevant, 1, top).float() * discounts).sum(dim=1)
-    n_relevant = relevant.sum(dim=1).clamp(max=top.shape[1])
-    ideal = torch.stack([discounts[: int(n)].sum() for n in n_relevant])
-    return float((dcg / ideal).mean())
+        logits = module(x).masked_fill(~mask, float("-inf")).numpy()  # padding is never ranked
+    top = rank_top_k(logits, None, 10)
+    targets = [np.flatnonzero(row) for row in relevant.numpy()]
+    return compute_metrics(top, targets, n_items=logits.shape[1], ks=(10,))["ndcg@10"]
 
 
 def _train_member(data, mean: np.ndarray, std: np.ndarray, config: RankerConfig, *, seed: int, epochs: int,
