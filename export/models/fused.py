@@ -90,6 +90,10 @@ class FusedRecommender:
         # Without it, the ranker only ever sees warm targets and never ranks a new item.
         self.cold_share = cold_share
         self.ranker_config = replace(RankerConfig(seed=seed), **(ranker or {}))
+        # Every setting, so that fused-int8 can fit the identical fp32 model it serves with (see below).
+        self.settings = dict(seed=seed, holdout=holdout, candidates=candidates, lm=lm, lm_params=self.lm_params,
+                             signals=signals, use_kg=use_kg, ranker=ranker, recent_share=recent_share,
+                             cold_share=cold_share)
         self.trained: TrainedRanker | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="lmrec-ranker-")
 
@@ -172,6 +176,25 @@ class FusedRecommender:
             extended.graph = self.graph.with_items(infos)
         return extended
 
+    def with_encoder(self, encoder, item_embeddings: np.ndarray) -> "FusedRecommender":
+        """A shallow copy whose text side comes from `encoder`: profiles are encoded by it and items carry
+        `item_embeddings` (its encodings of the item texts). Ranker, CF signals, graph and tag vocabulary
+        stay. This is how an encoder of another precision serves: `lmrec build` trains with fp32 and then
+        hands the served encoder's item embeddings to the same ranker, and `fused-int8` measures that."""
+        item_embeddings = np.asarray(item_embeddings, np.float32)
+        if item_embeddings.shape != self.item_embeddings.shape:
+            raise ValueError(f"item embeddings of shape {item_embeddings.shape} cannot replace "
+                             f"{self.item_embeddings.shape}: the encoder must embed the same catalogue")
+        swapped = object.__new__(type(self))
+        swapped.__dict__.update(self.__dict__)
+        swapped.item_embeddings = item_embeddings
+        if "lm_model" in self.__dict__:  # offline scoring encodes profiles itself; a loaded bundle does not
+            lm_model = object.__new__(type(self.lm_model))
+            lm_model.__dict__.update(self.lm_model.__dict__)
+            lm_model.encoder, lm_model.item_embeddings = encoder, item_embeddings
+            swapped.lm_model = lm_model
+        return swapped
+
     # -- Recommender ------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, train: Interactions) -> "FusedRecommender":
         if self.lm == "lm-finetuned":  # refuse an unworkable fine-tuning set-up before anything long runs
@@ -216,6 +239,8 @@ class FusedRecommender:
         # Cheap signals learn from everything now; popularity too. The encoder keeps its inner fit.
         self.cf_models = self._fit_cf_signals(dataset, train)
         self._set_popularity(train, dataset.n_items)
+        if type(self) is FusedRecommender and self.precision == "fp32":
+            _remember_fp32_fit(self, dataset, train)
         return self
 
     def retrain_ranker(self, config: RankerConfig) -> TrainedRanker:
@@ -275,10 +300,54 @@ class FusedRecommender:
 
 
 class FusedInt8Recommender(FusedRecommender):
-    """The fused model with the int8 text encoder (the served precision option)."""
+    """The fused model as it serves with the int8 encoder: the fp32 fit (encoder fine-tuned, ranker trained
+    on fp32 features), then the int8 export of the same fine-tuned weights encodes profiles and items.
+
+    Training a second ranker on int8 features would measure two rankers' training noise, not quantisation,
+    and would not be what `lmrec build --precision int8` serves.
+    """
 
     name = "fused-int8"
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("precision", "int8")
+        if kwargs.pop("precision", "int8") != "int8":
+            raise ValueError("fused-int8 serves the int8 encoder; use fused for fp32")
         super().__init__(**kwargs)
+        self.precision = "int8"
+
+    def fit(self, dataset: Dataset, train: Interactions) -> "FusedInt8Recommender":
+        from lmrec.text import item_text_of
+
+        from .lm import exported_encoder
+
+        fp32 = _fitted_fp32(self.settings, dataset, train)
+        # The fine-tuned folder, or (lm-pretrained) the packaged model, exported once and quantised.
+        weights = getattr(fp32.lm_model, "model_dir", None) or getattr(fp32.lm_model, "model", None)
+        encoder = exported_encoder(None if weights is None else str(weights), "int8")
+        served = fp32.with_encoder(encoder, encoder.encode([item_text_of(info) for info in dataset.items]))
+        self.__dict__.update(served.__dict__)
+        self.precision = "int8"
+        return self
+
+
+# The last fp32 fit, so that fused then fused-int8 on the same training set (as the quality suite runs
+# them) fit once. Fitting is deterministic for a seed, so this only saves time; one entry bounds memory.
+_LAST_FP32_FIT: dict[tuple, FusedRecommender] = {}
+
+
+def _fit_key(settings: dict, dataset: Dataset, train: Interactions) -> tuple:
+    from .lm import training_fingerprint
+
+    return repr(sorted(settings.items())), training_fingerprint(dataset, train, RankerConfig())
+
+
+def _remember_fp32_fit(model: FusedRecommender, dataset: Dataset, train: Interactions) -> None:
+    _LAST_FP32_FIT.clear()
+    _LAST_FP32_FIT[_fit_key(model.settings, dataset, train)] = model
+
+
+def _fitted_fp32(settings: dict, dataset: Dataset, train: Interactions) -> FusedRecommender:
+    key = _fit_key(settings, dataset, train)
+    if key not in _LAST_FP32_FIT:
+        FusedRecommender(**settings).fit(dataset, train)  # remembers itself
+    return _LAST_FP32_FIT[key]

@@ -21,3 +21,64 @@ def test_fused_pseudo_cold_items_leave_the_inner_set_entirely():
     assert not np.isin(inner2.item, cold).any()  # no training evidence left for a pseudo-cold item
     assert len(inner2) + len(held2) == len(train)  # nothing lost, nothing duplicated
     assert np.isin(cold, held2.item).all()
+
+
+# --- fused-int8: the fp32 fit served with the int8 encoder ----------------------------------------
+
+_TINY = {"lm_params": {"steps": 2, "batch_size": 4, "max_pairs_per_user": 3}, "candidates": 5, "ranker": {"epochs": 3}}
+
+
+def _tiny_data():
+    from tests.unit.export.test_models import two_groups
+
+    dataset, train, _ = two_groups()
+    return dataset, train
+
+
+def _ranker_bytes(model) -> bytes:
+    from pathlib import Path
+
+    return Path(model.onnx_path).read_bytes()
+
+
+def test_fused_int8_serves_the_fp32_ranker_with_int8_embeddings():
+    from lmrec.export.models import fused as fused_module
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fused_module._LAST_FP32_FIT.clear()
+    int8 = make_model("fused-int8", seed=3, **_TINY).fit(dataset, train)  # fits its own fp32 model first
+    fused_module._LAST_FP32_FIT.clear()
+    fp32 = make_model("fused", seed=3, **_TINY).fit(dataset, train)
+
+    # The same ranker, trained on fp32 features (a fit is deterministic), not a second one.
+    assert _ranker_bytes(int8) == _ranker_bytes(fp32)
+    assert int8.precision == "int8" and int8.lm_model.encoder is not fp32.lm_model.encoder
+    # Item embeddings from the quantised encoder: close to fp32's, not identical.
+    assert not np.array_equal(int8.item_embeddings, fp32.item_embeddings)
+    cosines = np.sum(int8.item_embeddings * fp32.item_embeddings, axis=1) / (
+        np.linalg.norm(int8.item_embeddings, axis=1) * np.linalg.norm(fp32.item_embeddings, axis=1))
+    assert cosines.min() > 0.9
+    assert fp32.item_embeddings is not int8.item_embeddings and fp32.lm_model.item_embeddings is fp32.item_embeddings
+
+
+def test_fused_int8_reuses_the_fp32_fit_of_the_same_settings_and_data():
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fp32 = make_model("fused", seed=5, **_TINY).fit(dataset, train)
+    int8 = make_model("fused-int8", seed=5, **_TINY).fit(dataset, train)
+    assert int8.ranker is fp32.ranker  # no second fit
+    other_seed = make_model("fused-int8", seed=6, **_TINY).fit(dataset, train)
+    assert other_seed.ranker is not fp32.ranker
+
+
+def test_with_encoder_refuses_embeddings_of_another_catalogue():
+    import pytest
+
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fp32 = make_model("fused", seed=5, **_TINY).fit(dataset, train)
+    with pytest.raises(ValueError, match="same catalogue"):
+        fp32.with_encoder(fp32.lm_model.encoder, fp32.item_embeddings[:-1])
