@@ -23,7 +23,8 @@ def _lists(n_users: int = 60, n_candidates: int = 12, seed: int = 0):
 
 def test_the_trained_ranker_puts_the_marked_candidate_first_on_unseen_lists():
     features, positions = _lists()
-    trained = train_ranker(features, positions, ["signal", "noise1", "noise2"], RankerConfig(epochs=30, seed=1, ensemble=1))
+    trained = train_ranker(features, positions, ["signal", "noise1", "noise2"], RankerConfig(epochs=30, seed=1, ensemble=1,
+                                                                                    early_stopping_folds=0))
     assert trained.last_loss < trained.first_loss
     test_features, test_positions = _lists(seed=9)
     import torch
@@ -38,7 +39,7 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_exports_as_one_graph(tmp
 
     features, positions = _lists()
     names = ["signal", "noise1", "noise2"]
-    trained = train_ranker(features, positions, names, RankerConfig(epochs=3, ensemble=3, seed=5))
+    trained = train_ranker(features, positions, names, RankerConfig(epochs=3, ensemble=3, seed=5, early_stopping_folds=0))
     members = list(trained.module.members)
     assert len(members) == 3
     x = torch.from_numpy(features[0])
@@ -51,7 +52,7 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_exports_as_one_graph(tmp
 
 def test_an_ensemble_of_one_is_a_plain_ranker():
     features, positions = _lists()
-    one = train_ranker(features, positions, ["a", "b", "c"], RankerConfig(epochs=3, seed=2, ensemble=1))
+    one = train_ranker(features, positions, ["a", "b", "c"], RankerConfig(epochs=3, seed=2, ensemble=1, early_stopping_folds=0))
     assert not hasattr(one.module, "members")
 
 
@@ -61,19 +62,53 @@ def test_an_empty_ensemble_is_refused():
         train_ranker(features, positions, ["a", "b", "c"], RankerConfig(ensemble=0))
 
 
-def test_early_stopping_picks_an_epoch_count_within_the_budget_and_zero_share_trains_the_full_budget():
+def test_cross_validation_picks_an_epoch_count_within_the_budget_and_zero_folds_trains_the_full_budget():
     features, positions = _lists()
     names = ["signal", "noise1", "noise2"]
-    stopped = train_ranker(features, positions, names, RankerConfig(epochs=8, early_stopping_share=0.25))
-    assert 1 <= stopped.epochs <= 8
-    full = train_ranker(features, positions, names, RankerConfig(epochs=8, early_stopping_share=0.0))
+    stopped = train_ranker(features, positions, names, RankerConfig(epochs=8, early_stopping_folds=4, prior=False))
+    assert 1 <= stopped.epochs <= 8  # without a prior, an untrained MLP is never chosen
+    full = train_ranker(features, positions, names, RankerConfig(epochs=8, early_stopping_folds=0))
     assert full.epochs == 8
 
 
-def test_an_impossible_early_stopping_share_is_refused():
+def test_a_negative_fold_count_is_refused():
     features, positions = _lists(n_users=5)
-    with pytest.raises(ValueError, match="early_stopping_share must be in \\[0, 1\\), got 1.0"):
-        train_ranker(features, positions, ["a", "b", "c"], RankerConfig(early_stopping_share=1.0))
+    with pytest.raises(ValueError, match="early_stopping_folds must be 0 or more, got -1"):
+        train_ranker(features, positions, ["a", "b", "c"], RankerConfig(early_stopping_folds=-1))
+
+
+def test_the_prior_is_the_strongest_single_feature_and_untrained_the_ranker_orders_like_it(tmp_path):
+    import torch
+
+    features, positions = _lists()
+    names = ["noise1", "signal", "noise2"]
+    features = [x[:, [1, 0, 2]] for x in features]  # the marked feature is not the first column
+    trained = train_ranker(features, positions, names, RankerConfig(epochs=0, early_stopping_folds=0, seed=3))
+    assert trained.prior == "signal" and trained.epochs == 0
+    assert not hasattr(trained.module, "members")  # untrained members would all be the prior: one is kept
+    served = OnnxRanker(export_ranker_onnx(trained, tmp_path / "ranker.onnx"))
+    for x in features[:10]:
+        np.testing.assert_array_equal(np.argsort(-served.score(x), kind="stable"), np.argsort(-x[:, 1], kind="stable"))
+    assert np.isnan(trained.first_loss)
+
+
+def test_cross_validation_keeps_the_prior_alone_when_training_cannot_improve_on_it():
+    # Feature 0 alone finds every target; nothing the MLP learns can beat a perfect ordering, and of
+    # equal scores the fewest epochs win.
+    rng = np.random.default_rng(4)
+    features, positions = [], []
+    for _ in range(40):
+        x = rng.normal(size=(10, 3)).astype(np.float32)
+        target = int(rng.integers(10))
+        x[target, 0] = x[:, 0].max() + 1.0
+        features.append(x)
+        positions.append(np.array([target]))
+    trained = train_ranker(features, positions, ["perfect", "noise1", "noise2"],
+                           RankerConfig(epochs=5, early_stopping_folds=4, seed=1))
+    assert trained.prior == "perfect" and trained.epochs == 0
+    with_training = train_ranker(features, positions, ["perfect", "noise1", "noise2"],
+                                 RankerConfig(epochs=5, early_stopping_folds=4, seed=1, prior=False))
+    assert with_training.prior is None and with_training.epochs >= 1
 
 
 def test_held_out_ndcg_at_10_handles_several_targets_padding_and_short_lists():
