@@ -2,7 +2,7 @@
 
     .venv/bin/python -m lmrec.benchmarks.fused_validation --data-dir ../shared/data/ml-100k \
         '{"candidates": 50}' '{"candidates": 100}' \
-        --rankers '{}' '{"ensemble": 5}' '{"epochs": 30}'
+        --rankers '{}' '{"prior": false}' '{"early_stopping_folds": 0, "epochs": 30}'
 
 Each positional argument is a JSON object of FusedRecommender settings; each `--rankers` object is a
 RankerConfig override tried on that fit (only the ranker is retrained: the signals, the fine-tuned
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             trained = model.retrain_ranker(replace(base_ranker, **json.loads(ranker)))
             metrics = _rank_and_measure(model, dataset, valid, (10,))
             print(f"  ranker {ranker}: valid ndcg@10 {metrics['ndcg@10']:.4f} recall@10 {metrics['recall@10']:.4f} "
-                  f"({trained.epochs} epochs, {time.perf_counter() - started:.0f}s)", flush=True)
+                  f"({trained.epochs} epochs, prior {trained.prior}, {time.perf_counter() - started:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,14 @@ def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSp
     shutil.copy(fused.onnx_path, staged / "ranker.onnx")
     checksum = sha256_of(staged / "ranker.onnx")
     _publish_model_version(staged, model_dir, version, render_config(ranker_config(spec)))
-    return {"triton_model": spec.name, "triton_version": version, "n_features": spec.n_features,
+    part = {"triton_model": spec.name, "triton_version": version, "n_features": spec.n_features,
             "feature_names": list(fused.feature_names if fused.trained is None else fused.trained.feature_names),
             "checksums": {"ranker.onnx": checksum}}
+    if fused.trained is not None:  # how it was trained: what it starts from, and what cross-validation saw
+        part["training"] = {"prior": fused.trained.prior, "epochs": fused.trained.epochs,
+                            "ensemble_members": fused.ranker_config.ensemble if fused.trained.epochs else 1,
+                            "validation_ndcg_at_10_by_epoch": [round(v, 4) for v in fused.trained.validation_curve]}
+    return part
 
 
 def stage_bundle(build_dir: Path, version: int) -> Path:

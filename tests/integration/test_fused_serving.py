@@ -42,6 +42,18 @@ def fused_stack(fused_build, tmp_path_factory):
             process.stop()
 
 
+def test_the_manifest_says_how_the_ranker_was_trained(fused_build):
+    import json
+
+    training = fused_build.manifest["ranker"]["training"]
+    assert training["prior"] in fused_build.manifest["ranker"]["feature_names"]
+    curve = training["validation_ndcg_at_10_by_epoch"]
+    assert curve and all(0.0 <= v <= 1.0 for v in curve)
+    assert 0 <= training["epochs"] < len(curve)  # the count cross-validation chose, 0 = the prior alone
+    on_disk = json.loads((fused_build.bundle_dir / "manifest.json").read_text())
+    assert on_disk["ranker"]["training"] == training
+
+
 def test_served_ranker_matches_the_offline_onnx_ranker(fused_build, fused_stack):
     triton, _ = fused_stack
     bundle = load_bundle(fused_build.repository_dir.parent)
