@@ -79,7 +79,13 @@ class EncoderExportConfig:
     opset: int = 18
     quantize: bool = True
     quantization_preset: QuantizationPreset = "auto"
+    # One scale per output channel of each weight matrix instead of one per matrix. On ml-100k texts it
+    # took the int8 model's cosine to fp32 from mean 0.954 / min 0.906 to 0.990 / 0.976, at the same speed.
+    per_channel: bool = True
     parity_min_cosine: float = 0.999
+    # The int8 model is refused below this cosine to PyTorch on the parity texts (per-tensor scales
+    # fell to 0.95 on this machine; per-channel ones stay above 0.97).
+    int8_min_cosine: float = 0.96
     extra_parity_texts: tuple[str, ...] = ()
 
 
@@ -94,12 +100,21 @@ class EncoderExport:
     checksums: dict  # file name -> sha256
     model: str
     seconds: float
+    quantization_per_channel: bool | None = None  # None: not quantised
 
     def to_manifest(self) -> dict:
         data = asdict(self)
         data["directory"] = str(self.directory)
         data["settings"] = asdict(self.settings)
         return data
+
+
+def export_recipe(config: EncoderExportConfig) -> str:
+    """What, besides the weights, decides the exported files: caches of exports key on it."""
+    if not config.quantize:
+        return f"opset{config.opset}-fp32"
+    scales = "per-channel" if config.per_channel else "per-tensor"
+    return f"opset{config.opset}-int8-{config.quantization_preset}-{scales}"
 
 
 def sha256_of(path: Path) -> str:
@@ -123,12 +138,12 @@ def _keep_only_sentence_embedding(onnx_path: Path) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def _quantize(directory: Path, preset: str) -> None:
+def _quantize(directory: Path, preset: str, *, per_channel: bool) -> None:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     make = getattr(AutoQuantizationConfig, preset)
-    qconfig = make(is_static=False, per_channel=False)
+    qconfig = make(is_static=False, per_channel=per_channel)
     with tempfile.TemporaryDirectory() as tmp:
         quantizer = ORTQuantizer.from_pretrained(directory, file_name=FP32_FILE)
         quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
@@ -203,8 +218,9 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
     preset = None
     if config.quantize:
         preset = pick_quantization_preset() if config.quantization_preset == "auto" else config.quantization_preset
-        progress(f"quantising to dynamic int8 with the {preset} preset ...")
-        _quantize(out, preset)
+        progress(f"quantising to dynamic int8 with the {preset} preset"
+                 f" ({'per-channel' if config.per_channel else 'per-tensor'} weight scales) ...")
+        _quantize(out, preset, per_channel=config.per_channel)
 
     texts = list(PARITY_TEXTS) + list(config.extra_parity_texts)
     expected = reference.encode(texts, batch_size=32, convert_to_numpy=True)
@@ -221,6 +237,12 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
         int8 = OnnxTextEncoder(out, onnx_file=INT8_FILE).encode(texts)
         cos_int8 = _cosines(expected, int8)
         parity.update(int8_min_cosine=float(cos_int8.min()), int8_mean_cosine=float(cos_int8.mean()))
+        if cos_int8.min() < config.int8_min_cosine:
+            worst = texts[int(cos_int8.argmin())]
+            raise ParityError(
+                f"int8 model disagrees with PyTorch: min cosine {cos_int8.min():.5f} < {config.int8_min_cosine} "
+                f"(worst text: {worst[:80]!r}); export refused. Export with quantize=False to serve fp32"
+            )
     progress("parity: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in parity.items()))
     files = [FP32_FILE, TOKENIZER_FILE, ENCODER_SETTINGS_FILE] + ([INT8_FILE] if config.quantize else [])
     return EncoderExport(
@@ -233,4 +255,5 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
         checksums={name: sha256_of(out / name) for name in files},
         model=config.model,
         seconds=time.perf_counter() - started,
+        quantization_per_channel=config.per_channel if config.quantize else None,
     )

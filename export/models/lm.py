@@ -31,12 +31,13 @@ def cache_dir() -> Path:
 def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"] = "fp32") -> OnnxTextEncoder:
     """An exported encoder for `model`, exported once per machine (cached by model path) and per process."""
     from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, EncoderExportConfig, default_model_path,
-                                             export_encoder)
+                                             export_encoder, export_recipe)
 
     model = model or default_model_path()
     key = (model, precision)
     if key not in _ENCODERS:
-        fingerprint = model
+        # The recipe (opset, quantisation) is part of the key: a changed recipe must not reuse old files.
+        fingerprint = model + "|" + export_recipe(EncoderExportConfig(model=model, output_dir=Path()))
         if Path(model).is_dir() and (Path(model) / "model.safetensors").is_file():
             fingerprint += str((Path(model) / "model.safetensors").stat().st_mtime_ns)
         directory = cache_dir() / "encoders" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]

@@ -103,3 +103,24 @@ def test_impossible_parity_threshold_refuses_the_export(tmp_path):
         export_encoder(EncoderExportConfig(output_dir=tmp_path / "out", quantize=False, parity_min_cosine=1.0001),
                        progress=lambda line: None)
     assert "1.0001" in str(raised.value)
+
+
+def test_int8_uses_per_channel_scales_and_passes_its_accuracy_gate(encoder_export):
+    assert encoder_export.quantization_per_channel is True
+    assert encoder_export.parity["int8_min_cosine"] >= EncoderExportConfig(output_dir=encoder_export.directory).int8_min_cosine
+    assert encoder_export.to_manifest()["quantization_per_channel"] is True
+
+
+def test_an_int8_model_below_its_accuracy_gate_is_refused(tmp_path):
+    # No int8 model matches PyTorch to 0.99999: the gate must fire and name the measured cosine.
+    with pytest.raises(ParityError, match=r"int8 model disagrees with PyTorch: min cosine 0\.9\d+ < 0\.99999"):
+        export_encoder(EncoderExportConfig(output_dir=tmp_path / "strict", int8_min_cosine=0.99999),
+                       progress=lambda *_: None)
+
+
+def test_the_export_recipe_tells_apart_what_changes_the_files(tmp_path):
+    from lmrec.export.encoder_export import export_recipe
+
+    recipes = {export_recipe(EncoderExportConfig(output_dir=tmp_path, **settings)) for settings in
+               ({}, {"per_channel": False}, {"quantize": False}, {"opset": 17}, {"quantization_preset": "avx512"})}
+    assert len(recipes) == 5
