@@ -15,13 +15,15 @@ def prepare_export(config: EncoderBenchConfig, *, progress=print):
     """The fp32 + int8 export every ONNX and Triton path uses: `config.export_dir`, or exported once into
     `work_dir/export` and reused by later runs of the same model."""
     from lmrec.encoder import EncoderSettings
-    from lmrec.export.encoder_export import FP32_FILE, INT8_FILE, EncoderExport, EncoderExportConfig, export_encoder
+    from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, EncoderExport, EncoderExportConfig, export_encoder,
+                                             export_recipe)
 
     def load(directory: Path, info: dict) -> EncoderExport:
         return EncoderExport(directory=directory, settings=EncoderSettings.read(directory), fp32_file=FP32_FILE,
                              int8_file=INT8_FILE, quantization_preset=info.get("quantization_preset"),
                              parity=info.get("parity", {}), checksums=info.get("checksums", {}),
-                             model=info.get("model", config.model), seconds=float(info.get("seconds", 0.0)))
+                             model=info.get("model", config.model), seconds=float(info.get("seconds", 0.0)),
+                             quantization_per_channel=info.get("quantization_per_channel"))
 
     if config.export_dir is not None:
         directory = Path(config.export_dir)
@@ -32,13 +34,16 @@ def prepare_export(config: EncoderBenchConfig, *, progress=print):
         return load(directory, json.loads(marker.read_text()) if marker.is_file() else {})
     directory = Path(config.work_dir) / "export"
     marker = directory / EXPORT_MARKER
+    export_config = EncoderExportConfig(model=config.model, output_dir=directory)
+    recipe = export_recipe(export_config)
     if marker.is_file():
         info = json.loads(marker.read_text())
-        if info.get("model") == config.model and all((directory / n).is_file() for n in (FP32_FILE, INT8_FILE)):
+        if (info.get("model") == config.model and info.get("recipe") == recipe
+                and all((directory / n).is_file() for n in (FP32_FILE, INT8_FILE))):
             progress(f"reusing the export in {directory}")
             return load(directory, info)
-    export = export_encoder(EncoderExportConfig(model=config.model, output_dir=directory), progress=progress)
-    marker.write_text(json.dumps(export.to_manifest(), indent=2))
+    export = export_encoder(export_config, progress=progress)
+    marker.write_text(json.dumps({**export.to_manifest(), "recipe": recipe}, indent=2))
     return export
 
 

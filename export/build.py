@@ -106,8 +106,10 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
     item_texts = [item_text_of(info) for info in dataset.items]
     export_dir = build_dir / STAGING_DIR / f"encoder-export-{version}"
     export = export_encoder(
-        EncoderExportConfig(model=encoder_model, output_dir=export_dir,
-                            quantize=True, extra_parity_texts=tuple(item_texts[:24])),
+        EncoderExportConfig(model=encoder_model, output_dir=export_dir, quantize=True,
+                            extra_parity_texts=tuple(item_texts[:24]),
+                            # the int8 gate only stops a build that will serve int8
+                            int8_min_cosine=EncoderExportConfig.int8_min_cosine if config.precision == "int8" else None),
         progress=lambda line: progress("      " + line),
     )
     encoder_part = write_encoder_version(build_dir, config.encoder_spec, export,

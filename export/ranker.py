@@ -33,6 +33,8 @@ class RankerConfig:
     # trains for `epochs`. A few hundred lists overfit within tens of epochs, how soon depends on the
     # data set and protocol, and a single 20% check split (~120 lists on ml-latest-small) is noisy.
     early_stopping_folds: int = 5
+    # With early_stopping_folds=1: one split, this share of the lists held out (the earlier method).
+    early_stopping_share: float = 0.2
     # Start from the best single feature: the model is `scale * that feature + MLP(features)` with the
     # MLP's output layer at zero, so before training it ranks exactly like the strongest signal on the
     # training lists, and cross-validation may keep 0 epochs. The ranker then departs from, say, EASE
@@ -182,12 +184,14 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
         y[row, target_positions[u]] = 1.0 / len(target_positions[u])
     if config.early_stopping_folds < 0:
         raise ValueError(f"early_stopping_folds must be 0 or more, got {config.early_stopping_folds}")
+    if not 0.0 < config.early_stopping_share < 1.0:
+        raise ValueError(f"early_stopping_share must be in (0, 1), got {config.early_stopping_share}")
     data = torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(y)
     prior = best_single_feature(x, mask, y > 0, feature_names) if config.prior else None
     prior_index = None if prior is None else feature_names.index(prior)
     epochs, curve = config.epochs, ()
     folds = min(config.early_stopping_folds, len(usable))
-    if folds >= 2:
+    if folds >= 2 or (folds == 1 and 1 <= round(config.early_stopping_share * len(usable)) < len(usable)):
         epochs, curve = _cross_validated_epochs(data, mean, std, config, folds, prior_index)
     members, losses = [], []
     for member in range(config.ensemble if epochs else 1):  # untrained members would all be the prior
@@ -217,7 +221,8 @@ def best_single_feature(x: np.ndarray, mask: np.ndarray, relevant: np.ndarray, n
 
 def _cross_validated_epochs(data, mean, std, config: RankerConfig, folds: int,
                             prior_index: int | None) -> tuple[int, tuple[float, ...]]:
-    """The epoch count with the best mean NDCG@10 on held-out lists over `folds` folds (fewer on ties).
+    """The epoch count with the best mean NDCG@10 on held-out lists over `folds` folds (fewer on ties);
+    one fold holds out `early_stopping_share` of the lists once.
 
     With a prior, 0 epochs (the prior alone) is a candidate too; an untrained MLP without one is not.
     """
@@ -225,16 +230,19 @@ def _cross_validated_epochs(data, mean, std, config: RankerConfig, folds: int,
 
     x_t, mask_t, y_t = data
     order = torch.randperm(len(x_t), generator=torch.Generator().manual_seed(config.seed + 10_000))
+    if folds == 1:
+        parts = [order[: int(round(config.early_stopping_share * len(x_t)))]]
+    else:
+        parts = [order[fold::folds] for fold in range(folds)]
     totals = np.zeros(config.epochs + 1)
-    for fold in range(folds):
-        held_out = order[fold::folds]
+    for held_out in parts:
         rest = order[~torch.isin(order, held_out)]
         held = x_t[held_out], mask_t[held_out], y_t[held_out] > 0
         scores: list[float] = []
         _train_member((x_t[rest], mask_t[rest], y_t[rest]), mean, std, config, seed=config.seed, epochs=config.epochs,
                       prior_index=prior_index, after_epoch=lambda module: scores.append(_ndcg_at_10(module, *held)))
         totals += np.asarray(scores) * len(held_out)
-    curve = tuple(float(v) for v in totals / len(x_t))
+    curve = tuple(float(v) for v in totals / sum(len(part) for part in parts))
     first = 0 if prior_index is not None else 1  # an untrained MLP without a prior is noise, not a candidate
     return first + int(np.argmax(curve[first:])), curve
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
@@ -42,7 +44,17 @@ def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"
             fingerprint += str((Path(model) / "model.safetensors").stat().st_mtime_ns)
         directory = cache_dir() / "encoders" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
         if not (directory / INT8_FILE).is_file():
-            export_encoder(EncoderExportConfig(model=model, output_dir=directory), progress=lambda *_: None)
+            # Exported beside the cache entry and moved in whole: a failed export leaves no entry behind.
+            # Offline scoring records the int8 drift without gating it: the int8 rows measure it.
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=directory.name + "-", dir=directory.parent))
+            try:
+                export_encoder(EncoderExportConfig(model=model, output_dir=staging, int8_min_cosine=None),
+                               progress=lambda *_: None)
+                shutil.rmtree(directory, ignore_errors=True)  # an incomplete entry from an older version
+                staging.rename(directory)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         _ENCODERS[key] = OnnxTextEncoder(directory, onnx_file=FP32_FILE if precision == "fp32" else INT8_FILE)
     return _ENCODERS[key]
 

@@ -82,3 +82,46 @@ def test_with_encoder_refuses_embeddings_of_another_catalogue():
     fp32 = make_model("fused", seed=5, **_TINY).fit(dataset, train)
     with pytest.raises(ValueError, match="same catalogue"):
         fp32.with_encoder(fp32.lm_model.encoder, fp32.item_embeddings[:-1])
+
+
+def test_the_ranker_settings_follow_the_holdout_and_an_explicit_setting_wins():
+    import pytest
+
+    from lmrec.export.models.fused import FusedRecommender
+
+    assert FusedRecommender(holdout="random").ranker_config.prior is True
+    assert FusedRecommender(holdout="random").ranker_config.early_stopping_folds == 5
+    last = FusedRecommender(holdout="last").ranker_config
+    assert last.prior is False and last.early_stopping_folds == 1
+    assert FusedRecommender(holdout="last", ranker={"prior": True}).ranker_config.prior is True
+    with pytest.raises(ValueError, match="holdout must be one of \\['last', 'random'\\], got 'first'"):
+        FusedRecommender(holdout="first")
+
+
+def test_a_retrained_fp32_model_is_not_reused_by_fused_int8():
+    from dataclasses import replace
+
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fp32 = make_model("fused", seed=8, **_TINY).fit(dataset, train)
+    fp32.retrain_ranker(replace(fp32.ranker_config, epochs=2))
+    int8 = make_model("fused-int8", seed=8, **_TINY).fit(dataset, train)
+    assert int8.ranker is not fp32.ranker
+
+
+def test_a_failed_encoder_export_leaves_no_cache_entry(tmp_path, monkeypatch):
+    import pytest
+
+    import lmrec.export.encoder_export as encoder_export
+    from lmrec.export.models import lm
+
+    def failing_export(config, progress=None):
+        (config.output_dir / "model_int8.onnx").write_bytes(b"half-written")
+        raise encoder_export.ParityError("int8 model disagrees")
+
+    monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(encoder_export, "export_encoder", failing_export)
+    with pytest.raises(encoder_export.ParityError):
+        lm.exported_encoder(str(tmp_path / "no-such-model"), "int8")
+    assert list((tmp_path / "encoders").iterdir()) == []

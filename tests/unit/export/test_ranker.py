@@ -137,3 +137,12 @@ def test_held_out_ndcg_at_10_handles_several_targets_padding_and_short_lists():
     first = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
     second = (1 / math.log2(3)) / 1.0
     assert abs(_ndcg_at_10(Identity(), x, mask, relevant) - (first + second) / 2) < 1e-6
+
+
+def test_one_fold_holds_out_a_share_of_the_lists_once():
+    features, positions = _lists()
+    names = ["signal", "noise1", "noise2"]
+    one = train_ranker(features, positions, names, RankerConfig(epochs=6, early_stopping_folds=1, prior=False))
+    assert 1 <= one.epochs <= 6 and len(one.validation_curve) == 7
+    with pytest.raises(ValueError, match="early_stopping_share must be in \\(0, 1\\), got 1.0"):
+        train_ranker(features, positions, names, RankerConfig(early_stopping_folds=1, early_stopping_share=1.0))
