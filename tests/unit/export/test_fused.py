@@ -94,6 +94,8 @@ def test_the_ranker_settings_follow_the_holdout_and_an_explicit_setting_wins():
     last = FusedRecommender(holdout="last").ranker_config
     assert last.prior is False and last.early_stopping_folds == 1
     assert FusedRecommender(holdout="last", ranker={"prior": True}).ranker_config.prior is True
+    # Trained for new items: no CF prior, which could never rank them.
+    assert FusedRecommender(holdout="random", cold_share=0.1).ranker_config.prior is False
     with pytest.raises(ValueError, match="holdout must be one of \\['last', 'random'\\], got 'first'"):
         FusedRecommender(holdout="first")
 
