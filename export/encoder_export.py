@@ -115,7 +115,9 @@ def export_recipe(config: EncoderExportConfig) -> str:
     if not config.quantize:
         return f"opset{config.opset}-fp32"
     scales = "per-channel" if config.per_channel else "per-tensor"
-    return f"opset{config.opset}-int8-{config.quantization_preset}-{scales}"
+    # "auto" resolves to this CPU's preset: a cache shared between CPUs keeps one int8 model per preset.
+    preset = pick_quantization_preset() if config.quantization_preset == "auto" else config.quantization_preset
+    return f"opset{config.opset}-int8-{preset}-{scales}"
 
 
 def sha256_of(path: Path) -> str:

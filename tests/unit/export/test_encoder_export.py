@@ -122,5 +122,9 @@ def test_the_export_recipe_tells_apart_what_changes_the_files(tmp_path):
     from lmrec.export.encoder_export import export_recipe
 
     recipes = {export_recipe(EncoderExportConfig(output_dir=tmp_path, **settings)) for settings in
-               ({}, {"per_channel": False}, {"quantize": False}, {"opset": 17}, {"quantization_preset": "avx512"})}
+               ({}, {"per_channel": False}, {"quantize": False}, {"opset": 17},
+                 {"quantization_preset": "arm64" if pick_quantization_preset() != "arm64" else "avx2"})}
     assert len(recipes) == 5
+    # "auto" names the preset it resolves to on this CPU.
+    auto = export_recipe(EncoderExportConfig(output_dir=tmp_path))
+    assert pick_quantization_preset() in auto and "auto" not in auto
