@@ -122,13 +122,23 @@ class Deployer:
             log.info("deployed bundle %s (was %s) in %.1fs", bundle.label, old.label, seconds)
             return bundle.label, old.label, seconds
 
-    async def _warm_up(self, state: ServingState) -> None:
-        """One real request through every stage of the new state (encoder, index, CF, ranker)."""
+    async def _warm_up(self, state: ServingState, *, budget_s: float = 30.0) -> None:
+        """A real request through every stage of the new state (encoder, index, CF, ranker), answered in
+        full. Degraded answers are retried within `budget_s`: under traffic, a failure of a request on the
+        old versions opens the encoder client's short circuit breaker, and that says nothing about the new
+        versions."""
         user_ids = state.bundle.dataset.user_ids
         query = RecommendQuery(user_id=user_ids[0], k=10) if user_ids else RecommendQuery(text="popular", k=10)
-        result = await self.recommender._recommend(state, query, timeout_s=60.0)
-        if result.degraded:
-            raise RequestError("UNAVAILABLE", "the warm-up request was answered in degraded mode")
+        deadline = time.monotonic() + budget_s
+        pause = float(getattr(self.recommender.encoder, "retry_after_s", 0.5))
+        while True:
+            result = await self.recommender._recommend(state, query, timeout_s=60.0)
+            if not result.degraded:
+                return
+            if time.monotonic() + pause > deadline:
+                raise RequestError("UNAVAILABLE", f"the warm-up request was answered in degraded mode for "
+                                                  f"{budget_s:.0f}s")
+            await asyncio.sleep(pause)
 
     async def _drain(self, old: ServingState) -> None:
         deadline = time.monotonic() + self.drain_timeout_s
