@@ -37,7 +37,8 @@ def parity_texts(data_dir: Path, n_items: int = 400, n_users: int = 200) -> list
 
 def measure_recipes(texts: list[str], work: Path) -> list[dict]:
     from lmrec.encoder import OnnxTextEncoder
-    from lmrec.export.encoder_export import FP32_FILE, INT8_FILE, EncoderExportConfig, _quantize, export_encoder
+    from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, EncoderExportConfig, export_encoder,
+                                             quantize_int8, row_cosines)
 
     export = export_encoder(EncoderExportConfig(output_dir=work / "export"), progress=lambda *_: None)
     reference = OnnxTextEncoder(export.directory, onnx_file=FP32_FILE).encode(texts)
@@ -46,10 +47,9 @@ def measure_recipes(texts: list[str], work: Path) -> list[dict]:
         directory = work / ("per-channel" if per_channel else "per-tensor")
         shutil.copytree(export.directory, directory)
         (directory / INT8_FILE).unlink()
-        _quantize(directory, export.quantization_preset, per_channel=per_channel)
+        quantize_int8(directory, export.quantization_preset, per_channel=per_channel)
         encoder = OnnxTextEncoder(directory, onnx_file=INT8_FILE)
-        got = encoder.encode(texts)
-        cosines = (reference * got).sum(axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))
+        cosines = row_cosines(reference, encoder.encode(texts))
         started = time.perf_counter()
         encoder.encode(texts[:256])
         rows.append({"weight_scales": directory.name, "preset": export.quantization_preset,

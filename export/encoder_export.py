@@ -115,9 +115,13 @@ def export_recipe(config: EncoderExportConfig) -> str:
     if not config.quantize:
         return f"opset{config.opset}-fp32"
     scales = "per-channel" if config.per_channel else "per-tensor"
-    # "auto" resolves to this CPU's preset: a cache shared between CPUs keeps one int8 model per preset.
-    preset = pick_quantization_preset() if config.quantization_preset == "auto" else config.quantization_preset
-    return f"opset{config.opset}-int8-{preset}-{scales}"
+    # The resolved preset: a cache shared between CPUs keeps one int8 model per preset.
+    return f"opset{config.opset}-int8-{resolved_preset(config)}-{scales}"
+
+
+def resolved_preset(config: EncoderExportConfig) -> str:
+    """The quantisation preset `config` asks for, with "auto" resolved to this CPU's."""
+    return pick_quantization_preset() if config.quantization_preset == "auto" else config.quantization_preset
 
 
 def sha256_of(path: Path) -> str:
@@ -141,7 +145,8 @@ def _keep_only_sentence_embedding(onnx_path: Path) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def _quantize(directory: Path, preset: str, *, per_channel: bool) -> None:
+def quantize_int8(directory: Path, preset: str, *, per_channel: bool) -> None:
+    """`directory`'s fp32 model quantised to dynamic int8 as its INT8_FILE."""
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
@@ -154,7 +159,7 @@ def _quantize(directory: Path, preset: str, *, per_channel: bool) -> None:
         shutil.move(str(produced), directory / INT8_FILE)
 
 
-def _cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+def row_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     oth = other / np.linalg.norm(other, axis=1, keepdims=True)
     return (ref * oth).sum(axis=1)
@@ -220,15 +225,15 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
 
     preset = None
     if config.quantize:
-        preset = pick_quantization_preset() if config.quantization_preset == "auto" else config.quantization_preset
+        preset = resolved_preset(config)
         progress(f"quantising to dynamic int8 with the {preset} preset"
                  f" ({'per-channel' if config.per_channel else 'per-tensor'} weight scales) ...")
-        _quantize(out, preset, per_channel=config.per_channel)
+        quantize_int8(out, preset, per_channel=config.per_channel)
 
     texts = list(PARITY_TEXTS) + list(config.extra_parity_texts)
     expected = reference.encode(texts, batch_size=32, convert_to_numpy=True)
     fp32 = OnnxTextEncoder(out, onnx_file=FP32_FILE).encode(texts)
-    cos_fp32 = _cosines(expected, fp32)
+    cos_fp32 = row_cosines(expected, fp32)
     parity = {"n_texts": len(texts), "fp32_min_cosine": float(cos_fp32.min()), "fp32_mean_cosine": float(cos_fp32.mean())}
     if cos_fp32.min() < config.parity_min_cosine:
         worst = texts[int(cos_fp32.argmin())]
@@ -238,7 +243,7 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
         )
     if config.quantize:
         int8 = OnnxTextEncoder(out, onnx_file=INT8_FILE).encode(texts)
-        cos_int8 = _cosines(expected, int8)
+        cos_int8 = row_cosines(expected, int8)
         parity.update(int8_min_cosine=float(cos_int8.min()), int8_mean_cosine=float(cos_int8.mean()))
         if config.int8_min_cosine is not None and cos_int8.min() < config.int8_min_cosine:
             worst = texts[int(cos_int8.argmin())]

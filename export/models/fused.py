@@ -32,15 +32,20 @@ DEFAULT_SIGNALS: dict[str, dict[str, Any]] = {
     "sequential": {"window": 3, "last_items": 3},
 }
 NOT_A_CANDIDATE = -1e6
-# How the ranker trains, per hold-out kind (chosen on validation, see README "Quality suite"). With
-# random hold-outs, EASE-like signals are hard to beat and the ranker starts from the best single
-# signal, its epochs chosen by 5-fold cross-validation (0 = that signal alone). With the last item held
-# out, or with pseudo-cold items, the ranker learns freely and one 20% split picks its epochs: starting
-# from the sequential signal scored lower on ml-100k validation (0.1272 against 0.1292).
-RANKER_BY_HOLDOUT: dict[str, dict[str, Any]] = {
-    "random": {"prior": True, "early_stopping_folds": 5},
-    "last": {"prior": False, "early_stopping_folds": 1},
-}
+# How the ranker trains (chosen on validation, see README "Quality suite"). With random hold-outs,
+# EASE-like signals are hard to beat: the ranker starts from the best single signal, its epochs chosen
+# by 5-fold cross-validation (0 = that signal alone). With the last item held out, the ranker learns
+# freely and one 20% split picks its epochs: starting from the sequential signal scored lower on
+# ml-100k validation (0.1272 against 0.1292). Trained for new items (cold_share), it learns freely too:
+# a CF signal cannot rank an item without interactions, and on ml-latest-small cold-items
+# cross-validation kept it alone (cold-target hit@10 0.0 against 0.113 for the freely learning ranker).
+RANKER_FROM_BEST_SIGNAL: dict[str, Any] = {"prior": True, "early_stopping_folds": 5}
+FREE_RANKER: dict[str, Any] = {"prior": False, "early_stopping_folds": 1}
+HOLDOUTS = ("last", "random")
+
+
+def default_ranker_settings(holdout: str, cold_share: float) -> dict[str, Any]:
+    return RANKER_FROM_BEST_SIGNAL if holdout == "random" and cold_share == 0 else FREE_RANKER
 
 
 def split_holdout(train: Interactions, n_users: int, how: str, rng: np.random.Generator) -> tuple[Interactions, Interactions]:
@@ -98,13 +103,10 @@ class FusedRecommender:
         # set, so the ranker sees targets with no CF evidence and learns to trust text and graph there.
         # Without it, the ranker only ever sees warm targets and never ranks a new item.
         self.cold_share = cold_share
-        if holdout not in RANKER_BY_HOLDOUT:
-            raise ValueError(f"holdout must be one of {sorted(RANKER_BY_HOLDOUT)}, got {holdout!r}")
-        # Trained for new items (cold_share), the ranker must not start from a CF signal: that prior
-        # cannot rank an item without interactions, and on ml-latest-small cold-items cross-validation
-        # kept it alone (cold-target hit@10 0.0 against 0.113 for the freely learning ranker).
-        defaults = RANKER_BY_HOLDOUT["last" if cold_share > 0 else holdout]
-        self.ranker_config = replace(RankerConfig(seed=seed), **{**defaults, **(ranker or {})})
+        if holdout not in HOLDOUTS:
+            raise ValueError(f"holdout must be one of {list(HOLDOUTS)}, got {holdout!r}")
+        self.ranker_config = replace(RankerConfig(seed=seed),
+                                     **{**default_ranker_settings(holdout, cold_share), **(ranker or {})})
         # Every setting, so that fused-int8 can fit the identical fp32 model it serves with (see below).
         self.settings = dict(seed=seed, holdout=holdout, candidates=candidates, lm=lm, lm_params=self.lm_params,
                              signals=signals, use_kg=use_kg, ranker=ranker, recent_share=recent_share,
@@ -194,8 +196,9 @@ class FusedRecommender:
     def with_encoder(self, encoder, item_embeddings: np.ndarray) -> "FusedRecommender":
         """A shallow copy whose text side comes from `encoder`: profiles are encoded by it and items carry
         `item_embeddings` (its encodings of the item texts). Ranker, CF signals, graph and the tag
-        embeddings stay as fitted, as in a served bundle. This is how an encoder of another precision serves: `lmrec build` trains with fp32 and then
-        hands the served encoder's item embeddings to the same ranker, and `fused-int8` measures that."""
+        embeddings stay as fitted, as in a served bundle. This is how an encoder of another precision
+        serves: `lmrec build` trains with fp32 and then hands the served encoder's item embeddings to the
+        same ranker, and `fused-int8` measures that."""
         item_embeddings = np.asarray(item_embeddings, np.float32)
         if item_embeddings.shape != self.item_embeddings.shape:
             raise ValueError(f"item embeddings of shape {item_embeddings.shape} cannot replace "

@@ -39,18 +39,18 @@ def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"
     key = (model, precision)
     if key not in _ENCODERS:
         # The recipe (opset, quantisation) is part of the key: a changed recipe must not reuse old files.
-        fingerprint = model + "|" + export_recipe(EncoderExportConfig(model=model, output_dir=Path()))
+        # Offline scoring records the int8 drift without gating it: the int8 rows measure it.
+        export_config = EncoderExportConfig(model=model, output_dir=Path(), int8_min_cosine=None)
+        fingerprint = model + "|" + export_recipe(export_config)
         if Path(model).is_dir() and (Path(model) / "model.safetensors").is_file():
             fingerprint += str((Path(model) / "model.safetensors").stat().st_mtime_ns)
         directory = cache_dir() / "encoders" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
         if not (directory / INT8_FILE).is_file():
             # Exported beside the cache entry and moved in whole: a failed export leaves no entry behind.
-            # Offline scoring records the int8 drift without gating it: the int8 rows measure it.
             directory.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=directory.name + "-", dir=directory.parent))
             try:
-                export_encoder(EncoderExportConfig(model=model, output_dir=staging, int8_min_cosine=None),
-                               progress=lambda *_: None)
+                export_encoder(replace(export_config, output_dir=staging), progress=lambda *_: None)
                 shutil.rmtree(directory, ignore_errors=True)  # an incomplete entry from an older version
                 staging.rename(directory)
             finally:
