@@ -1,0 +1,36 @@
+"""The gateway's process settings: its BLAS thread cap (see GatewayConfig.blas_threads)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from lmrec.server.gateway import GatewayConfig, limit_blas_threads
+
+
+def _blas_threads() -> list[int]:
+    np.dot(np.ones((4, 4)), np.ones((4, 4)))  # numpy's BLAS is loaded
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_the_cap_applies_to_the_process_and_closing_restores_it():
+    before = _blas_threads()
+    assert before, "numpy has no BLAS pool to cap"
+    limiter = limit_blas_threads(1)
+    try:
+        assert _blas_threads() == [1] * len(before)
+    finally:
+        limiter.restore_original_limits()
+    assert _blas_threads() == before
+
+
+def test_none_leaves_blas_alone():
+    before = _blas_threads()
+    assert limit_blas_threads(None) is None
+    assert _blas_threads() == before
+
+
+def test_a_cap_below_one_is_refused_with_the_value():
+    with pytest.raises(ValueError, match="blas_threads must be at least 1.*got 0"):
+        GatewayConfig(build_dir=Path("."), triton_url="127.0.0.1:1", blas_threads=0)
