@@ -29,7 +29,11 @@ class TextEncoderSpec:
     backend: Literal["python", "onnxruntime"] = "python"
     max_batch_size: int = 64
     embedding_dim: int = 384
-    max_queue_delay_us: int = 2000
+    # 0: no waiting for company. Triton still batches whatever queued while the instance was busy, which
+    # is when batching pays; a lone request no longer waits out a window. Measured with the gateway
+    # suite (uncached, one in flight): 2 ms window p50 16.5 ms, none 14.9 ms; at 16 in flight 95.7 and
+    # 93.7 req/s, within run-to-run spread.
+    max_queue_delay_us: int = 0
     instance_count: int = 1
     kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     onnx_file: str = "model.onnx"  # onnxruntime platform only; the python model reads encoder.json
@@ -53,6 +57,7 @@ def text_encoder_config(spec: TextEncoderSpec) -> mc.ModelConfig:
         config.output.append(
             mc.ModelOutput(name="sentence_embedding", data_type=mc.TYPE_FP32, dims=[spec.embedding_dim])
         )
+    config.dynamic_batching.SetInParent()  # on even with a zero delay (the field alone would not say so)
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     group = config.instance_group.add()
     group.count = spec.instance_count
