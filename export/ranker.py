@@ -157,15 +157,20 @@ class TrainedRanker:
 
 
 def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray], feature_names: list[str],
-                 config: RankerConfig = RankerConfig()) -> TrainedRanker:
+                 config: RankerConfig = RankerConfig(), groups: list[int] | None = None) -> TrainedRanker:
     """Listwise training: softmax over each user's candidates, cross-entropy on the target(s).
 
     `target_positions[u]` are the indices (into features[u]) of that user's held-out items; users with
-    none among their candidates carry no signal and are left out.
+    none among their candidates carry no signal and are left out. `groups[u]` (e.g. the user, when one
+    user has a list per hold-out fold) keeps lists of a group in the same cross-validation fold, so a
+    held-out fold never holds a user the ranker trained on.
     """
     import torch
 
     usable = [u for u, positions in enumerate(target_positions) if len(positions)]
+    if groups is not None and len(groups) != len(features):
+        raise ValueError(f"groups has {len(groups)} entries for {len(features)} lists")
+    usable_groups = None if groups is None else np.asarray([groups[u] for u in usable])
     if not usable:
         raise ValueError("no training user has a target among its candidates; raise candidates_per_signal")
     if config.ensemble < 1:
@@ -192,7 +197,7 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
     epochs, curve = config.epochs, ()
     folds = min(config.early_stopping_folds, len(usable))
     if folds >= 2 or (folds == 1 and 1 <= round(config.early_stopping_share * len(usable)) < len(usable)):
-        epochs, curve = _cross_validated_epochs(data, mean, std, config, folds, prior_index)
+        epochs, curve = _cross_validated_epochs(data, mean, std, config, folds, prior_index, usable_groups)
     members, losses = [], []
     for member in range(config.ensemble if epochs else 1):  # untrained members would all be the prior
         module, member_losses = _train_member(data, mean, std, config, seed=config.seed + member, epochs=epochs,
@@ -219,21 +224,17 @@ def best_single_feature(x: np.ndarray, mask: np.ndarray, relevant: np.ndarray, n
     return names[int(np.argmax(scores))]
 
 
-def _cross_validated_epochs(data, mean, std, config: RankerConfig, folds: int,
-                            prior_index: int | None) -> tuple[int, tuple[float, ...]]:
+def _cross_validated_epochs(data, mean, std, config: RankerConfig, folds: int, prior_index: int | None,
+                            groups: np.ndarray | None = None) -> tuple[int, tuple[float, ...]]:
     """The epoch count with the best mean NDCG@10 on held-out lists over `folds` folds (fewer on ties);
-    one fold holds out `early_stopping_share` of the lists once.
+    one fold holds out `early_stopping_share` of the lists once. Lists of one group share a fold.
 
     With a prior, 0 epochs (the prior alone) is a candidate too; an untrained MLP without one is not.
     """
     import torch
 
     x_t, mask_t, y_t = data
-    order = torch.randperm(len(x_t), generator=torch.Generator().manual_seed(config.seed + 10_000))
-    if folds == 1:
-        parts = [order[: int(round(config.early_stopping_share * len(x_t)))]]
-    else:
-        parts = [order[fold::folds] for fold in range(folds)]
+    order, parts = cross_validation_parts(len(x_t), folds, config.early_stopping_share, config.seed + 10_000, groups)
     totals = np.zeros(config.epochs + 1)
     for held_out in parts:
         rest = order[~torch.isin(order, held_out)]
@@ -245,6 +246,28 @@ def _cross_validated_epochs(data, mean, std, config: RankerConfig, folds: int,
     curve = tuple(float(v) for v in totals / sum(len(part) for part in parts))
     first = 0 if prior_index is not None else 1  # an untrained MLP without a prior is noise, not a candidate
     return first + int(np.argmax(curve[first:])), curve
+
+
+def cross_validation_parts(n_lists: int, folds: int, share: float, seed: int, groups: np.ndarray | None = None):
+    """(the lists in a shuffled order, the held-out lists of each fold): `folds` disjoint parts covering
+    every list, or for one fold a single part of `share` of them. With `groups`, whole groups are drawn,
+    never split. Training lists keep the shuffled order (training runs depend on it)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    if groups is None:
+        order = torch.randperm(n_lists, generator=generator)
+        if folds == 1:
+            return order, [order[: int(round(share * n_lists))]]
+        return order, [order[fold::folds] for fold in range(folds)]
+    names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    group_order = torch.randperm(len(names), generator=generator).numpy()
+    if folds == 1:
+        chosen = [group_order[: int(round(share * len(names)))]]
+    else:
+        chosen = [group_order[fold::folds] for fold in range(folds)]
+    order = torch.randperm(n_lists, generator=generator)
+    return order, [torch.from_numpy(np.flatnonzero(np.isin(group_of, part))) for part in chosen]
 
 
 def _ndcg_at_10(module, x, mask, relevant) -> float:

@@ -2,9 +2,10 @@
 proposes candidates and describes them; the neural ranker (export/ranker.py) orders them.
 
 Stacking without leakage: `fit(dataset, train)` holds out part of `train` itself (each user's last
-interaction, or a random share), fits the signals on the rest, trains the ranker to find the held-out
-items, then refits the cheap signals on all of `train`. The text encoder is fine-tuned once, on the
-inner part; at scoring time it reads the full history, so it still sees the held-out items as input.
+interaction, or a random share in one or more disjoint folds), fits the signals on the rest, trains the
+ranker to find the held-out items, then refits the cheap signals on all of `train`. The text encoder is
+fine-tuned once, on what no fold holds; at scoring time it reads the full history, so it still sees the
+held-out items as input.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def default_ranker_settings(holdout: str, cold_share: float) -> dict[str, Any]:
     return RANKER_FROM_BEST_SIGNAL if holdout == "random" and cold_share == 0 else FREE_RANKER
 
 
+def default_holdout_folds(holdout: str, cold_share: float) -> int:
+    """Random hold-outs stack over two disjoint folds (twice the training lists; see `holdout_folds`)."""
+    return 2 if holdout == "random" and cold_share == 0 else 1
+
+
 def split_holdout(train: Interactions, n_users: int, how: str, rng: np.random.Generator) -> tuple[Interactions, Interactions]:
     """(inner, held out): per user with >= 3 interactions, the last one or a random 10% (at least one)."""
     histories_index = np.argsort(train.user, kind="stable")
@@ -84,7 +90,7 @@ class FusedRecommender:
     def __init__(self, *, seed: int = 42, holdout: Literal["last", "random"] = "last", candidates: int = 50,
                  lm: str = "lm-finetuned", lm_params: dict | None = None, precision: Literal["fp32", "int8"] = "fp32",
                  signals: dict[str, dict] | None = None, use_kg: bool = True, ranker: dict | None = None,
-                 recent_share: float = 0.0, cold_share: float = 0.0) -> None:
+                 recent_share: float = 0.0, cold_share: float = 0.0, holdout_folds: int | None = None) -> None:
         # candidates: per signal. On validation only (benchmarks/fused_validation.py, ml-100k) with the
         # early-stopped ensemble ranker, 50 is within 1% of the best on both protocols (temporal-loo:
         # 0.1292 against 0.1301 at 100; random-811: 0.2663 against 0.2682 at 25), where 100 without early
@@ -105,12 +111,21 @@ class FusedRecommender:
         self.cold_share = cold_share
         if holdout not in HOLDOUTS:
             raise ValueError(f"holdout must be one of {list(HOLDOUTS)}, got {holdout!r}")
+        # Disjoint hold-out folds the ranker learns from: each fold's lists get signals fitted without
+        # that fold, and the encoder is fine-tuned without any of them (so it never saw a target). With
+        # one fold ml-latest-small gives ~610 lists, too few to tell a 2% gain from noise; a second fold
+        # doubles them at the price of fine-tuning on 80% of train instead of 90%. Defaults: two for
+        # random hold-outs without pseudo-cold items, one otherwise (a last-item hold-out has one last
+        # item; cold-start training keeps its validated set-up).
+        self.holdout_folds = default_holdout_folds(holdout, cold_share) if holdout_folds is None else holdout_folds
+        if self.holdout_folds < 1:
+            raise ValueError(f"holdout_folds must be at least 1, got {self.holdout_folds}")
         self.ranker_config = replace(RankerConfig(seed=seed),
                                      **{**default_ranker_settings(holdout, cold_share), **(ranker or {})})
         # Every setting, so that fused-int8 can fit the identical fp32 model it serves with (see below).
         self.settings = dict(seed=seed, holdout=holdout, candidates=candidates, lm=lm, lm_params=self.lm_params,
                              signals=signals, use_kg=use_kg, ranker=ranker, recent_share=recent_share,
-                             cold_share=cold_share)
+                             cold_share=cold_share, holdout_folds=holdout_folds)
         self.trained: TrainedRanker | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="lmrec-ranker-")
 
@@ -226,7 +241,11 @@ class FusedRecommender:
             inner, held = move_items_to_held_out(inner, held, self.cold_share, rng)
         if len(held) == 0:
             raise ValueError("no user has 3 or more training interactions: nothing to train the ranker on")
-        self._set_popularity(inner, dataset.n_items)
+        folds = [held]
+        for _ in range(1, self.holdout_folds):
+            inner, another = split_holdout(inner, dataset.n_users, self.holdout, rng)
+            if len(another):
+                folds.append(another)
         self.graph = None
         if self.use_kg:
             from lmrec.export.kg import build_item_graph
@@ -238,21 +257,28 @@ class FusedRecommender:
         vocabulary = tag_vocabulary(dataset)
         self.tagger = InterestTagger(self.lm_model.encoder, vocabulary) if vocabulary else None
         self.item_embeddings = self.lm_model.item_embeddings
-        self.cf_models = self._fit_cf_signals(dataset, inner)
 
-        targets = targets_by_user(held)
-        users = np.array(sorted(targets), np.int64)
-        inner_histories = histories_of(inner, dataset.n_users)
-        histories = [inner_histories[u] for u in users]
-        features, positions, names = [], [], None
-        for start in range(0, len(users), 256):
-            block = slice(start, start + 256)
-            candidates, block_features, names = self.features(users[block], histories[block])
-            for cand, feats, user in zip(candidates, block_features, users[block]):
-                features.append(feats)
-                positions.append(np.flatnonzero(np.isin(cand, targets[int(user)])))
+        features, positions, groups, names = [], [], [], None
+        for index, fold in enumerate(folds):
+            from lmrec.export.dataset import concat
+
+            seen = inner if len(folds) == 1 else concat(inner, *(f for j, f in enumerate(folds) if j != index))
+            self._set_popularity(seen, dataset.n_items)
+            self.cf_models = self._fit_cf_signals(dataset, seen)
+            targets = targets_by_user(fold)
+            users = np.array(sorted(targets), np.int64)
+            seen_histories = histories_of(seen, dataset.n_users)
+            histories = [seen_histories[u] for u in users]
+            for start in range(0, len(users), 256):
+                block = slice(start, start + 256)
+                candidates, block_features, names = self.features(users[block], histories[block])
+                for cand, feats, user in zip(candidates, block_features, users[block]):
+                    features.append(feats)
+                    positions.append(np.flatnonzero(np.isin(cand, targets[int(user)])))
+                    groups.append(int(user))
         # Kept (not in the bundle) so that a ranker setting can be tried without recomputing the signals.
         self._ranker_training_data = (features, positions, names)
+        self._ranker_groups = groups if len(folds) > 1 else None  # one list per user needs no grouping
         self.retrain_ranker(self.ranker_config)
 
         # Cheap signals learn from everything now; popularity too. The encoder keeps its inner fit.
@@ -268,7 +294,7 @@ class FusedRecommender:
             raise RuntimeError("retrain_ranker needs the features of a fit in this process; a loaded bundle has none")
         self.ranker_config = config
         _forget_fp32_fit(self)  # its settings no longer describe it
-        self.trained = train_ranker(*self._ranker_training_data, config)
+        self.trained = train_ranker(*self._ranker_training_data, config, groups=self.__dict__.get("_ranker_groups"))
         # A fresh file per training: copies made by `with_items` share the work folder and keep their own.
         handle, name = tempfile.mkstemp(dir=self._workdir.name, prefix="ranker-", suffix=".onnx")
         os.close(handle)
@@ -299,7 +325,7 @@ class FusedRecommender:
         """What a bundle keeps: signals, graph, tagger, embeddings, the trained ranker's ONNX bytes.
         The encoder session is left out: serving gets profile embeddings from Triton."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("lm_model", "ranker", "_workdir", "trained",
-                                                                      "_ranker_training_data")}
+                                                                      "_ranker_training_data", "_ranker_groups")}
         state["ranker_onnx"] = Path(self.onnx_path).read_bytes()
         state["feature_names"] = list(self.trained.feature_names)
         state.pop("onnx_path", None)

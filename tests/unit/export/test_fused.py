@@ -127,3 +127,48 @@ def test_a_failed_encoder_export_leaves_no_cache_entry(tmp_path, monkeypatch):
     with pytest.raises(encoder_export.ParityError):
         lm.exported_encoder(str(tmp_path / "no-such-model"), "int8")
     assert list((tmp_path / "encoders").iterdir()) == []
+
+
+def test_random_holdouts_stack_over_two_folds_and_other_setups_over_one():
+    import pytest
+
+    from lmrec.export.models.fused import FusedRecommender
+
+    assert FusedRecommender(holdout="random").holdout_folds == 2
+    assert FusedRecommender(holdout="last").holdout_folds == 1
+    assert FusedRecommender(holdout="random", cold_share=0.1).holdout_folds == 1
+    assert FusedRecommender(holdout="random", holdout_folds=3).holdout_folds == 3
+    with pytest.raises(ValueError, match="holdout_folds must be at least 1, got 0"):
+        FusedRecommender(holdout_folds=0)
+
+
+def test_two_folds_give_users_a_list_each_and_the_encoder_sees_neither_fold(monkeypatch):
+    from lmrec.export.models import fused as fused_module
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fitted_on = {}
+    real_make_model = fused_module.make_model
+
+    def recording_make_model(name, **kwargs):
+        model = real_make_model(name, **kwargs)
+        if name == "lm-finetuned":
+            fit = model.fit
+
+            def recording_fit(dataset, interactions):
+                fitted_on["lm"] = interactions
+                return fit(dataset, interactions)
+
+            model.fit = recording_fit
+        return model
+
+    monkeypatch.setattr(fused_module, "make_model", recording_make_model)
+    one = make_model("fused", seed=4, holdout="random", holdout_folds=1, **_TINY).fit(dataset, train)
+    lm_one = fitted_on["lm"]
+    two = make_model("fused", seed=4, holdout="random", **_TINY).fit(dataset, train)
+    lm_two = fitted_on["lm"]
+    lists_one, lists_two = len(one._ranker_training_data[0]), len(two._ranker_training_data[0])
+    assert one._ranker_groups is None
+    assert len(two._ranker_groups) == lists_two > lists_one
+    assert max(np.bincount(two._ranker_groups)) == 2  # a user has at most one list per fold
+    assert len(lm_two) < len(lm_one) < len(train)  # the encoder trains on what neither fold holds

@@ -146,3 +146,33 @@ def test_one_fold_holds_out_a_share_of_the_lists_once():
     assert 1 <= one.epochs <= 6 and len(one.validation_curve) == 7
     with pytest.raises(ValueError, match="early_stopping_share must be in \\(0, 1\\), got 1.0"):
         train_ranker(features, positions, names, RankerConfig(early_stopping_folds=1, early_stopping_share=1.0))
+
+
+def test_cross_validation_parts_cover_every_list_once_and_keep_each_group_whole():
+    from lmrec.export.ranker import cross_validation_parts
+
+    groups = np.repeat(np.arange(30), 2)[np.random.default_rng(1).permutation(60)]  # two lists per user, shuffled
+    order, parts = cross_validation_parts(60, 5, 0.2, seed=7, groups=groups)
+    held = np.concatenate([p.numpy() for p in parts])
+    assert sorted(held.tolist()) == list(range(60))  # disjoint, and every list is held out once
+    for part in parts:
+        inside = set(groups[part.numpy()].tolist())
+        outside = set(groups[np.setdiff1d(np.arange(60), part.numpy())].tolist())
+        assert not inside & outside  # a user's other list never trains the fold that tests it
+    assert sorted(order.tolist()) == list(range(60))
+    _, (single,) = cross_validation_parts(60, 1, 0.2, seed=7, groups=groups)
+    assert len(single) == 2 * round(0.2 * 30)  # whole groups: 6 users, both lists each
+
+
+def test_groups_must_name_every_list():
+    features, positions = _lists(n_users=6)
+    with pytest.raises(ValueError, match="groups has 5 entries for 6 lists"):
+        train_ranker(features, positions, ["a", "b", "c"], RankerConfig(), groups=[0, 1, 2, 3, 4])
+
+
+def test_grouped_cross_validation_trains_and_picks_an_epoch_count():
+    features, positions = _lists()
+    groups = [u // 2 for u in range(len(features))]
+    trained = train_ranker(features, positions, ["signal", "noise1", "noise2"],
+                           RankerConfig(epochs=4, early_stopping_folds=3, prior=False, ensemble=1), groups=groups)
+    assert 1 <= trained.epochs <= 4 and len(trained.validation_curve) == 5
