@@ -195,8 +195,9 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
     prior = best_single_feature(x, mask, y > 0, feature_names) if config.prior else None
     prior_index = None if prior is None else feature_names.index(prior)
     epochs, curve = config.epochs, ()
-    folds = min(config.early_stopping_folds, len(usable))
-    if folds >= 2 or (folds == 1 and 1 <= round(config.early_stopping_share * len(usable)) < len(usable)):
+    units = len(usable) if usable_groups is None else len(np.unique(usable_groups))  # what folds are cut from
+    folds = min(config.early_stopping_folds, units)
+    if folds >= 2 or (folds == 1 and 1 <= round(config.early_stopping_share * units) < units):
         epochs, curve = _cross_validated_epochs(data, mean, std, config, folds, prior_index, usable_groups)
     members, losses = [], []
     for member in range(config.ensemble if epochs else 1):  # untrained members would all be the prior

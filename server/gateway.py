@@ -49,10 +49,13 @@ class GatewayConfig:
     state_dir: Path | None = None  # where events and added items live; <build_dir>/gateway_state by default
     metrics_port: int | None = None  # serve Prometheus /metrics here (0: a free port); None: off
     serving: ServingConfig = field(default_factory=ServingConfig)
-    # numpy's BLAS threads in this process (None: leave them). OpenBLAS starts one per core, and after
-    # each call they spin waiting for the next. On the 2-core machine that burnt a core while a request
-    # awaited Triton, and the encoder, using both cores, took 26 ms instead of 8 (uncached Recommend
-    # 33.5 ms, 15.8 ms with one thread). The gateway's products are small: one thread loses nothing.
+    # numpy's BLAS threads in this process while the gateway serves (None: leave them); closing the
+    # gateway restores them. In-process (server/serve.py running_stack) the cap holds for the caller's
+    # numpy too, and two gateways in one process must close in reverse order to restore exactly.
+    # Why one: OpenBLAS starts a thread per core, and after each call they spin waiting for the next.
+    # On the 2-core machine that burnt a core while a request awaited Triton, and the encoder, using
+    # both cores, took 26 ms instead of 8 (uncached Recommend 33.5 ms, 15.8 ms with one thread). The
+    # gateway's products are small: one thread loses nothing.
     blas_threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -204,14 +207,16 @@ class RunningGateway:
     blas_limit: object | None = None  # threadpoolctl's limiter; closing restores the process's BLAS threads
 
     async def close(self, grace: float = 5.0) -> None:
-        self.watcher.cancel()
-        await self.server.stop(grace=grace)
-        await self.encoder.close()
-        await self.control.close()
-        self.recommender.metrics.stop_http_server()
-        self.recommender.events.close()
-        if self.blas_limit is not None:
-            self.blas_limit.restore_original_limits()
+        try:
+            self.watcher.cancel()
+            await self.server.stop(grace=grace)
+            await self.encoder.close()
+            await self.control.close()
+            self.recommender.metrics.stop_http_server()
+            self.recommender.events.close()
+        finally:
+            if self.blas_limit is not None:
+                self.blas_limit.restore_original_limits()
 
 
 def limit_blas_threads(threads: int | None):
@@ -269,8 +274,10 @@ async def run_gateway(config: GatewayConfig, *, on_ready=None, stop: asyncio.Eve
             pass
     if on_ready:
         on_ready(gateway.port)
-    await stop.wait()
-    await gateway.close()
+    try:
+        await stop.wait()
+    finally:
+        await gateway.close()
 
 
 def serve_gateway(config: GatewayConfig, *, on_ready=None) -> None:

@@ -120,6 +120,9 @@ class FusedRecommender:
         self.holdout_folds = default_holdout_folds(holdout, cold_share) if holdout_folds is None else holdout_folds
         if self.holdout_folds < 1:
             raise ValueError(f"holdout_folds must be at least 1, got {self.holdout_folds}")
+        if self.holdout_folds > 1 and holdout == "last":  # fold 2 would be fitted on each user's future
+            raise ValueError(f"holdout_folds={self.holdout_folds} needs holdout='random': with 'last' the second "
+                             "fold's signals would see the item each user chose after it")
         self.ranker_config = replace(RankerConfig(seed=seed),
                                      **{**default_ranker_settings(holdout, cold_share), **(ranker or {})})
         # Every setting, so that fused-int8 can fit the identical fp32 model it serves with (see below).

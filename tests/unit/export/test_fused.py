@@ -140,6 +140,8 @@ def test_random_holdouts_stack_over_two_folds_and_other_setups_over_one():
     assert FusedRecommender(holdout="random", holdout_folds=3).holdout_folds == 3
     with pytest.raises(ValueError, match="holdout_folds must be at least 1, got 0"):
         FusedRecommender(holdout_folds=0)
+    with pytest.raises(ValueError, match="holdout_folds=2 needs holdout='random'"):
+        FusedRecommender(holdout="last", holdout_folds=2)
 
 
 def test_two_folds_give_users_a_list_each_and_the_encoder_sees_neither_fold(monkeypatch):
@@ -149,6 +151,19 @@ def test_two_folds_give_users_a_list_each_and_the_encoder_sees_neither_fold(monk
     dataset, train = _tiny_data()
     fitted_on = {}
     real_make_model = fused_module.make_model
+    cf_fits, targets_seen = [], []
+    real_fit_cf, real_targets = fused_module.FusedRecommender._fit_cf_signals, fused_module.targets_by_user
+
+    def recording_fit_cf(self, dataset, interactions):
+        cf_fits.append(interactions)
+        return real_fit_cf(self, dataset, interactions)
+
+    def recording_targets(interactions):
+        targets_seen.append(interactions)
+        return real_targets(interactions)
+
+    monkeypatch.setattr(fused_module.FusedRecommender, "_fit_cf_signals", recording_fit_cf)
+    monkeypatch.setattr(fused_module, "targets_by_user", recording_targets)
 
     def recording_make_model(name, **kwargs):
         model = real_make_model(name, **kwargs)
@@ -172,3 +187,15 @@ def test_two_folds_give_users_a_list_each_and_the_encoder_sees_neither_fold(monk
     assert len(two._ranker_groups) == lists_two > lists_one
     assert max(np.bincount(two._ranker_groups)) == 2  # a user has at most one list per fold
     assert len(lm_two) < len(lm_one) < len(train)  # the encoder trains on what neither fold holds
+
+    def pairs(interactions):
+        return set(zip(interactions.user.tolist(), interactions.item.tolist(), interactions.timestamp.tolist()))
+
+    # The two-fold fit: per fold, signals fitted on train minus that fold (the fold's targets unseen),
+    # then a refit on all of train; the encoder saw no row of either fold.
+    folds, fits = targets_seen[-2:], cf_fits[-3:]
+    assert not pairs(folds[0]) & pairs(folds[1])
+    for fold, fitted in zip(folds, fits[:2]):
+        assert not pairs(fold) & pairs(fitted) and len(fitted) + len(fold) == len(train)
+    assert len(fits[2]) == len(train)
+    assert not (pairs(folds[0]) | pairs(folds[1])) & pairs(lm_two)

@@ -170,9 +170,15 @@ def test_groups_must_name_every_list():
         train_ranker(features, positions, ["a", "b", "c"], RankerConfig(), groups=[0, 1, 2, 3, 4])
 
 
-def test_grouped_cross_validation_trains_and_picks_an_epoch_count():
-    features, positions = _lists()
-    groups = [u // 2 for u in range(len(features))]
+def test_grouped_cross_validation_cuts_folds_from_groups_even_when_lists_outnumber_them():
+    # 3 users with 4 lists each: 5 folds over 12 lists would leave 2 folds without a user; the fold
+    # count is capped by the groups, so every fold holds out some lists and the curve is finite.
+    features, positions = _lists(n_users=12)
+    groups = [u // 4 for u in range(12)]
     trained = train_ranker(features, positions, ["signal", "noise1", "noise2"],
-                           RankerConfig(epochs=4, early_stopping_folds=3, prior=False, ensemble=1), groups=groups)
-    assert 1 <= trained.epochs <= 4 and len(trained.validation_curve) == 5
+                           RankerConfig(epochs=3, early_stopping_folds=5, prior=False, ensemble=1), groups=groups)
+    assert len(trained.validation_curve) == 4 and np.isfinite(trained.validation_curve).all()
+    # One fold of 20% of 2 users rounds to none: cross-validation is skipped, the full budget trained.
+    two_users = train_ranker(features[:8], positions[:8], ["signal", "noise1", "noise2"],
+                             RankerConfig(epochs=3, early_stopping_folds=1, prior=False, ensemble=1), groups=groups[:8])
+    assert two_users.validation_curve == () and two_users.epochs == 3
