@@ -38,8 +38,8 @@ class RankerConfig:
     # Start from the best single feature: the model is `scale * that feature + MLP(features)` with the
     # MLP's output layer at zero, so before training it ranks exactly like the strongest signal on the
     # training lists, and cross-validation may keep 0 epochs. The ranker then departs from, say, EASE
-    # only where held-out lists show that the other signals improve on it. Chosen on validation: on
-    # ml-latest-small random-811 every ranker without it scored 0.94-0.997x EASE.
+    # only where held-out lists show that the other signals improve on it. The fused model sets it per
+    # hold-out (`default_ranker_settings`); with more training lists, rankers without it did better.
     prior: bool = True
 
 

@@ -89,8 +89,8 @@ def test_the_ranker_settings_follow_the_holdout_and_an_explicit_setting_wins():
 
     from lmrec.export.models.fused import FusedRecommender
 
-    assert FusedRecommender(holdout="random").ranker_config.prior is True
-    assert FusedRecommender(holdout="random").ranker_config.early_stopping_folds == 5
+    random = FusedRecommender(holdout="random").ranker_config
+    assert random.prior is False and random.hidden == () and random.early_stopping_folds == 5  # linear, 5-fold CV
     last = FusedRecommender(holdout="last").ranker_config
     assert last.prior is False and last.early_stopping_folds == 1
     assert FusedRecommender(holdout="last", ranker={"prior": True}).ranker_config.prior is True
