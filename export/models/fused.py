@@ -94,6 +94,9 @@ class FusedRecommender:
                  lm: str = "lm-finetuned", lm_params: dict | None = None, precision: Literal["fp32", "int8"] = "fp32",
                  signals: dict[str, dict] | None = None, use_kg: bool = True, ranker: dict | None = None,
                  recent_share: float = 0.0, cold_share: float = 0.0, holdout_folds: int | None = None) -> None:
+        # Every constructor argument as given (first, before other locals exist), so that fused-int8 can
+        # fit the identical fp32 model it serves with (see below); a new argument is included by itself.
+        self.settings = {name: value for name, value in locals().items() if name != "self"}
         # candidates: per signal. On validation only (benchmarks/fused_validation.py, ml-100k) with the
         # early-stopped ensemble ranker, 50 is within 1% of the best on both protocols (temporal-loo:
         # 0.1292 against 0.1301 at 100; random-811: 0.2663 against 0.2682 at 25), where 100 without early
@@ -128,10 +131,6 @@ class FusedRecommender:
                              "fold's signals would see the item each user chose after it")
         self.ranker_config = replace(RankerConfig(seed=seed),
                                      **{**default_ranker_settings(holdout, cold_share), **(ranker or {})})
-        # Every setting, so that fused-int8 can fit the identical fp32 model it serves with (see below).
-        self.settings = dict(seed=seed, holdout=holdout, candidates=candidates, lm=lm, lm_params=self.lm_params,
-                             signals=signals, use_kg=use_kg, ranker=ranker, recent_share=recent_share,
-                             cold_share=cold_share, holdout_folds=holdout_folds)
         self.trained: TrainedRanker | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="lmrec-ranker-")
 
