@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
-from lmrec.export.dataset import Dataset, Interactions, histories_of, targets_by_user
+from lmrec.export.dataset import Dataset, Interactions, concat, histories_of, targets_by_user
 from lmrec.export.ranker import (OnnxRanker, RankerConfig, TrainedRanker, candidate_features, export_ranker_onnx,
                                  select_candidates, train_ranker)
 
@@ -38,11 +38,12 @@ NOT_A_CANDIDATE = -1e6
 # freely, its epochs chosen by 5-fold cross-validation that keeps a user's lists together. Validation
 # NDCG@10 against EASE, two folds: linear 1.005x (ml-100k) and 1.013x (ml-latest-small); the MLP
 # 1.020x and 0.990x; starting from the best signal (EASE) 1.000x and 0.992x. Only the linear one is
-# at or above EASE on both. With one fold the linear ranker had 0.989x on ml-latest-small. With the last item held out, the MLP learns freely and one
-# 20% split picks its epochs: starting from the sequential signal scored lower on ml-100k validation
-# (0.1272 against 0.1292). Trained for new items (cold_share), it learns freely too: a CF signal cannot
-# rank an item without interactions, and on ml-latest-small cold-items cross-validation kept it alone
-# (cold-target hit@10 0.0 against 0.113 for the freely learning ranker).
+# at or above EASE on both. With one fold the linear ranker had 0.989x on ml-latest-small. With the
+# last item held out, the MLP learns freely and one 20% split picks its epochs: starting from the
+# sequential signal scored lower on ml-100k validation (0.1272 against 0.1292). Trained for new items
+# (cold_share), it learns freely too: a CF signal cannot rank an item without interactions, and on
+# ml-latest-small cold-items cross-validation kept it alone (cold-target hit@10 0.0 against 0.113 for
+# the freely learning ranker).
 LINEAR_RANKER: dict[str, Any] = {"prior": False, "hidden": (), "early_stopping_folds": 5}
 FREE_RANKER: dict[str, Any] = {"prior": False, "early_stopping_folds": 1}
 HOLDOUTS = ("last", "random")
@@ -78,8 +79,6 @@ def split_holdout(train: Interactions, n_users: int, how: str, rng: np.random.Ge
 def move_items_to_held_out(inner: Interactions, held: Interactions, share: float,
                            rng: np.random.Generator) -> tuple[Interactions, Interactions]:
     """Make `share` of the items in `inner` cold: all their interactions move to the held-out set."""
-    from lmrec.export.dataset import concat
-
     items = np.unique(inner.item)
     cold = rng.choice(items, size=max(1, int(round(share * len(items)))), replace=False)
     moving = np.isin(inner.item, cold)
@@ -265,8 +264,6 @@ class FusedRecommender:
 
         features, positions, groups, names = [], [], [], None
         for index, fold in enumerate(folds):
-            from lmrec.export.dataset import concat
-
             seen = inner if len(folds) == 1 else concat(inner, *(f for j, f in enumerate(folds) if j != index))
             self._set_popularity(seen, dataset.n_items)
             self.cf_models = self._fit_cf_signals(dataset, seen)
