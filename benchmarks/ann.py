@@ -11,8 +11,10 @@ hnswlib index (build time, saved index size, RSS growth) and then measures, inte
 recall@10 = |hnsw top-10 ∩ exact top-10| / 10, averaged over the queries. Item vectors are the real
 item embeddings (`--embeddings`, or the ml-100k item texts encoded by the packaged all-MiniLM-L6-v2);
 larger catalogues add synthetic vectors drawn around the real ones (a random point between two real
-vectors plus Gaussian noise of 0.5× the real per-dimension std, re-normalised), so the catalogue spreads
-over the region real items occupy. Queries are fresh perturbed real vectors, never in the index.
+vectors plus Gaussian noise along their top 48 principal directions, 0.5× the real std along each,
+re-normalised), so the catalogue spreads over the region real items occupy. Queries are fresh perturbed
+real vectors, never in the index. Each catalogue's local intrinsic dimension is reported beside the real
+vectors' own, so a reader can see whether the synthetic catalogue is as hard as real ones.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ RECALL_TARGET = 0.98
 SPEEDUP_NEEDED = 50.0
 MODES = ("batched", "batch1")
 NOISE_SCALE = 0.5  # synthetic / query noise per dimension, in units of the real embeddings' std
+NOISE_RANK = 48  # `principal` noise: how many of the real vectors' principal directions it moves along
 CHUNK = 100_000  # rows generated per random stream (catalogues nest: the 10k one is the 100k one's prefix)
 SCORE_BYTES = 256 << 20  # cap on one exact-search score matrix (queries × items × 4 bytes)
 
@@ -44,9 +47,9 @@ SCORE_BYTES = 256 << 20  # cap on one exact-search score matrix (queries × item
 @dataclass(frozen=True, kw_only=True)
 class AnnConfig:
     sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    efs: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
+    efs: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 400, 480, 640)
     n_queries: int = 1000
-    m: int = 16
+    m: int = 32  # what the gateway's own item indexes use (export/index_build.py)
     ef_construction: int = 200
     seed: int = 42
     data_dir: Path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
@@ -55,7 +58,8 @@ class AnnConfig:
     name: str = "ann"
     repeats: int = 3
     threads: int | None = None  # batched search and build; None: every core this process may use
-    noise: str = "isotropic"  # of the synthetic vectors and queries: see noise_sampler
+    noise: str = "principal"  # of the synthetic vectors and queries: see noise_sampler
+    noise_rank: int = NOISE_RANK  # principal directions the `principal` noise uses
     latency_budget_s: float = 5.0  # batch1: stop after this long per measurement (at least MIN_LATENCY_QUERIES)
     min_batch_seconds: float = 0.2  # batched: repeat the call until this much wall time has passed
 
@@ -107,15 +111,18 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
         f"ml-100k item texts ({len(texts)}) encoded by all-MiniLM-L6-v2 ({folder})"
 
 
-NOISES = ("isotropic", "covariance")
+NOISES = ("isotropic", "covariance", "principal")
 
 
-def noise_sampler(real: np.ndarray, kind: str):
-    """n × dim Gaussian noise with each dimension's std NOISE_SCALE × the real one.
+def noise_sampler(real: np.ndarray, kind: str, rank: int = NOISE_RANK):
+    """n × dim Gaussian noise, NOISE_SCALE × the real vectors' spread.
 
-    `isotropic`: dimensions independent. `covariance`: correlated like the real embeddings (the same
-    per-dimension std, drawn from NOISE_SCALE² × their covariance), so the noise stays in the few
-    directions real text embeddings use instead of spreading over all of them.
+    `isotropic`: dimensions independent, each with NOISE_SCALE × the real per-dimension std.
+    `covariance`: correlated like the real embeddings (drawn from NOISE_SCALE² × their covariance).
+    `principal`: along the real vectors' top `rank` principal directions only (at most their dimension
+    and count), each with NOISE_SCALE × the real std along it. Full-rank noise makes a dense catalogue locally as high-dimensional as the noise
+    (local intrinsic dimension 43 at 1M items against 24 for real item texts, see `local_intrinsic_dimension`);
+    noise in a few dozen directions keeps a 1M catalogue's neighbourhoods as complex as real ones.
     """
     if kind == "isotropic":
         scale = (NOISE_SCALE * real.std(axis=0)).astype(np.float32)
@@ -124,6 +131,15 @@ def noise_sampler(real: np.ndarray, kind: str):
         covariance = np.cov(real.T.astype(np.float64)) + 1e-9 * np.eye(real.shape[1])
         factor = (NOISE_SCALE * np.linalg.cholesky(covariance)).astype(np.float32)
         return lambda n, rng: rng.standard_normal((n, real.shape[1]), dtype=np.float32) @ factor.T
+    if kind == "principal":
+        if rank < 1:
+            raise ValueError(f"noise rank must be at least 1, got {rank}")
+        rank = min(rank, *real.shape)  # no more directions than the real vectors span
+        centred = real.astype(np.float64) - real.mean(axis=0)
+        _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+        spread = singular[:rank] / np.sqrt(max(len(real) - 1, 1))  # std along each direction
+        factor = (NOISE_SCALE * spread[:, None] * directions[:rank]).astype(np.float32)
+        return lambda n, rng: rng.standard_normal((n, rank), dtype=np.float32) @ factor
     raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {kind!r}")
 
 
@@ -136,12 +152,13 @@ def _perturbed(real: np.ndarray, noise, n: int, rng: np.random.Generator) -> np.
     return _normalise(weight * real[first] + (1.0 - weight) * real[second] + noise(n, rng))
 
 
-def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "isotropic") -> np.ndarray:
+def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "isotropic",
+                   rank: int = NOISE_RANK) -> np.ndarray:
     """`size` unit vectors: the real ones (a random subset when fewer are asked for), then synthetic ones."""
-    sample = noise_sampler(real, noise)
     if size <= len(real):
         order = np.random.default_rng([seed, 0]).permutation(len(real))[:size]
         return np.ascontiguousarray(real[order])
+    sample = noise_sampler(real, noise, rank)
     out = np.empty((size, real.shape[1]), np.float32)
     out[: len(real)] = real
     # Chunk c covers rows [c*CHUNK, (c+1)*CHUNK) of the synthetic part, from its own random stream.
@@ -153,8 +170,33 @@ def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "isotrop
     return out
 
 
-def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "isotropic") -> np.ndarray:
-    return _perturbed(real, noise_sampler(real, noise), n, np.random.default_rng([seed, 2]))
+def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "isotropic", rank: int = NOISE_RANK) -> np.ndarray:
+    return _perturbed(real, noise_sampler(real, noise, rank), n, np.random.default_rng([seed, 2]))
+
+
+LID_NEIGHBOURS = 20
+
+
+def local_intrinsic_dimension(items: np.ndarray, queries: np.ndarray, neighbours: np.ndarray) -> float:
+    """Median maximum-likelihood local intrinsic dimension (Levina & Bickel) around the queries.
+
+    `neighbours`: each query's exact nearest items, best first. It measures how hard the catalogue is for a
+    graph index: how fast the number of items within a radius grows with the radius near a query.
+    """
+    sims = np.einsum("qd,qkd->qk", queries, items[neighbours])
+    distances = np.sqrt(np.maximum(2.0 - 2.0 * sims, 1e-12))  # unit vectors: Euclidean from cosine
+    ratios = np.log(distances[:, :-1] / distances[:, -1:])
+    return float(np.median(-1.0 / np.minimum(ratios.mean(axis=1), -1e-12)))
+
+
+def real_intrinsic_dimension(real: np.ndarray, seed: int) -> float | None:
+    """The real vectors' own local intrinsic dimension: a fifth of them as queries against the rest."""
+    n_queries = len(real) // 5
+    if len(real) - n_queries <= LID_NEIGHBOURS:
+        return None
+    order = np.random.default_rng([seed, 3]).permutation(len(real))
+    queries, items = real[order[:n_queries]], real[order[n_queries:]]
+    return local_intrinsic_dimension(items, queries, exact_search(items, queries, k=LID_NEIGHBOURS))
 
 
 # --------------------------------------------------------------------------------------------- search
@@ -285,7 +327,7 @@ def measure_size(real: np.ndarray, queries: np.ndarray, size: int, config: AnnCo
                  progress=print) -> list[dict]:
     """Build + exact + hnsw records for one catalogue size."""
     t0 = time.perf_counter()
-    items = make_catalogue(real, size, config.seed, config.noise)
+    items = make_catalogue(real, size, config.seed, config.noise, config.noise_rank)
     progress(f"[{size:,}] {len(items):,} × {items.shape[1]} vectors in {time.perf_counter() - t0:.1f}s; "
              f"building hnswlib (M={config.m}, ef_construction={config.ef_construction}, {threads} threads) ...")
     scratch_root = Path(config.out_dir)
@@ -296,7 +338,10 @@ def measure_size(real: np.ndarray, queries: np.ndarray, size: int, config: AnnCo
              f"RSS +{build['rss_growth_bytes'] / 2**20:.1f} MiB")
 
     with blas_threads(threads):
-        truth = exact_search(items, queries)
+        truth = exact_search(items, queries)  # the very call timed below, so exact search scores recall 1
+        nearest = exact_search(items, queries, k=LID_NEIGHBOURS)
+    build["lid"] = round(local_intrinsic_dimension(items, queries, nearest), 2)
+    progress(f"[{size:,}] local intrinsic dimension around the queries: {build['lid']:.1f}")
 
     def exact(mode):
         return lambda q: exact_search(items, q)
@@ -368,7 +413,9 @@ def reproduce_command(config: AnnConfig) -> str:
     parts = ["lmrec bench ann", f"--sizes {','.join(str(s) for s in config.sizes)}",
              f"--efs {','.join(str(e) for e in config.efs)}", f"--queries {config.n_queries}",
              f"--m {config.m}", f"--ef-construction {config.ef_construction}", f"--repeats {config.repeats}",
-             f"--seed {config.seed}"] + ([f"--noise {config.noise}"] if config.noise != "isotropic" else [])
+             f"--seed {config.seed}", f"--noise {config.noise}"]
+    if config.noise == "principal":
+        parts.append(f"--noise-rank {config.noise_rank}")
     if config.embeddings is not None:
         parts.append(f"--embeddings {config.embeddings}")
     return " ".join(parts)
@@ -378,11 +425,14 @@ def run_ann(config: AnnConfig, *, progress=print) -> dict:
     started = time.perf_counter()
     threads = config.threads or available_cores()
     real, source = load_real_embeddings(config, progress=progress)
-    queries = make_queries(real, config.n_queries, config.seed, config.noise)
+    queries = make_queries(real, config.n_queries, config.seed, config.noise, config.noise_rank)
     config_json = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                    for k, v in asdict(config).items()}
+    with blas_threads(threads):
+        real_lid = real_intrinsic_dimension(real, config.seed)
     config_json.update(threads=threads, k=K, noise_scale=NOISE_SCALE, embeddings_source=source,
-                       n_real_vectors=len(real), dim=int(real.shape[1]))
+                       n_real_vectors=len(real), dim=int(real.shape[1]), lid_neighbours=LID_NEIGHBOURS,
+                       real_lid=None if real_lid is None else round(real_lid, 2))
     from_cli = Path(sys.argv[0]).name == "lmrec" and sys.argv[1:]
     out = {"suite": "ann", "command": "lmrec " + " ".join(sys.argv[1:]) if from_cli else reproduce_command(config),
            "reproduce": reproduce_command(config), "machine": machine_facts(), "config": config_json,
@@ -407,6 +457,14 @@ def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
                         plot=lambda png: recall_qps_chart(payload["records"], png))
 
 
+def _noise_words(config: dict) -> str:
+    kind, scale = config.get("noise", "isotropic"), config.get("noise_scale")
+    if kind == "principal":
+        return (f"Gaussian noise along the real vectors' top {config.get('noise_rank')} principal directions, "
+                f"{scale}× the real std along each")
+    return f"{kind} Gaussian noise {scale}× the per-dimension std"
+
+
 def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -420,14 +478,18 @@ def render_markdown(payload: dict) -> str:
              f"hnswlib {machine['packages'].get('hnswlib', '?')}, numpy {machine['packages'].get('numpy', '?')}; "
              f"{machine['date']}  ",
              f"Vectors: {config.get('embeddings_source')}; larger catalogues add synthetic vectors around the real "
-             f"ones (a random point between two real vectors plus {config.get('noise', 'isotropic')} noise "
-             f"{config.get('noise_scale')}× the per-dimension std, re-normalised). "
+             f"ones (a random point between two real vectors plus {_noise_words(config)}, re-normalised). "
              f"{config['n_queries']} held-out perturbed queries, k={config.get('k', K)}, cosine space, "
              f"M={config['m']}, ef_construction={config['ef_construction']}, median of {config['repeats']} "
              f"interleaved repeats.  ",
              f"Modes: *batched* = all queries per call on {config.get('threads')} threads (QPS = queries / wall time); "
              "*batch1* = one query per call on one thread (latency per query; QPS = 1 / mean latency). "
              "Exact = numpy `queries @ items.T` + argpartition, same threads.", ""]
+    if config.get("real_lid") is not None:
+        lines += [f"Local intrinsic dimension (LID: maximum-likelihood estimate from each query's "
+                  f"{config.get('lid_neighbours', 20)} nearest items, median; higher is harder for a graph index): "
+                  f"the real vectors {config['real_lid']:.1f} (a fifth of them as queries against the rest); "
+                  "each catalogue's is under its heading.", ""]
     records = payload["records"]
     for size in sorted({r["size"] for r in records}):
         group = [r for r in records if r["size"] == size]
@@ -437,7 +499,8 @@ def render_markdown(payload: dict) -> str:
         if build:
             lines += [f"Build: {build['build_seconds']:.1f} s on {build['threads']} threads; index file "
                       f"{build['index_bytes'] / 2**20:.1f} MiB; RSS growth {build['rss_growth_bytes'] / 2**20:.1f} MiB "
-                      f"(raw vectors {build['vector_bytes'] / 2**20:.1f} MiB).", ""]
+                      f"(raw vectors {build['vector_bytes'] / 2**20:.1f} MiB)."
+                      + (f" LID around the queries: {build['lid']:.1f}." if build.get("lid") is not None else ""), ""]
         rows = []
         efs = sorted({r["ef"] for r in group if r["method"] == "hnsw" and r["mode"] in MODES})
         for ef in [None, *efs]:
@@ -532,9 +595,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_ints, default=defaults.sizes, metavar="N,N,...",
                         help="catalogue sizes (default: 10000,100000,1000000)")
     parser.add_argument("--efs", type=_ints, default=defaults.efs, metavar="EF,EF,...",
-                        help="hnswlib ef values searched (default: 10,20,40,80,160,320)")
+                        help="hnswlib ef values searched (default: 10,20,40,80,160,320,400,480,640)")
     parser.add_argument("--queries", type=int, default=defaults.n_queries, help="held-out queries (default: 1000)")
-    parser.add_argument("--m", type=int, default=defaults.m, help="hnswlib M (default: 16)")
+    parser.add_argument("--m", type=int, default=defaults.m, help="hnswlib M (default: 32, as the served indexes)")
     parser.add_argument("--ef-construction", type=int, default=defaults.ef_construction,
                         help="hnswlib ef_construction (default: 200)")
     parser.add_argument("--embeddings", default=None, metavar="PATH.npy",
@@ -545,7 +608,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads for build and batched search (default: all)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--noise", choices=NOISES, default=defaults.noise,
-                        help="synthetic noise: independent per dimension, or correlated like the real vectors")
+                        help="synthetic noise: along the real vectors' top principal directions (default), "
+                             "independent per dimension, or correlated like the real vectors")
+    parser.add_argument("--noise-rank", type=int, default=defaults.noise_rank,
+                        help=f"principal directions of the `principal` noise (default: {defaults.noise_rank})")
     parser.add_argument("--out", default=str(defaults.out_dir), help="result folder")
     parser.add_argument("--name", default=defaults.name, help="result file stem")
 
@@ -559,4 +625,5 @@ def config_from_args(args) -> AnnConfig:
     return AnnConfig(sizes=tuple(args.sizes), efs=tuple(args.efs), n_queries=args.queries, m=args.m,
                      ef_construction=args.ef_construction, seed=args.seed,
                      embeddings=Path(args.embeddings) if args.embeddings else None, out_dir=Path(args.out),
-                     name=args.name, repeats=args.repeats, noise=args.noise, **extra)
+                     name=args.name, repeats=args.repeats, noise=args.noise,
+                     noise_rank=args.noise_rank, **extra)

@@ -33,6 +33,7 @@ def test_ann_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
         if record["mode"] == "build":
             assert record["build_seconds"] > 0 and record["index_bytes"] > 2000 * 32 * 4
             assert "rss_growth_bytes" in record
+            assert record["lid"] > 0
             continue
         assert 0.0 <= record["recall@10"] <= 1.0 and record["qps"] > 0
         if record["mode"] == "batch1":
@@ -46,6 +47,7 @@ def test_ann_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
 
     markdown = (tmp_path / "smoke.md").read_text()
     assert "## 2,000 items" in markdown and "lmrec bench ann" in markdown and "hnsw ef=40" in markdown
+    assert "LID around the queries" in markdown and saved["config"]["real_lid"] > 0
     assert (tmp_path / "smoke.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".ann-*"))  # the scratch index file is gone
 
@@ -70,7 +72,7 @@ def test_cli_arguments_round_trip():
     config = config_from_args(parser.parse_args(["--sizes", "10000,100_000", "--efs", "10,80", "--queries", "200",
                                                  "--embeddings", "x.npy", "--out", "o", "--name", "n"]))
     assert config.sizes == (10_000, 100_000) and config.efs == (10, 80) and config.n_queries == 200
-    assert str(config.embeddings) == "x.npy" and config.name == "n" and config.m == 16
+    assert str(config.embeddings) == "x.npy" and config.name == "n" and config.m == 32
 
 
 def test_covariance_noise_keeps_each_dimensions_spread_and_follows_the_real_correlations():
@@ -95,5 +97,41 @@ def test_an_unknown_noise_is_refused_by_name():
 
     from lmrec.benchmarks.ann import noise_sampler
 
-    with pytest.raises(ValueError, match="noise must be one of isotropic, covariance, got 'pink'"):
+    with pytest.raises(ValueError, match="noise must be one of isotropic, covariance, principal, got 'pink'"):
         noise_sampler(np.ones((3, 2), np.float32), "pink")
+
+
+def test_principal_noise_moves_only_along_the_top_directions_with_their_spread():
+    from lmrec.benchmarks.ann import NOISE_SCALE, noise_sampler
+
+    rng = np.random.default_rng(4)
+    # Real vectors spread 3, 2 and 1 along the first three axes, barely at all along the other five.
+    real = rng.standard_normal((5000, 8)).astype(np.float32) * np.array([3, 2, 1] + [0.01] * 5, np.float32)
+    noise = noise_sampler(real, "principal", rank=2)(20000, np.random.default_rng(5))
+    np.testing.assert_allclose(noise[:, :2].std(axis=0), NOISE_SCALE * np.array([3, 2]), rtol=0.05)
+    assert np.abs(noise[:, 2:]).max() < 0.05  # nothing along the directions it was not given
+    capped = noise_sampler(real, "principal", rank=100)(10, np.random.default_rng(5))  # capped at 8 directions
+    assert capped.shape == (10, 8)
+    import pytest
+
+    with pytest.raises(ValueError, match="noise rank must be at least 1, got 0"):
+        noise_sampler(real, "principal", rank=0)
+
+
+def test_local_intrinsic_dimension_recovers_the_dimension_of_flat_data():
+    from lmrec.benchmarks.ann import local_intrinsic_dimension, real_intrinsic_dimension
+
+    rng = np.random.default_rng(6)
+    estimates = {}
+    for dim in (2, 8):
+        # Small offsets around one point in a `dim`-dimensional subspace of 32 dimensions, then unit-normalised:
+        # locally the data is `dim`-dimensional.
+        flat = np.zeros((6000, 32), np.float32)
+        flat[:, 0] = 1.0
+        flat[:, 1 : dim + 1] = 0.05 * rng.standard_normal((6000, dim))
+        flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+        items, queries = flat[:5000], flat[5000:]
+        nearest = exact_search(items, queries, k=20)
+        estimates[dim] = local_intrinsic_dimension(items, queries, nearest)
+        assert abs(real_intrinsic_dimension(flat, seed=0) - estimates[dim]) < 0.3 * dim
+    assert 1.5 < estimates[2] < 2.8 and 6.0 < estimates[8] < 10.0
