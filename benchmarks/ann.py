@@ -52,7 +52,8 @@ class AnnConfig:
     m: int = 32  # what the gateway's own item indexes use (export/index_build.py)
     ef_construction: int = 200
     seed: int = 42
-    data_dir: Path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+    dataset: str = "ml-100k"  # whose item texts give the real vectors: ml-100k or ml-latest-small
+    data_dir: Path | None = None  # that data set's folder; None: ../shared/data/<dataset>
     embeddings: Path | None = None  # .npy of item embeddings (or a bundle folder holding item_embeddings.npy)
     out_dir: Path = Path("benchmarks/results")
     name: str = "ann"
@@ -65,6 +66,8 @@ class AnnConfig:
 
 
 MIN_LATENCY_QUERIES = 20
+MOVIELENS = ("ml-100k", "ml-latest-small")
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def available_cores() -> int:
@@ -97,18 +100,20 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
     from lmrec.export.loaders import DataConfig, load_dataset
     from lmrec.text import item_text_of
 
-    folder = Path(config.data_dir)
+    if config.dataset not in MOVIELENS:
+        raise ValueError(f"dataset must be one of {', '.join(MOVIELENS)}, got {config.dataset!r}")
+    folder = Path(config.data_dir) if config.data_dir is not None else SHARED_DATA / config.dataset
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} not found: pass --embeddings PATH.npy or --data-dir (ml-100k)")
-    dataset = load_dataset(DataConfig(dataset="ml-100k", data_dir=folder)).dataset
+        raise FileNotFoundError(f"{folder} not found: pass --embeddings PATH.npy or --data-dir ({config.dataset})")
+    dataset = load_dataset(DataConfig(dataset=config.dataset, data_dir=folder)).dataset
     texts = [item_text_of(info) for info in dataset.items]
-    progress(f"encoding {len(texts)} ml-100k item texts with all-MiniLM-L6-v2 (CPU) ...")
+    progress(f"encoding {len(texts)} {config.dataset} item texts with all-MiniLM-L6-v2 (CPU) ...")
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(default_model_path(), device="cpu")
     vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     return _normalise(np.asarray(vectors, np.float32)), \
-        f"ml-100k item texts ({len(texts)}) encoded by all-MiniLM-L6-v2 ({folder})"
+        f"{config.dataset} item texts ({len(texts)}) encoded by all-MiniLM-L6-v2 ({folder})"
 
 
 NOISES = ("isotropic", "covariance", "principal")
@@ -418,6 +423,8 @@ def reproduce_command(config: AnnConfig) -> str:
         parts.append(f"--noise-rank {config.noise_rank}")
     if config.embeddings is not None:
         parts.append(f"--embeddings {config.embeddings}")
+    elif config.dataset != AnnConfig.dataset:
+        parts.append(f"--dataset {config.dataset}")
     return " ".join(parts)
 
 
@@ -602,8 +609,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hnswlib ef_construction (default: 200)")
     parser.add_argument("--embeddings", default=None, metavar="PATH.npy",
                         help="real item embeddings (.npy, or a bundle folder with item_embeddings.npy); "
-                             "default: encode the ml-100k item texts")
-    parser.add_argument("--data-dir", default=None, help="ml-100k folder (default: ../shared/data/ml-100k)")
+                             "default: encode the --dataset item texts")
+    parser.add_argument("--dataset", choices=MOVIELENS, default=defaults.dataset,
+                        help="whose item texts are encoded for the real vectors (default: ml-100k)")
+    parser.add_argument("--data-dir", default=None, help="that data set's folder (default: ../shared/data/DATASET)")
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="interleaved repeats (median)")
     parser.add_argument("--threads", type=int, default=None, help="threads for build and batched search (default: all)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -626,4 +635,4 @@ def config_from_args(args) -> AnnConfig:
                      ef_construction=args.ef_construction, seed=args.seed,
                      embeddings=Path(args.embeddings) if args.embeddings else None, out_dir=Path(args.out),
                      name=args.name, repeats=args.repeats, noise=args.noise,
-                     noise_rank=args.noise_rank, **extra)
+                     noise_rank=args.noise_rank, dataset=args.dataset, **extra)

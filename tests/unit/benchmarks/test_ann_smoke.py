@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from lmrec.benchmarks.ann import (AnnConfig, add_arguments, config_from_args, exact_search, make_catalogue,
-                                  recall_at_k, run_ann)
+                                  recall_at_k, reproduce_command, run_ann)
 
 
 def test_ann_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
@@ -73,6 +73,19 @@ def test_cli_arguments_round_trip():
                                                  "--embeddings", "x.npy", "--out", "o", "--name", "n"]))
     assert config.sizes == (10_000, 100_000) and config.efs == (10, 80) and config.n_queries == 200
     assert str(config.embeddings) == "x.npy" and config.name == "n" and config.m == 32
+    assert config.dataset == "ml-100k" and config.noise == "principal" and config.noise_rank == 48
+    other = config_from_args(parser.parse_args(["--dataset", "ml-latest-small", "--noise-rank", "24"]))
+    assert other.dataset == "ml-latest-small" and other.noise_rank == 24
+    assert reproduce_command(other).endswith("--noise principal --noise-rank 24 --dataset ml-latest-small")
+
+
+def test_an_unknown_dataset_is_refused_by_name():
+    import pytest
+
+    from lmrec.benchmarks.ann import load_real_embeddings
+
+    with pytest.raises(ValueError, match="dataset must be one of ml-100k, ml-latest-small, got 'ml-1m'"):
+        load_real_embeddings(AnnConfig(dataset="ml-1m"))
 
 
 def test_covariance_noise_keeps_each_dimensions_spread_and_follows_the_real_correlations():
