@@ -157,7 +157,7 @@ def _perturbed(real: np.ndarray, noise, n: int, rng: np.random.Generator) -> np.
     return _normalise(weight * real[first] + (1.0 - weight) * real[second] + noise(n, rng))
 
 
-def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "isotropic",
+def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "principal",
                    rank: int = NOISE_RANK) -> np.ndarray:
     """`size` unit vectors: the real ones (a random subset when fewer are asked for), then synthetic ones."""
     if size <= len(real):
@@ -175,7 +175,7 @@ def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "isotrop
     return out
 
 
-def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "isotropic", rank: int = NOISE_RANK) -> np.ndarray:
+def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "principal", rank: int = NOISE_RANK) -> np.ndarray:
     return _perturbed(real, noise_sampler(real, noise, rank), n, np.random.default_rng([seed, 2]))
 
 
@@ -343,7 +343,7 @@ def measure_size(real: np.ndarray, queries: np.ndarray, size: int, config: AnnCo
              f"RSS +{build['rss_growth_bytes'] / 2**20:.1f} MiB")
 
     with blas_threads(threads):
-        truth = exact_search(items, queries)  # the very call timed below, so exact search scores recall 1
+        truth = exact_search(items, queries)  # the very call the batched mode times, so it scores recall 1
         nearest = exact_search(items, queries, k=LID_NEIGHBOURS)
     build["lid"] = round(local_intrinsic_dimension(items, queries, nearest), 2)
     progress(f"[{size:,}] local intrinsic dimension around the queries: {build['lid']:.1f}")
@@ -597,6 +597,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = AnnConfig()
     parser.add_argument("--sizes", type=_ints, default=defaults.sizes, metavar="N,N,...",
@@ -619,7 +629,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", choices=NOISES, default=defaults.noise,
                         help="synthetic noise: along the real vectors' top principal directions (default), "
                              "independent per dimension, or correlated like the real vectors")
-    parser.add_argument("--noise-rank", type=int, default=defaults.noise_rank,
+    parser.add_argument("--noise-rank", type=_positive_int, default=defaults.noise_rank,
                         help=f"principal directions of the `principal` noise (default: {defaults.noise_rank})")
     parser.add_argument("--out", default=str(defaults.out_dir), help="result folder")
     parser.add_argument("--name", default=defaults.name, help="result file stem")

@@ -67,6 +67,8 @@ def test_exact_search_and_catalogue_helpers():
 
 
 def test_cli_arguments_round_trip():
+    import pytest
+
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     config = config_from_args(parser.parse_args(["--sizes", "10000,100_000", "--efs", "10,80", "--queries", "200",
@@ -77,6 +79,8 @@ def test_cli_arguments_round_trip():
     other = config_from_args(parser.parse_args(["--dataset", "ml-latest-small", "--noise-rank", "24"]))
     assert other.dataset == "ml-latest-small" and other.noise_rank == 24
     assert reproduce_command(other).endswith("--noise principal --noise-rank 24 --dataset ml-latest-small")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--noise-rank", "0"])
 
 
 def test_an_unknown_dataset_is_refused_by_name():
@@ -115,18 +119,22 @@ def test_an_unknown_noise_is_refused_by_name():
 
 
 def test_principal_noise_moves_only_along_the_top_directions_with_their_spread():
+    import pytest
+
     from lmrec.benchmarks.ann import NOISE_SCALE, noise_sampler
 
     rng = np.random.default_rng(4)
-    # Real vectors spread 3, 2 and 1 along the first three axes, barely at all along the other five.
-    real = rng.standard_normal((5000, 8)).astype(np.float32) * np.array([3, 2, 1] + [0.01] * 5, np.float32)
+    # Real vectors spread 3, 2 and 1 along three directions, barely at all along the other five; the axes are
+    # turned by a random rotation so that the sampler has to find them (and centre the data) itself.
+    axes = rng.standard_normal((5000, 8)) * np.array([3, 2, 1] + [0.01] * 5) + 5.0
+    rotation, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    real = (axes @ rotation.T).astype(np.float32)
     noise = noise_sampler(real, "principal", rank=2)(20000, np.random.default_rng(5))
-    np.testing.assert_allclose(noise[:, :2].std(axis=0), NOISE_SCALE * np.array([3, 2]), rtol=0.05)
-    assert np.abs(noise[:, 2:]).max() < 0.05  # nothing along the directions it was not given
+    along_axes = noise @ rotation  # back in the unrotated coordinates
+    np.testing.assert_allclose(along_axes[:, :2].std(axis=0), NOISE_SCALE * np.array([3, 2]), rtol=0.05)
+    assert along_axes[:, 2:].std(axis=0).max() < 0.01  # nothing along the directions it was not given
     capped = noise_sampler(real, "principal", rank=100)(10, np.random.default_rng(5))  # capped at 8 directions
     assert capped.shape == (10, 8)
-    import pytest
-
     with pytest.raises(ValueError, match="noise rank must be at least 1, got 0"):
         noise_sampler(real, "principal", rank=0)
 
@@ -148,3 +156,16 @@ def test_local_intrinsic_dimension_recovers_the_dimension_of_flat_data():
         estimates[dim] = local_intrinsic_dimension(items, queries, nearest)
         assert abs(real_intrinsic_dimension(flat, seed=0) - estimates[dim]) < 0.3 * dim
     assert 1.5 < estimates[2] < 2.8 and 6.0 < estimates[8] < 10.0
+
+
+def test_lid_grid_report_has_one_row_per_recipe_and_a_column_per_size():
+    from lmrec.benchmarks.ann_lid import RECIPES, SIZES, render_markdown
+
+    records = [{"noise": kind, "scale": scale, "rank": rank, "size": size, "lid": 1.0 + i}
+               for i, (kind, scale, rank) in enumerate(RECIPES) for size in SIZES[:2]]
+    markdown = render_markdown({"command": "python -m lmrec.benchmarks.ann_lid", "embeddings_source": "test",
+                                "n_queries": 5, "real_lid": 24.0, "records": records})
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "noise" not in line]
+    assert len(rows) == len(RECIPES)
+    assert rows[-1].startswith("| principal | 0.5× | 48 |") and rows[-1].endswith("| 6.0 | 6.0 | – |")
+    assert "**24.0**" in markdown
