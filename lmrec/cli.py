@@ -1,6 +1,6 @@
 """`lmrec` command line: each verb builds a typed config and calls one entry point.
 
-Verbs: build, serve, gateway, demo, evaluate, profile, bench (offline/ops); the verbs that talk to a
+Verbs: build, serve, gateway, demo, evaluate, profile, bench, cache (offline/ops); the verbs that talk to a
 running gateway (recommend, similar, event, add-items, forget, deploy, status) live in cli_client.py.
 """
 
@@ -177,6 +177,37 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    import time
+
+    from lmrec.export.cache import PruneConfig, cache_dir, list_cache, prune_cache
+
+    if not args.prune:
+        if args.max_gb is not None or args.older_than_days is not None or args.dry_run:
+            raise CliError("--max-gb, --older-than-days and --dry-run go with --prune")
+        entries = list_cache()
+        now = time.time()
+        for entry in entries:
+            print(f"{entry.kind:10s} {entry.path.name:24s} {entry.bytes / 2**20:8.1f} MiB  "
+                  f"last used {(now - entry.last_used) / 86400:6.1f} days ago{'  (staging)' if entry.staging else ''}")
+        print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 2**30:.2f} GiB in {cache_dir()}")
+        return 0
+    for flag, value in (("--max-gb", args.max_gb), ("--older-than-days", args.older_than_days)):
+        if value is not None and value < 0:
+            raise CliError(f"{flag} must be >= 0, got {value}")
+    if args.max_gb is None and args.older_than_days is None:
+        raise CliError("--prune needs --max-gb GB, --older-than-days DAYS, or both")
+    config = PruneConfig(max_bytes=None if args.max_gb is None else int(args.max_gb * 2**30),
+                         older_than_days=args.older_than_days, dry_run=args.dry_run)
+    before = list_cache()
+    removed = prune_cache(config)
+    gone = sum(e.bytes for e in removed)
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(removed)} entries ({gone / 2**30:.2f} GiB); "
+          f"{len(before) - len(removed)} entries, {(sum(e.bytes for e in before) - gone) / 2**30:.2f} GiB "
+          f"{'would stay' if args.dry_run else 'left'} in {cache_dir()}")
+    return 0
+
+
 # `lmrec bench SUITE ...`: each suite module owns its arguments (add_arguments / config_from_args / run).
 BENCH_SUITES = {
     "quality": ("lmrec.benchmarks.quality", "run_quality"),
@@ -279,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=tuple(BENCH_SUITES))
     p.add_argument("suite_args", nargs=argparse.REMAINDER, help="the suite's own options")
     p.set_defaults(run=cmd_bench)
+
+    p = verbs.add_parser("cache", help="list the cached encoder exports and fine-tuned models, or prune them "
+                                       "(least recently used first)")
+    p.add_argument("--prune", action="store_true", help="remove entries (default: only list them)")
+    p.add_argument("--max-gb", type=float, default=None, help="with --prune: keep the cache under this size")
+    p.add_argument("--older-than-days", type=float, default=None,
+                   help="with --prune: remove entries not used for this many days")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: say what would go, remove nothing")
+    p.set_defaults(run=cmd_cache)
 
     add_client_verbs(verbs)
     return parser

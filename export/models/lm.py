@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, replace
@@ -20,14 +19,11 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 
 from lmrec.encoder import OnnxTextEncoder
+from lmrec.export.cache import cache_dir, mark_used
 from lmrec.export.dataset import Dataset, Interactions
 from lmrec.text import item_text_of, profile_text_of
 
 _ENCODERS: dict[tuple[str, str], OnnxTextEncoder] = {}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LMREC_CACHE_DIR", Path.home() / ".cache" / "lmrec"))
 
 
 def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"] = "fp32") -> OnnxTextEncoder:
@@ -56,6 +52,7 @@ def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         _ENCODERS[key] = OnnxTextEncoder(directory, onnx_file=FP32_FILE if precision == "fp32" else INT8_FILE)
+        mark_used(directory)
     return _ENCODERS[key]
 
 
@@ -145,4 +142,5 @@ class FinetunedLMRecommender(_TextEncoderRecommender):
         if not (directory / "lmrec_finetune.json").is_file():
             finetune_encoder(self.config, dataset, train, directory,
                              progress=lambda line: print("    " + line, flush=True))
+        mark_used(directory)
         return exported_encoder(str(directory), self.precision)
