@@ -61,6 +61,10 @@ def reproduce_command(config: GatewayLoadConfig) -> str:
         parts.append(f"-k {config.k}")
     if not config.naive:
         parts.append("--no-naive")
+    if config.arrivals != defaults.arrivals:
+        parts.append(f"--arrivals {config.arrivals}")
+    if config.cached_users != defaults.cached_users:
+        parts.append(f"--cached-users {config.cached_users}")
     if config.seed != defaults.seed:
         parts.append(f"--seed {config.seed}")
     if config.scale_items:

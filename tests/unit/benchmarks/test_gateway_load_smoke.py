@@ -131,3 +131,15 @@ def test_bar_5_compares_the_largest_catalogue_with_the_smallest():
     assert "1,000,000 items" in scale[0]["bar"] and "10,000 items" in scale[0]["bar"]
     unmeasured = next(b for b in bar_checks({"records": []}) if "1M items" in b["bar"])
     assert unmeasured["value"] is None and unmeasured["met"] is None and "--scale-items" in unmeasured["note"]
+
+
+def test_the_reproduce_line_carries_every_option_that_changes_the_measurement():
+    from pathlib import Path
+
+    from lmrec.benchmarks.gateway_config import GatewayLoadConfig, reproduce_command
+
+    plain = reproduce_command(GatewayLoadConfig(build_dir=Path("build/x")))
+    assert plain == "lmrec bench gateway --build-dir build/x"
+    line = reproduce_command(GatewayLoadConfig(build_dir=Path("build/x"), arrivals="fixed", cached_users=8,
+                                               naive=False))
+    assert "--arrivals fixed" in line and "--cached-users 8" in line and "--no-naive" in line
