@@ -84,7 +84,10 @@ class RankerSpec:
     name: str = "ranker"
     n_features: int = 16  # the fused model's default feature set; builds pass their own count
     max_batch_size: int = 4096
-    max_queue_delay_us: int = 500
+    # 0, as for the text encoder: measured with the gateway suite on an ml-100k fused build, the ranker
+    # call alone went from 1.37 to 0.79 ms, with the same throughput at 4 and 16 requests in flight
+    # (131 / 127 req/s against 131 / 128).
+    max_queue_delay_us: int = 0
     instance_count: int = 1
     kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     ort_threads: int = 1
@@ -96,6 +99,7 @@ def ranker_config(spec: RankerSpec) -> mc.ModelConfig:
     config.input.append(mc.ModelInput(name=RANKER_INPUT, data_type=mc.TYPE_FP32, dims=[spec.n_features]))
     config.output.append(mc.ModelOutput(name=RANKER_OUTPUT, data_type=mc.TYPE_FP32, dims=[1]))
     config.parameters["ort_threads"].string_value = str(spec.ort_threads)
+    config.dynamic_batching.SetInParent()  # on even with a zero delay
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     group = config.instance_group.add()
     group.count = spec.instance_count

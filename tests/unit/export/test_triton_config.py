@@ -102,5 +102,6 @@ def test_ranker_spec_feature_count_matches_the_fused_model_features():
     signals = len(DEFAULT_SIGNALS) + 2  # + lm and kg
     assert RankerSpec().n_features == 2 * signals + 4
     config = parse(render_config(__import__("lmrec.export.triton_config", fromlist=["x"]).ranker_config(RankerSpec())))
-    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.HasField("dynamic_batching")  # batching on, with no window (see RankerSpec)
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0
     assert list(config.input[0].dims) == [RankerSpec().n_features]
