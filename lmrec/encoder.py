@@ -59,7 +59,7 @@ class OnnxTextEncoder:
     """Tokenizer + ONNX Runtime session for one exported encoder directory."""
 
     def __init__(self, directory: Path | str, *, onnx_file: str | None = None, threads: int | None = None,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, spin: bool = True) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -75,6 +75,10 @@ class OnnxTextEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or int(os.environ.get("LMREC_ORT_THREADS", "0"))
         options.inter_op_num_threads = 1
+        if not spin:
+            # ORT's worker threads spin after each run, waiting for the next. Where they share the cores
+            # with other busy processes (the Triton model beside the gateway), that spinning steals them.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(directory / self.onnx_file), options, providers=providers or ["CPUExecutionProvider"]
         )

@@ -22,6 +22,7 @@ class TritonPythonModel:
         self.encoder = OnnxTextEncoder(
             version_dir,
             threads=int(parameters.get("ort_threads", "0")),
+            spin=parameters.get("ort_spin", "1") != "0",
         )
 
     def execute(self, requests):

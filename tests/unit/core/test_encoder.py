@@ -82,3 +82,13 @@ def test_length_buckets_keep_similar_lengths_together():
     assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
     capped = length_buckets(np.full(10, 20), np.arange(10), batch_size=4)
     assert [len(b) for b in capped] == [4, 4, 2]
+
+
+def test_an_encoder_that_does_not_spin_says_so_to_onnx_runtime_and_encodes_the_same(exported_encoder_dir,
+                                                                                     onnx_encoder):
+    from lmrec.encoder import OnnxTextEncoder
+
+    quiet = OnnxTextEncoder(exported_encoder_dir, threads=2, spin=False)
+    entry = "session.intra_op.allow_spinning"
+    assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
+    np.testing.assert_allclose(quiet.encode(TEXTS), onnx_encoder.encode(TEXTS), atol=1e-5)

@@ -37,6 +37,9 @@ def test_python_backend_config_fields():
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
         (EMBEDDING_OUTPUT, mc.TYPE_FP32, [spec.embedding_dim])]
     assert config.parameters["ort_threads"].string_value == str(spec.ort_threads)
+    assert config.parameters["ort_spin"].string_value == "0"  # ORT threads do not spin beside the gateway
+    assert parse(render_config(text_encoder_config(TextEncoderSpec(ort_spin=True)))).parameters[
+        "ort_spin"].string_value == "1"
     assert config.HasField("dynamic_batching")
     assert config.dynamic_batching.max_queue_delay_microseconds == spec.max_queue_delay_us
     assert config.version_policy.latest.num_versions == 1
