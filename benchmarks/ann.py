@@ -119,22 +119,23 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
 NOISES = ("isotropic", "covariance", "principal")
 
 
-def noise_sampler(real: np.ndarray, kind: str, rank: int = NOISE_RANK):
-    """n × dim Gaussian noise, NOISE_SCALE × the real vectors' spread.
+def noise_sampler(real: np.ndarray, kind: str, rank: int = NOISE_RANK, scale: float = NOISE_SCALE):
+    """n × dim Gaussian noise, `scale` × the real vectors' spread.
 
-    `isotropic`: dimensions independent, each with NOISE_SCALE × the real per-dimension std.
-    `covariance`: correlated like the real embeddings (drawn from NOISE_SCALE² × their covariance).
+    `isotropic`: dimensions independent, each with `scale` × the real per-dimension std.
+    `covariance`: correlated like the real embeddings (drawn from `scale`² × their covariance).
     `principal`: along the real vectors' top `rank` principal directions only (at most their dimension
-    and count), each with NOISE_SCALE × the real std along it. Full-rank noise makes a dense catalogue locally as high-dimensional as the noise
-    (local intrinsic dimension 43 at 1M items against 24 for real item texts, see `local_intrinsic_dimension`);
-    noise in a few dozen directions keeps a 1M catalogue's neighbourhoods as complex as real ones.
+    and count), each with `scale` × the real std along it. Full-rank noise makes a dense catalogue
+    locally as high-dimensional as the noise (local intrinsic dimension 43 at 1M items against 24 for
+    real item texts, see `local_intrinsic_dimension`); noise in a few dozen directions keeps a 1M
+    catalogue's neighbourhoods as complex as real ones.
     """
     if kind == "isotropic":
-        scale = (NOISE_SCALE * real.std(axis=0)).astype(np.float32)
-        return lambda n, rng: rng.standard_normal((n, real.shape[1]), dtype=np.float32) * scale
+        per_dimension = (scale * real.std(axis=0)).astype(np.float32)
+        return lambda n, rng: rng.standard_normal((n, real.shape[1]), dtype=np.float32) * per_dimension
     if kind == "covariance":
         covariance = np.cov(real.T.astype(np.float64)) + 1e-9 * np.eye(real.shape[1])
-        factor = (NOISE_SCALE * np.linalg.cholesky(covariance)).astype(np.float32)
+        factor = (scale * np.linalg.cholesky(covariance)).astype(np.float32)
         return lambda n, rng: rng.standard_normal((n, real.shape[1]), dtype=np.float32) @ factor.T
     if kind == "principal":
         if rank < 1:
@@ -143,7 +144,7 @@ def noise_sampler(real: np.ndarray, kind: str, rank: int = NOISE_RANK):
         centred = real.astype(np.float64) - real.mean(axis=0)
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)
         spread = singular[:rank] / np.sqrt(max(len(real) - 1, 1))  # std along each direction
-        factor = (NOISE_SCALE * spread[:, None] * directions[:rank]).astype(np.float32)
+        factor = (scale * spread[:, None] * directions[:rank]).astype(np.float32)
         return lambda n, rng: rng.standard_normal((n, rank), dtype=np.float32) @ factor
     raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {kind!r}")
 
@@ -158,12 +159,12 @@ def _perturbed(real: np.ndarray, noise, n: int, rng: np.random.Generator) -> np.
 
 
 def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "principal",
-                   rank: int = NOISE_RANK) -> np.ndarray:
+                   rank: int = NOISE_RANK, scale: float = NOISE_SCALE) -> np.ndarray:
     """`size` unit vectors: the real ones (a random subset when fewer are asked for), then synthetic ones."""
     if size <= len(real):
         order = np.random.default_rng([seed, 0]).permutation(len(real))[:size]
         return np.ascontiguousarray(real[order])
-    sample = noise_sampler(real, noise, rank)
+    sample = noise_sampler(real, noise, rank, scale)
     out = np.empty((size, real.shape[1]), np.float32)
     out[: len(real)] = real
     # Chunk c covers rows [c*CHUNK, (c+1)*CHUNK) of the synthetic part, from its own random stream.
@@ -175,8 +176,9 @@ def make_catalogue(real: np.ndarray, size: int, seed: int, noise: str = "princip
     return out
 
 
-def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "principal", rank: int = NOISE_RANK) -> np.ndarray:
-    return _perturbed(real, noise_sampler(real, noise, rank), n, np.random.default_rng([seed, 2]))
+def make_queries(real: np.ndarray, n: int, seed: int, noise: str = "principal", rank: int = NOISE_RANK,
+                 scale: float = NOISE_SCALE) -> np.ndarray:
+    return _perturbed(real, noise_sampler(real, noise, rank, scale), n, np.random.default_rng([seed, 2]))
 
 
 LID_NEIGHBOURS = 20

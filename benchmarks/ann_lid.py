@@ -27,20 +27,17 @@ def measure_lid_grid(*, dataset: str = "ml-100k", n_queries: int = 200, seed: in
     config = ann.AnnConfig(dataset=dataset)
     real, source = ann.load_real_embeddings(config, progress=progress)
     records = []
-    original_scale = ann.NOISE_SCALE
-    try:
-        for kind, scale, rank in RECIPES:
-            ann.NOISE_SCALE = scale  # the suite's module-wide scale; restored below
-            queries = ann.make_queries(real, n_queries, seed, kind, rank or ann.NOISE_RANK)
-            catalogue = ann.make_catalogue(real, max(SIZES), seed, kind, rank or ann.NOISE_RANK)
-            for size in SIZES:
-                items = catalogue[:size]  # catalogues nest, as in the suite
-                nearest = ann.exact_search(items, queries, k=ann.LID_NEIGHBOURS)
-                lid = ann.local_intrinsic_dimension(items, queries, nearest)
-                records.append({"noise": kind, "scale": scale, "rank": rank, "size": size, "lid": round(lid, 2)})
-                progress(f"{kind:10s} scale {scale:<4} rank {rank or '-':<3} {size:>9,}: LID {lid:.1f}")
-    finally:
-        ann.NOISE_SCALE = original_scale
+    for kind, scale, rank in RECIPES:
+        rank = rank or ann.NOISE_RANK
+        queries = ann.make_queries(real, n_queries, seed, kind, rank, scale)
+        catalogue = ann.make_catalogue(real, max(SIZES), seed, kind, rank, scale)
+        for size in SIZES:
+            items = catalogue[:size]  # catalogues nest, as in the suite
+            nearest = ann.exact_search(items, queries, k=ann.LID_NEIGHBOURS)
+            lid = ann.local_intrinsic_dimension(items, queries, nearest)
+            records.append({"noise": kind, "scale": scale, "rank": rank if kind == "principal" else None,
+                            "size": size, "lid": round(lid, 2)})
+            progress(f"{kind:10s} scale {scale:<4} rank {records[-1]['rank'] or '-':<3} {size:>9,}: LID {lid:.1f}")
     return {"suite": "ann-lid", "command": "python -m lmrec.benchmarks.ann_lid " + " ".join(sys.argv[1:]),
             "machine": machine_facts(), "embeddings_source": source, "n_queries": n_queries,
             "real_lid": round(ann.real_intrinsic_dimension(real, seed), 2), "records": records}
