@@ -43,54 +43,56 @@ class RankerConfig:
     prior: bool = True
 
 
-def per_user_standardised(scores: np.ndarray) -> np.ndarray:
-    """z-score of each user's row (a signal's scale differs across users; its ordering is what counts)."""
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    return (scores - mean) / np.where(std > 1e-12, std, 1.0)
+def ranks_of(masked: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """0-based rank of each of `items` in each row of `masked`, best first, equal scores by item index.
 
-
-def reciprocal_ranks(scores: np.ndarray, excluded: list[np.ndarray]) -> np.ndarray:
-    """1 / (1 + rank) of every item in each row, ranks taken after the excluded items are removed."""
-    masked = scores.astype(np.float64, copy=True)
-    for row, items in enumerate(excluded):
-        masked[row, items] = -np.inf
+    A stable sort per row: equal scores are common (most items have no sequential or graph evidence),
+    and their order must be the same whether a user is ranked alone or in a batch. Excluded items are
+    -inf, so they rank last.
+    """
     order = np.argsort(-masked, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
-    return (1.0 / (1.0 + ranks)).astype(np.float32)
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.broadcast_to(np.arange(masked.shape[1]), masked.shape), axis=1)
+    return position[:, items]
 
 
 def select_candidates(signal_scores: dict[str, np.ndarray], excluded: list[np.ndarray], per_signal: int) -> list[np.ndarray]:
     """Union of each signal's top `per_signal` unseen items, per user, sorted by item index."""
     n_users = next(iter(signal_scores.values())).shape[0]
-    chosen: list[set[int]] = [set() for _ in range(n_users)]
+    chosen: list[list[np.ndarray]] = [[] for _ in range(n_users)]
     for scores in signal_scores.values():
         masked = scores.astype(np.float64, copy=True)
         for row, items in enumerate(excluded):
             masked[row, items] = -np.inf
         top = np.argpartition(-masked, min(per_signal, masked.shape[1] - 1), axis=1)[:, :per_signal]
         for row in range(n_users):
-            chosen[row].update(int(i) for i in top[row] if np.isfinite(masked[row, i]))
-    return [np.array(sorted(c), dtype=np.int64) for c in chosen]
+            chosen[row].append(top[row][np.isfinite(masked[row, top[row]])])
+    return [np.unique(np.concatenate(c)).astype(np.int64) if c else np.zeros(0, np.int64) for c in chosen]
 
 
 def candidate_features(signal_scores: dict[str, np.ndarray], extra: dict[str, np.ndarray],
                        excluded: list[np.ndarray], candidates: list[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
     """Per user, a (n_candidates, n_features) float32 matrix, and the feature names.
 
-    For every signal: its per-user z-score and its reciprocal rank; `extra` holds per-(user, item)
-    features that are used as they are (e.g. similarity to the last item, log popularity).
+    For every signal (float32 scores): its per-user z-score and its reciprocal rank 1 / (1 + rank),
+    ranks taken after the excluded items are removed; `extra` holds per-(user, item) features used as
+    they are (e.g. similarity to the last item, log popularity). The z-score's mean and spread and the
+    ranks come from the user's whole row; only the candidates' values are kept. One user at a time, all
+    signals together: the served path asks for a single user per request.
     """
-    columns: list[tuple[str, np.ndarray]] = []
-    for name, scores in signal_scores.items():
-        columns.append((f"{name}_z", per_user_standardised(scores)))
-        columns.append((f"{name}_rr", reciprocal_ranks(scores, excluded)))
-    columns.extend(extra.items())
-    names = [name for name, _ in columns]
+    names = [f"{name}_{kind}" for name in signal_scores for kind in ("z", "rr")] + list(extra)
     per_user = []
     for row, items in enumerate(candidates):
-        per_user.append(np.stack([matrix[row, items] for _, matrix in columns], axis=1).astype(np.float32))
+        user_scores = np.stack([scores[row] for scores in signal_scores.values()]).astype(np.float32, copy=False)
+        mean = user_scores.mean(axis=1, keepdims=True)
+        std = user_scores.std(axis=1, keepdims=True)
+        z_scores = (user_scores[:, items] - mean) / np.where(std > 1e-12, std, 1.0)
+        masked = user_scores.astype(np.float64)
+        masked[:, excluded[row]] = -np.inf
+        reciprocal_ranks = (1.0 / (1.0 + ranks_of(masked, items))).astype(np.float32)
+        interleaved = np.stack([z_scores, reciprocal_ranks], axis=1).reshape(2 * len(user_scores), len(items))
+        columns = np.concatenate([interleaved, *([matrix[row, items]] for matrix in extra.values())])
+        per_user.append(np.ascontiguousarray(columns.T, dtype=np.float32))
     return per_user, names
 
 

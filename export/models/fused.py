@@ -158,7 +158,10 @@ class FusedRecommender:
         if self.tagger is not None:
             tag_weights = self.tagger.weights(profile)
             cutoff = np.sort(tag_weights, axis=1)[:, -min(5, tag_weights.shape[1])][:, None]
-            tag_direction = np.where(tag_weights >= cutoff, tag_weights, 0.0) @ self.tagger.tag_embeddings
+            # float32 before the product with the catalogue: a float64 operand made numpy convert the
+            # whole item matrix per call, 1.5 ms of a served request's 5.
+            tag_direction = (np.where(tag_weights >= cutoff, tag_weights, 0.0) @ self.tagger.tag_embeddings
+                             ).astype(np.float32)
         else:
             tag_direction = np.zeros_like(profile)
         last = np.stack([item_embeddings[h[-1]] if len(h) else np.zeros(item_embeddings.shape[1], np.float32)
@@ -171,7 +174,7 @@ class FusedRecommender:
             "log_popularity": np.broadcast_to(self.log_popularity, scores["lm"].shape),
             **({"log_recent_popularity": np.broadcast_to(self.log_recent_popularity, scores["lm"].shape)}
                if self.recent_share > 0 else {}),
-            "interest_tags": (tag_direction @ item_embeddings.T).astype(np.float32),
+            "interest_tags": tag_direction @ item_embeddings.T,
         }
         return scores, extra
 

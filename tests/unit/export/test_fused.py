@@ -199,3 +199,23 @@ def test_two_folds_give_users_a_list_each_and_the_encoder_sees_neither_fold(monk
         assert not pairs(fold) & pairs(fitted) and len(fitted) + len(fold) == len(train)
     assert len(fits[2]) == len(train)
     assert not (pairs(folds[0]) | pairs(folds[1])) & pairs(lm_two)
+
+
+def test_a_user_served_alone_gets_the_candidates_and_features_of_the_batched_offline_path():
+    """The gateway asks for one user per request with the profile Triton encoded; offline scoring
+    (which the quality figures come from) encodes a batch itself. Both must describe a user alike."""
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fused = make_model("fused", seed=3, **_TINY).fit(dataset, train)
+    users = np.unique(train.user)
+    histories = [train.item[train.user == u] for u in users]
+    profiles = fused.lm_model.user_embeddings(users, histories)
+    batch_candidates, batch_features, names = fused.features(users, histories)
+    assert len(names) == batch_features[0].shape[1]
+    for row, user in enumerate(users):
+        [candidates], [features], _ = fused.features(np.array([user]), [histories[row]], profile=profiles[row : row + 1],
+                                                     excluded=[np.unique(histories[row])])
+        np.testing.assert_array_equal(candidates, batch_candidates[row])
+        # Only the dense products differ, in float rounding (one row against a batch in BLAS).
+        np.testing.assert_allclose(features, batch_features[row], rtol=1e-4, atol=1e-5)

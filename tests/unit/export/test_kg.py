@@ -97,6 +97,19 @@ def test_user_profiles_are_shares_of_the_history(graph):
     assert not profiles[1].any()
 
 
+def test_user_profiles_equal_the_share_weighted_product_with_the_incidence_and_count_repeats():
+    rng = np.random.default_rng(0)
+    incidence = (rng.random((40, 12)) < 0.3).astype(np.float32)
+    graph = ItemGraph(incidence, [f"tag:t{j}" for j in range(12)])
+    histories = [rng.integers(0, 40, size=int(n)) for n in (0, 1, 7, 30)] + [np.array([5, 5, 5, 9])]
+    shares = np.zeros((len(histories), 40))
+    for row, history in enumerate(histories):
+        np.add.at(shares[row], history, 1.0 / max(len(history), 1))
+    np.testing.assert_allclose(graph.user_profiles(histories), shares @ incidence, rtol=1e-12, atol=0)
+    assert graph.user_profiles(histories).shape == (5, 12)
+    assert graph.user_profiles([]).shape == (0, 12)
+
+
 def test_affinity_is_idf_weighted_overlap_with_the_profile(graph):
     histories = [np.array([0, 3]), np.array([4])]
     affinity = graph.user_affinity(histories)
