@@ -212,6 +212,23 @@ def test_als_fold_in_is_the_least_squares_user_step_with_confidence_one_plus_alp
     np.testing.assert_allclose(model.user_vector_from_items(items), expected, rtol=1e-3, atol=1e-5)
 
 
+def test_als_folds_in_one_user_on_one_thread_and_many_on_the_fitted_count_with_the_same_vectors(monkeypatch):
+    from lmrec.export.models.als import PARALLEL_FOLD_IN_USERS
+
+    dataset, train, _ = two_groups()
+    model = make_model("als", seed=0, factors=8, num_threads=2).fit(dataset, train)
+    solver = model._als
+    used = []
+    recalculate = solver.recalculate_user
+    monkeypatch.setattr(solver, "recalculate_user", lambda *a: (used.append(solver.num_threads), recalculate(*a))[1])
+    rng = np.random.default_rng(0)
+    histories = [rng.choice(N_ITEMS, size=3, replace=False) for _ in range(PARALLEL_FOLD_IN_USERS)]
+    together = model._fold_in(histories)
+    alone = model.user_vector_from_items(histories[0])
+    assert used == [2, 1] and solver.num_threads == 2  # restored after the call
+    np.testing.assert_array_equal(alone, together[0])
+
+
 def test_als_exposes_float32_factors_and_zero_for_what_it_never_saw():
     dataset, train, _ = two_groups()
     train = train.select(train.item != 9)  # item 9 becomes a cold item
