@@ -148,8 +148,8 @@ class _WithPrior:
 class TrainedRanker:
     module: object  # torch.nn.Module
     feature_names: list[str]
-    n_users: int
-    candidate_recall: float  # share of training users whose target was among the candidates
+    n_lists: int  # training lists with a target among their candidates (a user has one per hold-out fold)
+    candidate_recall: float  # share of training lists whose target was among the candidates
     first_loss: float  # nan when no epoch was trained (the prior alone did best)
     last_loss: float
     epochs: int = 0  # what each member was trained for
@@ -209,7 +209,7 @@ def train_ranker(features: list[np.ndarray], target_positions: list[np.ndarray],
         losses.append(member_losses or [float("nan")])
     module = members[0] if len(members) == 1 else _Average.build(members)
     module.eval()
-    return TrainedRanker(module=module, feature_names=feature_names, n_users=len(usable),
+    return TrainedRanker(module=module, feature_names=feature_names, n_lists=len(usable),
                          candidate_recall=len(usable) / len(target_positions),
                          first_loss=float(np.mean([l[0] for l in losses])),
                          last_loss=float(np.mean([l[-1] for l in losses])), epochs=epochs, prior=prior,
