@@ -253,15 +253,10 @@ class ItemGraph:
         # an attribute every item has still explains (weakly) rather than not at all.
         scores = weights + 1e-6 * counts
         scores[history[:, None] == items[None, :]] = 0.0  # an item never explains itself
-        out: list[Explanation | None] = []
-        for column, item in enumerate(items.tolist()):
-            column_scores = scores[:, column]
-            if not (column_scores > 0).any():
-                out.append(None)
-                continue
-            best = int(np.flatnonzero(column_scores == column_scores.max())[-1])  # ties: the most recent
-            out.append(self._describe(int(history[best]), item, item_titles, max_attributes, action))
-        return out
+        explained = (scores > 0).any(axis=0)
+        best = len(history) - 1 - np.argmax(scores[::-1], axis=0)  # the last maximum: ties go to the most recent
+        return [self._describe(int(history[via]), item, item_titles, max_attributes, action) if found else None
+                for item, via, found in zip(items.tolist(), best.tolist(), explained.tolist())]
 
     def _entries(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row in `items`, attribute column) of every incidence entry of `items`, from the CSR arrays."""

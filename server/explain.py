@@ -76,15 +76,15 @@ def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int]
     paths = {}
     if len(recent) and len(in_graph):  # one pair of sparse products for all the items
         paths = dict(zip(in_graph.tolist(), state.graph.explain_many(recent, in_graph, titles, action="")))
+    if similarities is not None:
+        similarities[recent[None, :] == items[:, None]] = -np.inf  # an item never explains itself
+        closest = np.argmax(similarities, axis=1)  # ties: the older history item, as listed first
+        closest_similarity = similarities[np.arange(len(items)), closest]
     explanations = []
     for row, item in enumerate(items.tolist()):
         because, similarity = None, 0.0
-        if similarities is not None:
-            candidates = similarities[row].copy()
-            candidates[recent == item] = -np.inf  # an item never explains itself
-            if np.isfinite(candidates).any():
-                best = int(np.argmax(candidates))
-                because, similarity = int(recent[best]), float(candidates[best])
+        if similarities is not None and np.isfinite(closest_similarity[row]):
+            because, similarity = int(recent[closest[row]]), float(closest_similarity[row])
         keys = _tag_keys(catalogue.items[item])
         tags = tuple(original for lowered, original in wanted.items() if lowered in keys)
         explanation = paths.get(item)

@@ -1,0 +1,43 @@
+"""Explanations: the closest history item by embedding, never the item itself, ties to the older one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from lmrec.server.explain import explain_items
+from tests.unit.server.test_recommend import LocalEncoder, state_of
+
+
+@pytest.fixture(scope="module")
+def state(tiny_bundle, tiny_build_dir):
+    encoder = LocalEncoder(tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version))
+    return state_of(tiny_bundle, encoder)
+
+
+def _with_embeddings(state, embeddings):
+    return replace(state, item_embeddings=np.asarray(embeddings, np.float32))
+
+
+def test_the_closest_history_item_explains_and_an_item_never_explains_itself(state):
+    n = len(state.item_embeddings)
+    embeddings = np.eye(n, 8, dtype=np.float32)
+    embeddings[5] = embeddings[1] * 0.9 + embeddings[2] * 0.1  # item 5 is closest to 1, then 2
+    embeddings[6] = embeddings[2]
+    explained = explain_items(_with_embeddings(state, embeddings), np.array([1, 2, 6]), [5, 6, 1], ["lm"] * 3)
+    assert explained[0].because_item == 1 and explained[0].because_similarity == pytest.approx(0.9)
+    assert explained[1].because_item == 2  # 6 itself is in the history, and is passed over
+    assert explained[2].because_item == 2  # 1 is passed over; 2 and 6 tie at 0, and 2 is listed first
+
+
+def test_equal_similarities_go_to_the_history_item_listed_first_and_a_lone_self_explains_nothing(state):
+    n = len(state.item_embeddings)
+    embeddings = np.zeros((n, 4), np.float32)
+    embeddings[:, 0] = 1.0  # every pair equally similar
+    explained = explain_items(_with_embeddings(state, embeddings), np.array([3, 4, 7]), [9, 3], ["lm"] * 2)
+    assert explained[0].because_item == 3
+    assert explained[1].because_item == 4
+    alone = explain_items(_with_embeddings(state, embeddings), np.array([3]), [3], ["lm"])
+    assert alone[0].because_item is None and alone[0].because_title == ""
