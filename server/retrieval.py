@@ -58,6 +58,7 @@ class HnswRetriever:
 
         self._index = hnswlib.Index(space="cosine", dim=dim)
         self._index.load_index(str(index_path), max_elements=max(n_items * 2, 1024))
+        self.ef_search = ef_search
         self._index.set_ef(ef_search)
         self._index.set_num_threads(threads)
         self._lock = threading.Lock()
@@ -67,7 +68,10 @@ class HnswRetriever:
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         k = min(k, self._n)
         with self._lock:
-            self._index.set_ef(max(k, self._index.ef))
+            # Per query: k past the configured ef needs ef >= k, and the next query goes back down.
+            # (Raising it from the index's current ef ratcheted it up for good: after one user with
+            # hundreds of seen items, every later query searched that wide.)
+            self._index.set_ef(max(k, self.ef_search))
             labels, distances = self._index.knn_query(vectors, k=k)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
 

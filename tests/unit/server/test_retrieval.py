@@ -93,6 +93,18 @@ def test_hnsw_on_a_fresh_index(tmp_path):
     np.testing.assert_allclose(h_sims, e_sims, atol=1e-4)
 
 
+def test_a_wide_query_widens_ef_for_itself_only(tmp_path):
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((300, 8)).astype(np.float32)
+    build_index(vectors, [f"i{n}" for n in range(300)], tmp_path, encoder_checksum="x", encoder_version=1,
+                config=IndexConfig(m=8, ef_construction=50, threads=1))
+    hnsw = HnswRetriever(tmp_path / INDEX_FILE, dim=8, n_items=300, ef_search=32)
+    labels, _ = hnsw.search(vectors[0], 250)  # k beyond ef: hnswlib needs ef >= k
+    assert labels.shape == (1, 250) and hnsw._index.ef >= 250
+    hnsw.search(vectors[1], 10)
+    assert hnsw._index.ef == 32  # back to the configured width, not stuck at the widest query's
+
+
 def test_build_index_rejects_mismatched_ids(tmp_path):
     with pytest.raises(ValueError, match="3 embeddings for 2 item ids"):
         build_index(np.zeros((3, 4), np.float32), ["a", "b"], tmp_path, encoder_checksum="x", encoder_version=1)
