@@ -169,17 +169,26 @@ class ItemGraph:
                                   if len(histories) else np.zeros(0), "histories")
         users = np.repeat(np.arange(len(histories)), lengths)
         shares = 1.0 / np.repeat(np.maximum(lengths, 1), lengths)
-        # Each history entry's attribute columns, read straight from the CSR arrays (incidence is 0/1),
-        # then summed per (user, attribute): the sparse product this replaces cost 0.3 ms per served
-        # request in scipy's conversions alone.
-        starts = self.incidence.indptr[items]
-        counts = self.incidence.indptr[items + 1] - starts
+        # Summed exactly as the sparse product (history @ incidence) sums them, which this replaces
+        # because scipy's conversions alone cost 0.3 ms per served request: each user's items in
+        # ascending order, a repeated item's shares added up first, then each attribute accumulates
+        # its items' shares in that order. The incidence is 0/1, so its columns are read straight
+        # from the CSR arrays.
+        order = np.lexsort((items, users))
+        users, items, shares = users[order], items[order], shares[order]
+        first = np.ones(len(items), bool)
+        first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+        starts = np.flatnonzero(first)
+        shares = np.add.reduceat(shares, starts) if len(starts) else shares
+        users, items = users[starts], items[starts]
+        begins = self.incidence.indptr[items]
+        counts = self.incidence.indptr[items + 1] - begins
         entry = np.repeat(np.arange(len(items)), counts)
         within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        attributes = self.incidence.indices[starts[entry] + within]
+        attributes = self.incidence.indices[begins[entry] + within]
         flat = np.bincount(users[entry] * self.n_attributes + attributes, weights=shares[entry],
                            minlength=len(histories) * self.n_attributes)
-        return flat.reshape(len(histories), self.n_attributes)
+        return flat.reshape(len(histories), self.n_attributes).astype(np.float64, copy=False)
 
     def user_affinity(self, histories: Sequence[np.ndarray], candidates: np.ndarray | None = None) -> np.ndarray:
         """(n_users, n_candidates) float32: sum over each candidate's attributes of idf × the user's profile.

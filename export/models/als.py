@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from lmrec.export.models.matrices import binary_matrix, history_matrix
 
 # Fewer users than this are folded in on the calling thread alone (see `_fold_in`).
 PARALLEL_FOLD_IN_USERS = 64
+_FOLD_IN_LOCK = threading.Lock()
 
 
 class ALSRecommender:
@@ -107,12 +109,14 @@ class ALSRecommender:
         # request, the second thread has nothing to do and spins after the call instead: 3-6 ms of CPU
         # per fold-in on this 2-core machine, taken from Triton and the gateway. Users are solved
         # independently, so the thread count does not change the vectors.
-        solver, threads = self._als, self._als.num_threads
-        solver.num_threads = threads if len(histories) >= PARALLEL_FOLD_IN_USERS else 1
-        try:
-            # recalculate_user does implicit's exact (Cholesky) user step with the same confidence scaling.
-            vectors = solver.recalculate_user(np.arange(len(histories)), user_items)
-        finally:
-            solver.num_threads = threads
+        # The count is an attribute of the shared solver, so it is changed and restored under a lock.
+        with _FOLD_IN_LOCK:
+            solver, threads = self._als, self._als.num_threads
+            solver.num_threads = threads if len(histories) >= PARALLEL_FOLD_IN_USERS else 1
+            try:
+                # recalculate_user does implicit's exact (Cholesky) user step with the same confidence scaling.
+                vectors = solver.recalculate_user(np.arange(len(histories)), user_items)
+            finally:
+                solver.num_threads = threads
         return np.asarray(vectors, dtype=np.float32).reshape(len(histories), self.factors)
 

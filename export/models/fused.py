@@ -163,7 +163,7 @@ class FusedRecommender:
             tag_direction = (np.where(tag_weights >= cutoff, tag_weights, 0.0) @ self.tagger.tag_embeddings
                              ).astype(np.float32)
         else:
-            tag_direction = np.zeros_like(profile)
+            tag_direction = np.zeros_like(profile, dtype=np.float32)
         last = np.stack([item_embeddings[h[-1]] if len(h) else np.zeros(item_embeddings.shape[1], np.float32)
                          for h in histories])
         recent = np.stack([item_embeddings[h[-3:]].mean(axis=0) if len(h) else np.zeros(item_embeddings.shape[1],

@@ -107,7 +107,25 @@ def test_user_profiles_equal_the_share_weighted_product_with_the_incidence_and_c
         np.add.at(shares[row], history, 1.0 / max(len(history), 1))
     np.testing.assert_allclose(graph.user_profiles(histories), shares @ incidence, rtol=1e-12, atol=0)
     assert graph.user_profiles(histories).shape == (5, 12)
-    assert graph.user_profiles([]).shape == (0, 12)
+    assert graph.user_profiles([]).shape == (0, 12) and graph.user_profiles([]).dtype == np.float64
+    assert graph.user_profiles([np.zeros(0, np.int64)]).dtype == np.float64
+
+
+def test_user_profiles_add_up_exactly_as_the_sparse_product_did():
+    """Bit for bit: the fused model's graph feature must not move when this is computed another way."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    incidence = (rng.random((300, 40)) < 0.15).astype(np.float32)
+    graph = ItemGraph(incidence, [f"tag:t{j}" for j in range(40)])
+    histories = [rng.integers(0, 300, size=int(n)) for n in rng.integers(0, 120, size=60)]
+    histories += [np.array([7, 7, 3, 7, 3]), np.zeros(0, np.int64)]  # repeats, in any order; an empty one
+    lengths = np.array([len(h) for h in histories])
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    values = 1.0 / np.repeat(np.maximum(lengths, 1), lengths)
+    product = sp.csr_matrix((values, (rows, np.concatenate(histories))), shape=(len(histories), 300))
+    expected = np.asarray((product @ graph.incidence.astype(np.float64)).todense())
+    np.testing.assert_array_equal(graph.user_profiles(histories), expected)
 
 
 def test_affinity_is_idf_weighted_overlap_with_the_profile(graph):
