@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="temporal-loo")
     p.add_argument("--method", action="append", required=True,
-                   help="method name(s): pop, itemknn, als, bpr, ease, sequential, lm-pretrained, lm-finetuned "
-                        "(repeat or comma-separate)")
+                   help="method name(s): pop, itemknn, als, bpr, ease, sequential, kg, lm-pretrained, lm-finetuned, "
+                        "fused, fused-int8 (repeat or comma-separate)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                    help="fix a hyper-parameter (repeatable), e.g. lm-finetuned.steps=400; fixed methods skip tuning")
