@@ -10,10 +10,10 @@ suite's default recipe was chosen (the one whose 1M LID is nearest the real item
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from lmrec.cli import command_line
 from . import ann
 from .machine import machine_facts
 from .report import markdown_table, write_report
@@ -38,7 +38,7 @@ def measure_lid_grid(*, dataset: str = "ml-100k", n_queries: int = 200, seed: in
             records.append({"noise": kind, "scale": scale, "rank": rank if kind == "principal" else None,
                             "size": size, "lid": round(lid, 2)})
             progress(f"{kind:10s} scale {scale:<4} rank {records[-1]['rank'] or '-':<3} {size:>9,}: LID {lid:.1f}")
-    return {"suite": "ann-lid", "command": "python -m lmrec.benchmarks.ann_lid " + " ".join(sys.argv[1:]),
+    return {"suite": "ann-lid", "command": command_line("python -m lmrec.benchmarks.ann_lid"),
             "machine": machine_facts(), "embeddings_source": source, "n_queries": n_queries,
             "real_lid": round(ann.real_intrinsic_dimension(real, seed), 2), "records": records}
 

@@ -76,6 +76,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lmrec.cli import command_line
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
                              POPULATIONS, SCALE_RATIO_NEEDED, SESSION_ITEMS, STAGES, GatewayLoadConfig, _config_json,
                              reproduce_command)
@@ -150,7 +151,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
     item_ids = list(dataset.item_ids)
     populations = {name: Population(name, users, item_ids, config.seed + i) for i, name in enumerate(POPULATIONS)}
     invoked = Path(sys.argv[0]).name == "lmrec" and sys.argv[1:]
-    out = {"suite": "gateway", "command": "lmrec " + " ".join(sys.argv[1:]) if invoked else None,
+    out = {"suite": "gateway", "command": command_line() if invoked else None,
            "reproduce": reproduce_command(config), "machine": machine_facts(), "config": _config_json(config),
            "build": {"build_dir": str(build_dir), "bundle_version": bundle.version,
                      "dataset": bundle.manifest.get("dataset"), "n_items": len(item_ids),

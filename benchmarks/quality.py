@@ -11,9 +11,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from lmrec.cli import command_line
 from .machine import machine_facts
 from .report import bar_chart, markdown_table, write_report
+
+if TYPE_CHECKING:
+    from lmrec.export.loaders import DataConfig
 
 BASELINES = ("pop", "itemknn", "als", "bpr", "ease", "sequential")
 LM_METHODS = ("lm-pretrained", "lm-finetuned")
@@ -35,22 +40,32 @@ class QualityConfig:
     out_dir: Path = Path("benchmarks/results")
     name: str = "quality"
     synthetic_users: int = 0  # > 0: a smoke run on a small synthetic data set instead of MovieLens
+    # One data set of your own (any loader: csv, movielens-csv, ml-100k, ...) instead of `datasets`;
+    # its records are named after the data set (a CSV folder's name).
+    data: DataConfig | None = None
     # A previous results JSON: its records for what this run does not measure (data set, protocol,
     # method) are carried over, marked with the file and command they came from.
     reuse: tuple[Path, ...] = ()
 
 
-def _data_config(config: QualityConfig, dataset: str):
+def _data_configs(config: QualityConfig) -> list:
+    """What the run measures: a synthetic smoke set, your own data set, or the MovieLens folders."""
     from lmrec.export.loaders import DataConfig, SyntheticConfig
 
     if config.synthetic_users:
         n = config.synthetic_users
-        return DataConfig(dataset="synthetic", synthetic=SyntheticConfig(n_users=n, n_items=max(40, n),
-                                                                         min_interactions=8, max_interactions=20))
-    folder = config.data_root / dataset
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} not found: the quality suite reads MovieLens from ../shared/data")
-    return DataConfig(dataset=dataset, data_dir=folder)
+        return [DataConfig(dataset="synthetic", synthetic=SyntheticConfig(n_users=n, n_items=max(40, n),
+                                                                          min_interactions=8, max_interactions=20))]
+    if config.data is not None:
+        return [config.data]
+    configs = []
+    for dataset in config.datasets:  # all checked before the first (long) one starts
+        folder = config.data_root / dataset
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} not found: the quality suite reads MovieLens from ../shared/data "
+                                    "(or pass --data-root; for your own data, --dataset and --data-dir)")
+        configs.append(DataConfig(dataset=dataset, data_dir=folder))
+    return configs
 
 
 def method_params(protocol: str, tuned: dict[str, dict], finetune: dict, overrides: dict | None = None) -> dict[str, dict]:
@@ -71,15 +86,17 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
     from lmrec.export.splits import split_dataset
 
     started = time.perf_counter()
-    out = {"suite": "quality", "command": "lmrec " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+    out = {"suite": "quality", "command": command_line() if sys.argv[1:] else None,
            "machine": machine_facts(), "config": {"datasets": list(config.datasets), "protocols": list(config.protocols),
                                                  "methods": list(config.methods), "seed": config.seed,
                                                  "finetune": config.finetune, "fused": config.fused}, "records": []}
-    datasets = ("synthetic",) if config.synthetic_users else config.datasets
+    data_configs = _data_configs(config)
+    if config.data is not None:
+        out["config"]["datasets"] = [config.data.dataset]
+        out["config"]["data_dir"] = str(config.data.data_dir)
     reused = _reusable_records(config)  # read before this run overwrites any of them
     merged = out
-    for name in datasets:
-        data = _data_config(config, name)
+    for data in data_configs:
         dataset = load_dataset(data).dataset
         for protocol in config.protocols:
             split = split_dataset(dataset, protocol, seed=config.seed)
@@ -227,8 +244,14 @@ def render_markdown(payload: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--datasets", default="ml-100k,ml-latest-small")
+    from lmrec.cli import _add_data_arguments
+
+    parser.add_argument("--datasets", help="MovieLens folders under --data-root (default: ml-100k,ml-latest-small)")
     parser.add_argument("--data-root", help="folder holding the MovieLens folders (default: ../shared/data)")
+    # Your own data instead: the same options as `lmrec build` and `lmrec evaluate`.
+    _add_data_arguments(parser, default_dataset=None,
+                        dataset_help="run on your own data set instead of the MovieLens ones (with --data-dir; "
+                                     "csv takes --csv KEY=VALUE options)")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--method", action="append", help="methods (default: all)")
     parser.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
@@ -262,7 +285,26 @@ def config_from_args(args) -> QualityConfig:
             raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     params = _model_params(args.param, ("lm-finetuned", "fused"))
     finetune, fused = dict(params.get("lm-finetuned", {})), dict(params.get("fused", {}))
-    return QualityConfig(datasets=tuple(args.datasets.split(",")), protocols=protocols, methods=methods,
+    return QualityConfig(datasets=tuple((args.datasets or ",".join(QualityConfig.datasets)).split(",")),
+                         data=_own_data(args), protocols=protocols, methods=methods,
                          seed=args.seed, finetune=finetune, fused=fused, out_dir=Path(args.out), name=args.name,
                          synthetic_users=args.smoke_users, reuse=tuple(_existing_file("--reuse", f) for f in args.reuse or ()),
                          **({"data_root": Path(args.data_root)} if args.data_root else {}))
+
+
+def _own_data(args):
+    """The DataConfig of `--dataset/--data-dir/--csv ...`, or None for the MovieLens folders."""
+    from lmrec.cli import CliError, _data_config
+
+    if args.dataset is None:
+        if args.data_dir or args.csv:
+            raise CliError(f"{'--data-dir' if args.data_dir else '--csv'} needs --dataset (csv, movielens-csv, "
+                           "ml-100k or ml-latest-small) to say how to read it")
+        return None
+    if args.dataset == "synthetic":
+        raise CliError("--dataset synthetic: for a synthetic run use --smoke-users N")
+    if args.datasets or args.data_root or args.smoke_users:
+        given = "--datasets" if args.datasets else "--data-root" if args.data_root else "--smoke-users"
+        raise CliError(f"--dataset {args.dataset} runs on your own data; {given} selects other data sets: give one or the other")
+    return _data_config(args)
+

@@ -19,6 +19,13 @@ DATASETS = ("synthetic", "ml-100k", "ml-latest-small", "movielens-csv", "csv")
 PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
 
 
+def command_line(program: str = "lmrec") -> str:
+    """This process's command as one shell-quoted line, so that a recorded command can be pasted back."""
+    import shlex
+
+    return shlex.join([*program.split(), *sys.argv[1:]])
+
+
 def _default_build_dir(dataset: str) -> Path:
     return Path("build") / dataset
 
@@ -61,9 +68,9 @@ def _csv_columns(pairs: list[str] | None):
     return CsvColumns(**values)
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                        help="data set (default: the embedded synthetic one)")
+def _add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str | None = "synthetic",
+                        dataset_help: str = "data set (default: the embedded synthetic one)") -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default=default_dataset, help=dataset_help)
     parser.add_argument("--data-dir", help="folder with the data set's files (all but synthetic)")
     parser.add_argument("--min-user-interactions", type=int, default=0, metavar="N")
     parser.add_argument("--min-item-interactions", type=int, default=0, metavar="N")
@@ -142,7 +149,7 @@ def cmd_evaluate(args) -> int:
     records = run_evaluation(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(records))
     if args.json:
-        payload = records_to_json(records, command="lmrec " + " ".join(sys.argv[1:]))
+        payload = records_to_json(records, command=command_line())
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")

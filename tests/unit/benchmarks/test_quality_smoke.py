@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lmrec.benchmarks.quality import QualityConfig, bar_checks, run_quality
 
 
@@ -129,3 +131,61 @@ def test_fused_settings_from_the_command_line_reach_both_fused_methods_and_bad_o
     assert params["fused"]["signals"] == {"ease": {"l2": 100.0}} and params["fused"]["holdout"] == "random"
     with pytest.raises(CliError, match="--param 'ranker.epochs=3'"):
         config_from_args(parser.parse_args(["--param", "ranker.epochs=3"]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Your own data: `lmrec bench quality --dataset csv --data-dir ...`
+
+
+def _write_csv_dataset(folder, n_users: int = 40):
+    """The project's synthetic data set written out as a generic CSV layout, with its own column names."""
+    from lmrec.export.loaders import DataConfig, SyntheticConfig, load_dataset
+
+    dataset = load_dataset(DataConfig(dataset="synthetic", synthetic=SyntheticConfig(
+        n_users=n_users, n_items=60, min_interactions=8, max_interactions=20))).dataset
+    folder.mkdir()
+    rows = ["uid;iid;stars;time"] + [
+        f"{dataset.user_ids[u]};{dataset.item_ids[i]};{w:g};{t}" for u, i, w, t in zip(
+            dataset.interactions.user, dataset.interactions.item, dataset.interactions.weight,
+            dataset.interactions.timestamp)]
+    (folder / "events.csv").write_text("\n".join(rows) + "\n")
+    items = ["item_id;title;genres"] + [f"{item_id};{info.title};{'|'.join(info.categories)}"
+                                         for item_id, info in zip(dataset.item_ids, dataset.items)]
+    (folder / "items.csv").write_text("\n".join(items) + "\n")
+    return dataset
+
+
+OWN_CSV = ["--csv", "interactions_file=events.csv", "--csv", "delimiter=;", "--csv", "user=uid", "--csv", "item=iid",
+           "--csv", "rating=stars", "--csv", "timestamp=time", "--csv", "categories=genres"]
+
+
+def test_the_suite_runs_on_your_own_csv_data_set_named_after_its_folder(tmp_path, capsys):
+    from lmrec.cli import main
+
+    dataset = _write_csv_dataset(tmp_path / "shop")
+    code = main(["bench", "quality", "--dataset", "csv", "--data-dir", str(tmp_path / "shop"), *OWN_CSV,
+                 "--protocols", "random-811", "--method", "pop,ease", "--out", str(tmp_path / "out"), "--name", "own"])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "out" / "own.json").read_text())
+    assert {(r["dataset"], r["protocol"], r["method"]) for r in saved["records"]} == {
+        ("shop", "random-811", "pop"), ("shop", "random-811", "ease")}
+    assert all(r["n_items"] == dataset.n_items for r in saved["records"])
+    assert saved["config"]["datasets"] == ["csv"] and saved["config"]["data_dir"] == str(tmp_path / "shop")
+    assert "## shop · random-811" in (tmp_path / "out" / "own.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-dir", "{d}"], "--data-dir needs --dataset"),
+    (["--csv", "user=uid"], "--csv needs --dataset"),
+    (["--dataset", "csv", "--data-dir", "{d}", "--datasets", "ml-100k"], "--datasets selects other data sets"),
+    (["--dataset", "synthetic"], "--smoke-users"),
+    (["--dataset", "csv", "--data-dir", "{d}/missing"], "--data-dir {d}/missing is not a directory"),
+    (["--dataset", "csv"], "--dataset csv needs --data-dir"),
+])
+def test_own_data_options_that_cannot_work_are_named_before_anything_runs(tmp_path, capsys, argv, message):
+    from lmrec.cli import main
+
+    argv = [a.format(d=tmp_path) for a in argv]
+    assert main(["bench", "quality", *argv, "--out", str(tmp_path / "out")]) == 2
+    assert message.format(d=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

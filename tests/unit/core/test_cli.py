@@ -84,3 +84,14 @@ def test_ml100k_u_data_with_wrong_field_counts_is_a_one_line_error(capsys, tmp_p
     code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(folder), "--method", "pop")
     line = assert_one_line_error(code, err, "evaluate")
     assert "u.data" in line
+
+
+def test_a_recorded_command_line_can_be_pasted_back_into_a_shell(monkeypatch):
+    import shlex
+
+    from lmrec.cli import command_line
+
+    monkeypatch.setattr("sys.argv", ["/venv/bin/lmrec", "bench", "quality", "--csv", "delimiter=;", "--name", "my run"])
+    line = command_line()
+    assert line == "lmrec bench quality --csv 'delimiter=;' --name 'my run'"
+    assert shlex.split(line)[1:] == ["bench", "quality", "--csv", "delimiter=;", "--name", "my run"]
