@@ -219,8 +219,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--concurrency", default="1,2,4,8", help="requests in flight (served paths)")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds; each cell reports the median")
     parser.add_argument("--n-texts", type=int, default=512, help="texts sampled (half items, half user profiles)")
-    parser.add_argument("--dataset", default="ml-100k", choices=("ml-100k", "ml-latest-small"))
-    parser.add_argument("--data-dir", help="the data set folder (default: ../shared/data/<dataset>)")
+    from lmrec.cli import DATASETS
+
+    parser.add_argument("--dataset", default="ml-100k", choices=tuple(d for d in DATASETS if d != "synthetic"),
+                        help="whose item texts and user profiles are encoded (default: ml-100k); your own data "
+                             "with --data-dir, a generic CSV with --csv KEY=VALUE as for `lmrec build`")
+    parser.add_argument("--data-dir", help="the data set folder (default: ../shared/data/<dataset> for MovieLens)")
+    parser.add_argument("--csv", action="append", metavar="KEY=VALUE", help="generic CSV layout (repeatable), as for `lmrec build`")
     parser.add_argument("--synthetic-users", type=int, default=0,
                         help="smoke run: a synthetic data set of N users instead of MovieLens")
     parser.add_argument("--model", help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
@@ -258,9 +263,17 @@ def config_from_args(args) -> EncoderBenchConfig:
         n = args.synthetic_users
         extra["synthetic"] = SyntheticConfig(n_users=n, n_items=max(30, n), min_interactions=3, max_interactions=10)
     if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise CliError(f"--data-dir {args.data_dir} is not a directory")
         extra["data_dir"] = Path(args.data_dir)
-    elif args.dataset != "ml-100k":
+    elif args.dataset in ("ml-100k", "ml-latest-small"):
         extra["data_dir"] = REPO_ROOT.parent / "shared" / "data" / args.dataset
+    elif not args.synthetic_users:
+        raise CliError(f"--dataset {args.dataset} needs --data-dir (the folder holding its files)")
+    if args.csv:
+        from lmrec.cli import _csv_columns
+
+        extra["csv"] = _csv_columns(args.csv)
     if args.model:
         extra["model"] = args.model
     if args.export_dir:

@@ -48,6 +48,7 @@ class EncoderBenchConfig:
     dataset: str = "ml-100k"
     data_dir: Path = field(default_factory=_default_data_dir)
     synthetic: object | None = None  # a SyntheticConfig: a small synthetic data set instead of `dataset`
+    csv: object | None = None  # a CsvColumns: the layout of a generic CSV data set (dataset="csv")
     model: str = field(default_factory=_default_model)  # the sentence-transformers folder every path serves
     work_dir: Path = Path("benchmarks/results/tmp/encoder")  # export cache, model repository, server logs
     export_dir: Path | None = None  # an existing export (model.onnx + model_int8.onnx); None: export into work_dir

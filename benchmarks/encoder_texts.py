@@ -112,11 +112,13 @@ def _load_texts(config: EncoderBenchConfig) -> tuple[list[str], list[str], str]:
     from lmrec.export.loaders import DataConfig, load_dataset
 
     if config.synthetic is not None:
-        data, label = DataConfig(dataset="synthetic", synthetic=config.synthetic), "synthetic"
+        data = DataConfig(dataset="synthetic", synthetic=config.synthetic)
     else:
         folder = Path(config.data_dir)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} not found: the encoder suite reads {config.dataset} from ../shared/data")
-        data, label = DataConfig(dataset=config.dataset, data_dir=folder), config.dataset
-    texts, kinds = benchmark_texts(load_dataset(data).dataset, config.n_texts, config.seed)
-    return texts, kinds, label
+            raise FileNotFoundError(f"{folder} not found: the encoder suite reads {config.dataset} from ../shared/data "
+                                    "unless --data-dir says where it is")
+        data = DataConfig(dataset=config.dataset, data_dir=folder, csv=config.csv)
+    dataset = load_dataset(data).dataset
+    texts, kinds = benchmark_texts(dataset, config.n_texts, config.seed)
+    return texts, kinds, "synthetic" if config.synthetic is not None else dataset.name

@@ -69,3 +69,36 @@ def test_path_groups_expand_and_unknown_paths_are_refused():
                                                        "triton-fp32-nobatch")
     with pytest.raises(ValueError, match="unknown encoder path"):
         expand_paths(["tensorrt"])
+
+
+def _encoder_config(argv):
+    import argparse
+
+    from lmrec.benchmarks.encoder import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_the_suite_encodes_your_own_csv_data_sets_texts(own_csv_dataset):
+    from lmrec.benchmarks.encoder_texts import _load_texts
+    from lmrec.text import item_text_of
+
+    folder, dataset, layout = own_csv_dataset
+    config = _encoder_config(["--dataset", "csv", "--data-dir", str(folder), *layout, "--n-texts", "20"])
+    assert config.csv.user == "uid" and config.csv.delimiter == ";"
+    texts, kinds, label = _load_texts(config)
+    assert label == "shop" and len(texts) == 20 and kinds.count("profile") == 10
+    # The item texts are the catalogue's, read through the layout (titles and genres from items.csv).
+    catalogue = {item_text_of(info) for info in dataset.items}
+    assert {t for t, kind in zip(texts, kinds) if kind == "item"} <= catalogue
+
+
+def test_own_data_for_the_encoder_suite_needs_a_folder_that_exists(tmp_path):
+    from lmrec.cli import CliError
+
+    with pytest.raises(CliError, match="--dataset csv needs --data-dir"):
+        _encoder_config(["--dataset", "csv"])
+    with pytest.raises(CliError, match=f"--data-dir {tmp_path / 'nope'} is not a directory"):
+        _encoder_config(["--dataset", "csv", "--data-dir", str(tmp_path / "nope")])

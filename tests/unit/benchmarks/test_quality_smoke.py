@@ -137,40 +137,18 @@ def test_fused_settings_from_the_command_line_reach_both_fused_methods_and_bad_o
 # Your own data: `lmrec bench quality --dataset csv --data-dir ...`
 
 
-def _write_csv_dataset(folder, n_users: int = 40):
-    """The project's synthetic data set written out as a generic CSV layout, with its own column names."""
-    from lmrec.export.loaders import DataConfig, SyntheticConfig, load_dataset
-
-    dataset = load_dataset(DataConfig(dataset="synthetic", synthetic=SyntheticConfig(
-        n_users=n_users, n_items=60, min_interactions=8, max_interactions=20))).dataset
-    folder.mkdir()
-    rows = ["uid;iid;stars;time"] + [
-        f"{dataset.user_ids[u]};{dataset.item_ids[i]};{w:g};{t}" for u, i, w, t in zip(
-            dataset.interactions.user, dataset.interactions.item, dataset.interactions.weight,
-            dataset.interactions.timestamp)]
-    (folder / "events.csv").write_text("\n".join(rows) + "\n")
-    items = ["item_id;title;genres"] + [f"{item_id};{info.title};{'|'.join(info.categories)}"
-                                         for item_id, info in zip(dataset.item_ids, dataset.items)]
-    (folder / "items.csv").write_text("\n".join(items) + "\n")
-    return dataset
-
-
-OWN_CSV = ["--csv", "interactions_file=events.csv", "--csv", "delimiter=;", "--csv", "user=uid", "--csv", "item=iid",
-           "--csv", "rating=stars", "--csv", "timestamp=time", "--csv", "categories=genres"]
-
-
-def test_the_suite_runs_on_your_own_csv_data_set_named_after_its_folder(tmp_path, capsys):
+def test_the_suite_runs_on_your_own_csv_data_set_named_after_its_folder(tmp_path, capsys, own_csv_dataset):
     from lmrec.cli import main
 
-    dataset = _write_csv_dataset(tmp_path / "shop")
-    code = main(["bench", "quality", "--dataset", "csv", "--data-dir", str(tmp_path / "shop"), *OWN_CSV,
+    folder, dataset, layout = own_csv_dataset
+    code = main(["bench", "quality", "--dataset", "csv", "--data-dir", str(folder), *layout,
                  "--protocols", "random-811", "--method", "pop,ease", "--out", str(tmp_path / "out"), "--name", "own"])
     assert code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "out" / "own.json").read_text())
     assert {(r["dataset"], r["protocol"], r["method"]) for r in saved["records"]} == {
         ("shop", "random-811", "pop"), ("shop", "random-811", "ease")}
     assert all(r["n_items"] == dataset.n_items for r in saved["records"])
-    assert saved["config"]["datasets"] == ["csv"] and saved["config"]["data_dir"] == str(tmp_path / "shop")
+    assert saved["config"]["datasets"] == ["csv"] and saved["config"]["data_dir"] == str(folder)
     assert "## shop · random-811" in (tmp_path / "out" / "own.md").read_text()
 
 
