@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmrec.cli import command_line
+from lmrec.export.models.fused import holdout_for_protocol
+from lmrec.export.splits import PROTOCOLS
+
 from .machine import machine_facts
 from .report import bar_chart, markdown_table, write_report
 
@@ -24,7 +27,6 @@ BASELINES = ("pop", "itemknn", "als", "bpr", "ease", "sequential")
 LM_METHODS = ("lm-pretrained", "lm-finetuned")
 FUSED_METHODS = ("fused", "fused-int8")
 ALL_METHODS = BASELINES + LM_METHODS + FUSED_METHODS
-PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
 FUSED_SIGNALS = ("als", "ease", "itemknn", "sequential")
 
 
@@ -72,7 +74,7 @@ def method_params(protocol: str, tuned: dict[str, dict], finetune: dict, overrid
     """Fixed settings for the LM and fused methods, from the baselines tuned on validation (and
     `overrides`: fused settings given on the command line, chosen on validation beforehand)."""
     fused = {"signals": {m: tuned[m] for m in FUSED_SIGNALS if m in tuned},
-             "holdout": "last" if protocol == "temporal-loo" else "random",
+             "holdout": holdout_for_protocol(protocol),
              "lm_params": dict(finetune)}
     if protocol == "cold-items":  # the deployment condition is known: train the ranker for new items too
         fused["cold_share"] = 0.1

@@ -21,7 +21,7 @@ from lmrec.export.models.base import Recommender, make_model, model_param_grid
 if TYPE_CHECKING:  # the loaders are only needed when the harness loads data itself
     from lmrec.export.loaders import DataConfig
 
-SplitProtocol = Literal["temporal-loo", "random-811", "cold-items"]
+SplitProtocol = Literal["temporal-loo", "random-811", "cold-items", "sparse-users"]
 
 # Users scored at once: bounds the dense (users, n_items) float32 score block.
 SCORE_BATCH_SIZE = 512

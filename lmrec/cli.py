@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
+from lmrec.export.splits import PROTOCOLS
 
 DATASETS = ("synthetic", "ml-100k", "ml-latest-small", "movielens-csv", "csv")
-PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
 
 
 def command_line(program: str = "lmrec") -> str:

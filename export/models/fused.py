@@ -49,6 +49,12 @@ FREE_RANKER: dict[str, Any] = {"prior": False, "early_stopping_folds": 1}
 HOLDOUTS = ("last", "random")
 
 
+def holdout_for_protocol(protocol: str) -> str:
+    """The hold-out that mimics an evaluation protocol: the next item where the protocol tests the next
+    item after a user's known ones (temporal-loo, sparse-users), a random share otherwise."""
+    return "last" if protocol in ("temporal-loo", "sparse-users") else "random"
+
+
 def default_ranker_settings(holdout: str, cold_share: float) -> dict[str, Any]:
     return LINEAR_RANKER if holdout == "random" and cold_share == 0 else FREE_RANKER
 

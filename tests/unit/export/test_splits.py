@@ -9,9 +9,7 @@ import pytest
 
 from lmrec.export.dataset import Dataset, Interactions, ItemInfo, UserInfo, concat, targets_by_user
 from lmrec.export.loaders import DataConfig, load_dataset
-from lmrec.export.splits import split_dataset
-
-PROTOCOLS = ("temporal-loo", "random-811", "cold-items")
+from lmrec.export.splits import PROTOCOLS, split_dataset
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +67,7 @@ def test_no_target_leaks_into_train(dataset, protocol):
     # Parts partition the data (cold-items may drop targets of users without training data).
     union = sorted(rows(split.train) + rows(split.valid) + rows(split.test))
     everything = rows(dataset.interactions)
-    if protocol == "cold-items":
+    if protocol in ("cold-items", "sparse-users"):  # both leave some rows unused
         assert set(union) <= set(everything)
     else:
         assert union == sorted(everything)
@@ -224,6 +222,41 @@ def test_cold_items_is_deterministic_by_seed(synthetic):
 
 # ---------------------------------------------------------------------------------------------------
 # Errors
+
+
+# ---------------------------------------------------------------------------------------------------
+# sparse-users
+
+
+def test_sparse_users_are_known_by_their_first_interactions_then_tested_on_the_next(dataset):
+    split = split_dataset(dataset, "sparse-users", seed=5, sparse_user_share=0.25, sparse_known=3)
+    tested = np.unique(split.test.user)
+    eligible = [u for u, h in enumerate(dataset.histories()) if len(h) >= 5]
+    assert len(tested) == max(1, round(0.25 * len(eligible))) and set(tested.tolist()) <= set(eligible)
+    assert set(split.valid.user.tolist()) == set(tested.tolist())  # one valid and one test row each
+    assert len(split.valid) == len(split.test) == len(tested)
+    histories = dataset.histories()  # canonical order: by time, then item index
+    train = targets_by_user(split.train)
+    valid, test = targets_by_user(split.valid), targets_by_user(split.test)
+    for user in tested.tolist():
+        assert sorted(train[user]) == sorted(histories[user][:3].tolist())
+        assert valid[user].tolist() == [histories[user][3]] and test[user].tolist() == [histories[user][4]]
+    # Everyone else is training data, whole.
+    others = [u for u in range(len(histories)) if u not in set(tested.tolist()) and len(histories[u])]
+    assert all(len(train[u]) == len(histories[u]) for u in others)
+
+
+def test_sparse_users_is_deterministic_by_seed_and_checks_its_settings(synthetic):
+    first, again = split_dataset(synthetic, "sparse-users", seed=1), split_dataset(synthetic, "sparse-users", seed=1)
+    other = split_dataset(synthetic, "sparse-users", seed=2)
+    assert rows(first.test) == rows(again.test) and rows(first.test) != rows(other.test)
+    with pytest.raises(ValueError, match="sparse_user_share must be in"):
+        split_dataset(synthetic, "sparse-users", sparse_user_share=1.0)
+    with pytest.raises(ValueError, match="sparse_known must be at least 1"):
+        split_dataset(synthetic, "sparse-users", sparse_known=0)
+    short_users = tiny_dataset(Interactions.from_lists(user=[0, 0, 0, 0, 1, 1], item=[0, 1, 2, 3, 1, 2]))
+    with pytest.raises(ValueError, match="empty valid set .users need at least 5 interactions"):
+        split_dataset(short_users, "sparse-users")
 
 
 def test_unknown_protocol(synthetic):
