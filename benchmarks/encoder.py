@@ -257,6 +257,10 @@ def config_from_args(args) -> EncoderBenchConfig:
     if args.rounds < 1:
         raise CliError("--rounds must be >= 1")
     extra: dict = {}
+    if args.synthetic_users and (args.data_dir or args.csv or args.dataset != "ml-100k"):
+        raise CliError("--synthetic-users replaces the data set: leave out --dataset, --data-dir and --csv")
+    if args.csv and args.dataset != "csv":
+        raise CliError(f"--csv describes a generic CSV layout; --dataset {args.dataset} has its own files (use --dataset csv)")
     if args.synthetic_users:
         from lmrec.export.loaders import SyntheticConfig
 

@@ -24,7 +24,7 @@ import numpy as np
 from lmrec.export.evaluate import _rank_and_measure, _ranking_task
 from lmrec.export.loaders import DataConfig, load_dataset
 from lmrec.export.models.base import make_model
-from lmrec.export.models.fused import holdout_for_protocol
+from lmrec.export.models.fused import settings_for_protocol
 from lmrec.export.splits import split_dataset
 
 
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> None:
         baseline = make_model(args.baseline[0], seed=42, **json.loads(args.baseline[1])).fit(dataset, split.train)
         metrics = _rank_and_measure(baseline, dataset, valid, (10,))
         print(f"baseline {args.baseline[0]} {args.baseline[1]}: valid ndcg@10 {metrics['ndcg@10']:.4f}", flush=True)
-    holdout = holdout_for_protocol(args.protocol)
+    protocol_settings = settings_for_protocol(args.protocol)
     for setting in args.settings:
         params = json.loads(setting)
         started = time.perf_counter()
-        params.setdefault("holdout", holdout)
+        params = {**protocol_settings, **params}  # as the quality suite sets them, unless given
         model = make_model("fused", seed=42, lm_params={"steps": args.steps}, **params).fit(dataset, split.train)
         _memoised_features(model)
         print(f"{json.dumps(params)}: fitted in {time.perf_counter() - started:.0f}s", flush=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmrec.cli import command_line
-from lmrec.export.models.fused import holdout_for_protocol
+from lmrec.export.models.fused import settings_for_protocol
 from lmrec.export.splits import PROTOCOLS
 
 from .machine import machine_facts
@@ -73,11 +73,8 @@ def _data_configs(config: QualityConfig) -> list:
 def method_params(protocol: str, tuned: dict[str, dict], finetune: dict, overrides: dict | None = None) -> dict[str, dict]:
     """Fixed settings for the LM and fused methods, from the baselines tuned on validation (and
     `overrides`: fused settings given on the command line, chosen on validation beforehand)."""
-    fused = {"signals": {m: tuned[m] for m in FUSED_SIGNALS if m in tuned},
-             "holdout": holdout_for_protocol(protocol),
+    fused = {"signals": {m: tuned[m] for m in FUSED_SIGNALS if m in tuned}, **settings_for_protocol(protocol),
              "lm_params": dict(finetune)}
-    if protocol == "cold-items":  # the deployment condition is known: train the ranker for new items too
-        fused["cold_share"] = 0.1
     fused.update(overrides or {})
     return {"lm-finetuned": dict(finetune), "fused": fused, "fused-int8": dict(fused)}
 
@@ -92,16 +89,19 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
            "machine": machine_facts(), "config": {"datasets": list(config.datasets), "protocols": list(config.protocols),
                                                  "methods": list(config.methods), "seed": config.seed,
                                                  "finetune": config.finetune, "fused": config.fused}, "records": []}
-    data_configs = _data_configs(config)
-    if config.data is not None:
-        out["config"]["datasets"] = [config.data.dataset]
-        out["config"]["data_dir"] = str(config.data.data_dir)
+    if config.data is not None:  # how your own data set was read: loader, folder, CSV layout, filters
+        out["config"]["data"] = {k: (str(v) if isinstance(v, Path) else v)
+                                 for k, v in asdict(config.data).items() if k != "synthetic"}
+    # Every data set loaded and split first: a split that cannot work (say, no user with enough
+    # interactions for sparse-users) stops the run before hours of training, not after.
+    work = []
+    for data in _data_configs(config):
+        dataset = load_dataset(data).dataset
+        work.append((data, dataset, [split_dataset(dataset, p, seed=config.seed) for p in config.protocols]))
     reused = _reusable_records(config)  # read before this run overwrites any of them
     merged = out
-    for data in data_configs:
-        dataset = load_dataset(data).dataset
-        for protocol in config.protocols:
-            split = split_dataset(dataset, protocol, seed=config.seed)
+    for data, dataset, splits in work:
+        for protocol, split in zip(config.protocols, splits):
             baselines = tuple(m for m in config.methods if m in BASELINES)
             records = run_evaluation(EvaluateConfig(data=data, protocol=protocol, methods=baselines, seed=config.seed),
                                      dataset=dataset, split=split, progress=progress) if baselines else []
@@ -298,15 +298,21 @@ def _own_data(args):
     """The DataConfig of `--dataset/--data-dir/--csv ...`, or None for the MovieLens folders."""
     from lmrec.cli import CliError, _data_config
 
+    own_options = [name for name, value in (("--data-dir", args.data_dir), ("--csv", args.csv),
+                                            ("--min-user-interactions", args.min_user_interactions),
+                                            ("--min-item-interactions", args.min_item_interactions),
+                                            ("--implicit-threshold", args.implicit_threshold)) if value]
     if args.dataset is None:
-        if args.data_dir or args.csv:
-            raise CliError(f"{'--data-dir' if args.data_dir else '--csv'} needs --dataset (csv, movielens-csv, "
-                           "ml-100k or ml-latest-small) to say how to read it")
+        if own_options:  # they only describe your own data set; MovieLens runs would silently ignore them
+            raise CliError(f"{own_options[0]} needs --dataset (csv, movielens-csv, ml-100k or ml-latest-small) "
+                           "to say how to read your data")
         return None
     if args.dataset == "synthetic":
         raise CliError("--dataset synthetic: for a synthetic run use --smoke-users N")
     if args.datasets or args.data_root or args.smoke_users:
         given = "--datasets" if args.datasets else "--data-root" if args.data_root else "--smoke-users"
         raise CliError(f"--dataset {args.dataset} runs on your own data; {given} selects other data sets: give one or the other")
+    if args.csv and args.dataset != "csv":
+        raise CliError(f"--csv describes a generic CSV layout; --dataset {args.dataset} has its own files (use --dataset csv)")
     return _data_config(args)
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from lmrec.export.dataset import Dataset, Interactions, Split, concat, histories_of, targets_by_user
 from lmrec.export.metrics import compute_metrics, rank_top_k
 from lmrec.export.models.base import Recommender, make_model, model_param_grid
+from lmrec.export.splits import Protocol
 
 if TYPE_CHECKING:  # the loaders are only needed when the harness loads data itself
     from lmrec.export.loaders import DataConfig
 
-SplitProtocol = Literal["temporal-loo", "random-811", "cold-items", "sparse-users"]
+SplitProtocol = Protocol  # the names in export/splits.PROTOCOLS
 
 # Users scored at once: bounds the dense (users, n_items) float32 score block.
 SCORE_BATCH_SIZE = 512

@@ -19,11 +19,14 @@ from lmrec.export.splits import PROTOCOLS
 DATASETS = ("synthetic", "ml-100k", "ml-latest-small", "movielens-csv", "csv")
 
 
+_MAIN_ARGV: list[str] | None = None  # what `main(argv)` was given, when called with a list
+
+
 def command_line(program: str = "lmrec") -> str:
-    """This process's command as one shell-quoted line, so that a recorded command can be pasted back."""
+    """The command as one shell-quoted line, so that a recorded command can be pasted back."""
     import shlex
 
-    return shlex.join([*program.split(), *sys.argv[1:]])
+    return shlex.join([*program.split(), *(sys.argv[1:] if _MAIN_ARGV is None else _MAIN_ARGV)])
 
 
 def _default_build_dir(dataset: str) -> Path:
@@ -145,7 +148,7 @@ def cmd_evaluate(args) -> int:
 
     methods = tuple(m for chunk in args.method for m in chunk.split(",") if m)
     config = EvaluateConfig(data=_data_config(args), protocol=args.protocol, methods=methods, seed=args.seed,
-                            model_params=_model_params(args.param, methods))
+                            model_params=_evaluation_params(args.param, methods, args.protocol))
     records = run_evaluation(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(records))
     if args.json:
@@ -154,6 +157,18 @@ def cmd_evaluate(args) -> int:
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _evaluation_params(pairs: list[str] | None, methods: tuple[str, ...], protocol: str) -> dict[str, dict]:
+    """`--param` settings, and the fused methods trained for what the protocol tests (as the quality suite
+    trains them) unless a `--param fused.holdout=...` or the like says otherwise."""
+    from lmrec.export.models.fused import settings_for_protocol
+
+    params = _model_params(pairs, methods)
+    for method in ("fused", "fused-int8"):
+        if method in methods:
+            params[method] = {**settings_for_protocol(protocol), **params.get(method, {})}
+    return params
 
 
 def _model_params(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str, dict]:
@@ -332,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _MAIN_ARGV
+    _MAIN_ARGV = None if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -49,10 +49,17 @@ FREE_RANKER: dict[str, Any] = {"prior": False, "early_stopping_folds": 1}
 HOLDOUTS = ("last", "random")
 
 
-def holdout_for_protocol(protocol: str) -> str:
-    """The hold-out that mimics an evaluation protocol: the next item where the protocol tests the next
-    item after a user's known ones (temporal-loo, sparse-users), a random share otherwise."""
-    return "last" if protocol in ("temporal-loo", "sparse-users") else "random"
+def settings_for_protocol(protocol: str) -> dict[str, Any]:
+    """The fused settings that train the ranker for the condition a protocol tests: the next item after a
+    user's known ones (temporal-loo, sparse-users), a random share of them (random-811), or that share
+    with new items among the targets (cold-items: `cold_share`)."""
+    if protocol in ("temporal-loo", "sparse-users"):
+        return {"holdout": "last"}
+    if protocol == "random-811":
+        return {"holdout": "random"}
+    if protocol == "cold-items":  # the deployment condition is known: train the ranker for new items too
+        return {"holdout": "random", "cold_share": 0.1}
+    raise ValueError(f"no fused settings for protocol {protocol!r}")
 
 
 def default_ranker_settings(holdout: str, cold_share: float) -> dict[str, Any]:

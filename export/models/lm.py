@@ -111,6 +111,9 @@ def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
     digest.update(str(dataset.n_items).encode())
     for column in (train.user, train.item, train.timestamp):
         digest.update(np.ascontiguousarray(column).tobytes())
+    # What the texts are built from: an edited items file or CSV layout must not reuse the old model.
+    digest.update(repr(dataset.items).encode())
+    digest.update(repr(dataset.users).encode())
     digest.update(json.dumps({k: str(v) for k, v in asdict(config).items()}, sort_keys=True).encode())
     # A change to the text builders or the training loop must not reuse a model trained with the old ones.
     import inspect

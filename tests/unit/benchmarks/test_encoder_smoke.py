@@ -102,3 +102,14 @@ def test_own_data_for_the_encoder_suite_needs_a_folder_that_exists(tmp_path):
         _encoder_config(["--dataset", "csv"])
     with pytest.raises(CliError, match=f"--data-dir {tmp_path / 'nope'} is not a directory"):
         _encoder_config(["--dataset", "csv", "--data-dir", str(tmp_path / "nope")])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--csv", "user=uid"], "--dataset ml-100k has its own files"),
+    (["--synthetic-users", "5", "--dataset", "csv"], "--synthetic-users replaces the data set"),
+])
+def test_encoder_data_options_that_would_be_ignored_are_refused(argv, message):
+    from lmrec.cli import CliError
+
+    with pytest.raises(CliError, match=message):
+        _encoder_config(argv)

@@ -148,7 +148,9 @@ def test_the_suite_runs_on_your_own_csv_data_set_named_after_its_folder(tmp_path
     assert {(r["dataset"], r["protocol"], r["method"]) for r in saved["records"]} == {
         ("shop", "random-811", "pop"), ("shop", "random-811", "ease")}
     assert all(r["n_items"] == dataset.n_items for r in saved["records"])
-    assert saved["config"]["datasets"] == ["csv"] and saved["config"]["data_dir"] == str(folder)
+    assert saved["config"]["data"]["dataset"] == "csv" and saved["config"]["data"]["data_dir"] == str(folder)
+    assert saved["config"]["data"]["csv"]["user"] == "uid"  # the layout it was read with
+    assert saved["command"].startswith("lmrec bench quality --dataset csv --data-dir ")
     assert "## shop · random-811" in (tmp_path / "out" / "own.md").read_text()
 
 
@@ -159,6 +161,9 @@ def test_the_suite_runs_on_your_own_csv_data_set_named_after_its_folder(tmp_path
     (["--dataset", "synthetic"], "--smoke-users"),
     (["--dataset", "csv", "--data-dir", "{d}/missing"], "--data-dir {d}/missing is not a directory"),
     (["--dataset", "csv"], "--dataset csv needs --data-dir"),
+    (["--implicit-threshold", "4"], "--implicit-threshold needs --dataset"),
+    (["--min-user-interactions", "5"], "--min-user-interactions needs --dataset"),
+    (["--dataset", "ml-100k", "--data-dir", "{d}", "--csv", "user=uid"], "--dataset ml-100k has its own files"),
 ])
 def test_own_data_options_that_cannot_work_are_named_before_anything_runs(tmp_path, capsys, argv, message):
     from lmrec.cli import main
@@ -167,3 +172,34 @@ def test_own_data_options_that_cannot_work_are_named_before_anything_runs(tmp_pa
     assert main(["bench", "quality", *argv, "--out", str(tmp_path / "out")]) == 2
     assert message.format(d=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sparse_users_runs_through_the_suite_and_fused_trains_on_last_items(tmp_path):
+    config = QualityConfig(
+        protocols=("sparse-users",), methods=("pop", "sequential", "fused"),
+        finetune={"steps": 2, "batch_size": 4, "max_pairs_per_user": 2},
+        out_dir=tmp_path, name="sparse", synthetic_users=60,
+    )
+    payload = run_quality(config, progress=lambda *_: None)
+    records = {r["method"]: r for r in payload["records"]}
+    assert set(records) == {"pop", "sequential", "fused"}
+    assert {r["protocol"] for r in records.values()} == {"sparse-users"}
+    assert records["fused"]["params"]["holdout"] == "last"
+    # A quarter of the 60 users (all have 8 or more interactions) is tested.
+    assert all(r["n_test_users"] == 15 for r in records.values())
+
+
+def test_a_split_that_cannot_work_stops_the_run_before_any_training(tmp_path):
+    from lmrec.export.loaders import DataConfig
+
+    # Every user has 4 interactions: enough for temporal-loo (3), too few for sparse-users (5).
+    folder = tmp_path / "short"
+    folder.mkdir()
+    rows = [f"u{u},i{(u + j) % 12},4,{1000 * u + j}" for u in range(20) for j in range(4)]
+    (folder / "interactions.csv").write_text("user_id,item_id,rating,timestamp\n" + "\n".join(rows) + "\n")
+    (folder / "items.csv").write_text("item_id,title\n" + "\n".join(f"i{i},Item {i}" for i in range(12)) + "\n")
+    config = QualityConfig(protocols=("temporal-loo", "sparse-users"), methods=("pop",), out_dir=tmp_path / "out",
+                           name="short", data=DataConfig(dataset="csv", data_dir=folder))
+    with pytest.raises(ValueError, match="sparse-users split of 'short' has an empty valid set"):
+        run_quality(config, progress=lambda *_: None)
+    assert not (tmp_path / "out").exists()  # temporal-loo, first in line, did not run

@@ -91,7 +91,27 @@ def test_a_recorded_command_line_can_be_pasted_back_into_a_shell(monkeypatch):
 
     from lmrec.cli import command_line
 
+    monkeypatch.setattr("lmrec.cli._MAIN_ARGV", None)  # as when started from the shell
     monkeypatch.setattr("sys.argv", ["/venv/bin/lmrec", "bench", "quality", "--csv", "delimiter=;", "--name", "my run"])
     line = command_line()
     assert line == "lmrec bench quality --csv 'delimiter=;' --name 'my run'"
     assert shlex.split(line)[1:] == ["bench", "quality", "--csv", "delimiter=;", "--name", "my run"]
+
+
+def test_evaluate_trains_the_fused_methods_for_the_protocol_unless_told_otherwise():
+    from lmrec.cli import _evaluation_params
+
+    params = _evaluation_params(["fused.candidates=25"], ("ease", "fused", "fused-int8"), "cold-items")
+    assert params["fused"] == {"holdout": "random", "cold_share": 0.1, "candidates": 25}
+    assert params["fused-int8"] == {"holdout": "random", "cold_share": 0.1}
+    assert "ease" not in params  # baselines keep their tuning grid
+    assert _evaluation_params(["fused.holdout=random"], ("fused",), "temporal-loo")["fused"] == {"holdout": "random"}
+
+
+def test_main_records_the_arguments_it_was_given(monkeypatch):
+    from lmrec import cli
+
+    monkeypatch.setattr("sys.argv", ["pytest", "-q"])
+    monkeypatch.setattr(cli, "_MAIN_ARGV", None)
+    assert cli.main(["evaluate", "--method", "no-such-method"]) == 2
+    assert cli.command_line() == "lmrec evaluate --method no-such-method"

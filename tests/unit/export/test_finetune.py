@@ -90,3 +90,10 @@ def test_fingerprint_changes_with_the_training_data_and_the_config():
     assert base == training_fingerprint(dataset, train, FinetuneConfig())
     assert base != training_fingerprint(dataset, train.select(np.arange(len(train) - 1)), FinetuneConfig())
     assert base != training_fingerprint(dataset, train, FinetuneConfig(steps=7))
+    # The texts the model learns from: an item's description or a user's attributes edited.
+    from dataclasses import replace
+
+    edited_item = replace(dataset, items=(replace(dataset.items[0], description="edited"),) + dataset.items[1:])
+    assert base != training_fingerprint(edited_item, train, FinetuneConfig())
+    edited_user = replace(dataset, users=(replace(dataset.users[0], attributes={"age": "99"}),) + dataset.users[1:])
+    assert base != training_fingerprint(edited_user, train, FinetuneConfig())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lmrec.export.dataset import Interactions
 
@@ -219,3 +220,15 @@ def test_a_user_served_alone_gets_the_candidates_and_features_of_the_batched_off
         np.testing.assert_array_equal(candidates, batch_candidates[row])
         # Only the dense products differ, in float rounding (one row against a batch in BLAS).
         np.testing.assert_allclose(features, batch_features[row], rtol=1e-4, atol=1e-5)
+
+
+def test_every_protocol_has_fused_settings_for_what_it_tests():
+    from lmrec.export.models.fused import settings_for_protocol
+    from lmrec.export.splits import PROTOCOLS
+
+    settings = {protocol: settings_for_protocol(protocol) for protocol in PROTOCOLS}  # a new protocol must say
+    assert settings["temporal-loo"] == settings["sparse-users"] == {"holdout": "last"}
+    assert settings["random-811"] == {"holdout": "random"}
+    assert settings["cold-items"] == {"holdout": "random", "cold_share": 0.1}
+    with pytest.raises(ValueError, match="no fused settings for protocol 'leave-two-out'"):
+        settings_for_protocol("leave-two-out")
