@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import os
 import resource
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.cli import command_line
+from lmrec.cli import invoked_command
 from .machine import machine_facts
 from .report import markdown_table, write_report
 
@@ -443,8 +442,7 @@ def run_ann(config: AnnConfig, *, progress=print) -> dict:
     config_json.update(threads=threads, k=K, noise_scale=NOISE_SCALE, embeddings_source=source,
                        n_real_vectors=len(real), dim=int(real.shape[1]), lid_neighbours=LID_NEIGHBOURS,
                        real_lid=None if real_lid is None else round(real_lid, 2))
-    from_cli = Path(sys.argv[0]).name == "lmrec" and sys.argv[1:]
-    out = {"suite": "ann", "command": command_line() if from_cli else reproduce_command(config),
+    out = {"suite": "ann", "command": invoked_command() or reproduce_command(config),
            "reproduce": reproduce_command(config), "machine": machine_facts(), "config": config_json,
            "records": [], "bars": [], "seconds": 0.0}
     for size in config.sizes:

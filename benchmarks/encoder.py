@@ -26,14 +26,13 @@ requests), `encoder_peaks` (GEMM peaks), `encoder_repository` (the export, Trito
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from lmrec.cli import command_line
+from lmrec.cli import invoked_command
 from .encoder_config import (ALL_PATHS, BASELINE_PATH, EXPORT_MARKER, FP32_PATHS, INFINITY_PATH, INT8_PATHS,
                              ONNX_PATHS, PATH_ALIASES, REPO_ROOT, SERVED_PATHS, TRITON_PATHS, EncoderBenchConfig,
                              expand_paths)
@@ -70,7 +69,7 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"suite": "encoder",
-                 "command": command_line() if Path(sys.argv[0]).name == "lmrec" else None,
+                 "command": invoked_command(),
                  "machine": machine_facts(),
                  "config": {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                             for k, v in asdict(config).items()} | {"paths": list(paths)},

@@ -71,12 +71,11 @@ import argparse
 import asyncio
 import contextlib
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from lmrec.cli import command_line
+from lmrec.cli import invoked_command
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
                              POPULATIONS, SCALE_RATIO_NEEDED, SESSION_ITEMS, STAGES, GatewayLoadConfig, _config_json,
                              reproduce_command)
@@ -150,8 +149,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
     users = rng.sample(list(dataset.user_ids), min(config.cached_users, len(dataset.user_ids)))
     item_ids = list(dataset.item_ids)
     populations = {name: Population(name, users, item_ids, config.seed + i) for i, name in enumerate(POPULATIONS)}
-    invoked = Path(sys.argv[0]).name == "lmrec" and sys.argv[1:]
-    out = {"suite": "gateway", "command": command_line() if invoked else None,
+    out = {"suite": "gateway", "command": invoked_command(),
            "reproduce": reproduce_command(config), "machine": machine_facts(), "config": _config_json(config),
            "build": {"build_dir": str(build_dir), "bundle_version": bundle.version,
                      "dataset": bundle.manifest.get("dataset"), "n_items": len(item_ids),

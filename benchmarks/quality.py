@@ -7,13 +7,12 @@ first; the fused model then receives each data set's tuned signal settings (no t
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmrec.cli import command_line
+from lmrec.cli import invoked_command
 from lmrec.export.models.fused import settings_for_protocol
 from lmrec.export.splits import PROTOCOLS
 
@@ -85,7 +84,7 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
     from lmrec.export.splits import split_dataset
 
     started = time.perf_counter()
-    out = {"suite": "quality", "command": command_line() if sys.argv[1:] else None,
+    out = {"suite": "quality", "command": invoked_command(),
            "machine": machine_facts(), "config": {"datasets": list(config.datasets), "protocols": list(config.protocols),
                                                  "methods": list(config.methods), "seed": config.seed,
                                                  "finetune": config.finetune, "fused": config.fused}, "records": []}

@@ -29,6 +29,14 @@ def command_line(program: str = "lmrec") -> str:
     return shlex.join([*program.split(), *(sys.argv[1:] if _MAIN_ARGV is None else _MAIN_ARGV)])
 
 
+def invoked_command() -> str | None:
+    """The `lmrec ...` command this process runs (from the shell or through `main(argv)`), or None when a
+    suite was called from Python, where there is no command to record."""
+    if _MAIN_ARGV is not None or (Path(sys.argv[0]).name == "lmrec" and sys.argv[1:]):
+        return command_line()
+    return None
+
+
 def _default_build_dir(dataset: str) -> Path:
     return Path("build") / dataset
 

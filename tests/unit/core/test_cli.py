@@ -113,5 +113,6 @@ def test_main_records_the_arguments_it_was_given(monkeypatch):
 
     monkeypatch.setattr("sys.argv", ["pytest", "-q"])
     monkeypatch.setattr(cli, "_MAIN_ARGV", None)
+    assert cli.invoked_command() is None  # a suite called from Python has no command to record
     assert cli.main(["evaluate", "--method", "no-such-method"]) == 2
-    assert cli.command_line() == "lmrec evaluate --method no-such-method"
+    assert cli.command_line() == cli.invoked_command() == "lmrec evaluate --method no-such-method"
