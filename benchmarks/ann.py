@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.cli import invoked_command
+
 from .machine import machine_facts
 from .report import markdown_table, write_report
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from lmrec.cli import command_line
+
 from . import ann
 from .machine import machine_facts
 from .report import markdown_table, write_report

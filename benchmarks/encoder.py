@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.cli import invoked_command
+
 from .encoder_config import (ALL_PATHS, BASELINE_PATH, EXPORT_MARKER, FP32_PATHS, INFINITY_PATH, INT8_PATHS,
                              ONNX_PATHS, PATH_ALIASES, REPO_ROOT, SERVED_PATHS, TRITON_PATHS, EncoderBenchConfig,
                              expand_paths)

@@ -76,6 +76,7 @@ import time
 from pathlib import Path
 
 from lmrec.cli import invoked_command
+
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
                              POPULATIONS, SCALE_RATIO_NEEDED, SESSION_ITEMS, STAGES, GatewayLoadConfig, _config_json,
                              reproduce_command)
