@@ -259,8 +259,6 @@ def config_from_args(args) -> EncoderBenchConfig:
     extra: dict = {}
     if args.synthetic_users and (args.data_dir or args.csv or args.dataset != "ml-100k"):
         raise CliError("--synthetic-users replaces the data set: leave out --dataset, --data-dir and --csv")
-    if args.csv and args.dataset != "csv":
-        raise CliError(f"--csv describes a generic CSV layout; --dataset {args.dataset} has its own files (use --dataset csv)")
     if args.synthetic_users:
         from lmrec.export.loaders import SyntheticConfig
 
@@ -277,7 +275,7 @@ def config_from_args(args) -> EncoderBenchConfig:
     if args.csv:
         from lmrec.cli import _csv_columns
 
-        extra["csv"] = _csv_columns(args.csv)
+        extra["csv"] = _csv_columns(args.csv, args.dataset)
     if args.model:
         extra["model"] = args.model
     if args.export_dir:

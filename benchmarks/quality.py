@@ -311,7 +311,5 @@ def _own_data(args):
     if args.datasets or args.data_root or args.smoke_users:
         given = "--datasets" if args.datasets else "--data-root" if args.data_root else "--smoke-users"
         raise CliError(f"--dataset {args.dataset} runs on your own data; {given} selects other data sets: give one or the other")
-    if args.csv and args.dataset != "csv":
-        raise CliError(f"--csv describes a generic CSV layout; --dataset {args.dataset} has its own files (use --dataset csv)")
     return _data_config(args)
 

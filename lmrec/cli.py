@@ -51,13 +51,16 @@ def _data_config(args):
     return DataConfig(dataset=args.dataset, data_dir=Path(args.data_dir) if args.data_dir else None,
                       min_user_interactions=args.min_user_interactions,
                       min_item_interactions=args.min_item_interactions,
-                      implicit_threshold=args.implicit_threshold, csv=_csv_columns(args.csv))
+                      implicit_threshold=args.implicit_threshold, csv=_csv_columns(args.csv, args.dataset))
 
 
-def _csv_columns(pairs: list[str] | None):
-    """`--csv user=uid --csv rating=none` → CsvColumns; 'none' clears an optional column."""
+def _csv_columns(pairs: list[str] | None, dataset: str):
+    """`--csv user=uid --csv rating=none` → CsvColumns; 'none' clears an optional column. Only the generic
+    CSV reader has a layout to set: for any other data set the options would be silently ignored."""
     if not pairs:
         return None
+    if dataset != "csv":
+        raise CliError(f"--csv describes a generic CSV layout; --dataset {dataset} has its own files (use --dataset csv)")
     from dataclasses import fields
 
     from lmrec.export.loaders import CsvColumns

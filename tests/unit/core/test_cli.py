@@ -116,3 +116,10 @@ def test_main_records_the_arguments_it_was_given(monkeypatch):
     assert cli.invoked_command() is None  # a suite called from Python has no command to record
     assert cli.main(["evaluate", "--method", "no-such-method"]) == 2
     assert cli.command_line() == cli.invoked_command() == "lmrec evaluate --method no-such-method"
+
+
+def test_a_csv_layout_for_a_data_set_that_is_not_csv_is_refused(capsys, tmp_path):
+    code, err = run_cli(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(tmp_path), "--csv", "user=uid",
+                        "--method", "pop")
+    line = assert_one_line_error(code, err, "evaluate")
+    assert "--csv" in line and "--dataset ml-100k has its own files" in line
