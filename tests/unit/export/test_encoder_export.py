@@ -128,3 +128,48 @@ def test_the_export_recipe_tells_apart_what_changes_the_files(tmp_path):
     # "auto" names the preset it resolves to on this CPU.
     auto = export_recipe(EncoderExportConfig(output_dir=tmp_path))
     assert pick_quantization_preset() in auto and "auto" not in auto
+
+
+def test_only_products_with_a_constant_weight_are_quantised(encoder_export):
+    # Attention's query x key and probabilities x value stay fp32: per-call per-tensor scales flatten
+    # the softmax probabilities. Every other MatMul (the dense layers) runs in int8.
+    import onnx
+
+    from lmrec.export.encoder_export import activation_matmuls
+
+    directory = encoder_export.directory
+    fp32_matmuls = [n.name for n in onnx.load(str(directory / FP32_FILE)).graph.node if n.op_type == "MatMul"]
+    kept = activation_matmuls(directory / FP32_FILE)
+    layers = 6  # MiniLM-L6: two activation products per layer
+    assert len(kept) == 2 * layers and all("attention" in name for name in kept)
+    int8 = onnx.load(str(directory / INT8_FILE)).graph
+    assert sorted(n.name for n in int8.node if n.op_type == "MatMul") == sorted(kept)
+    assert sum(n.op_type == "MatMulInteger" for n in int8.node) == len(fp32_matmuls) - len(kept)
+    # The embeddings' Gather is not quantised: only MatMul is on the list.
+    assert not any(n.op_type == "DequantizeLinear" for n in int8.node)
+
+
+@pytest.mark.parametrize("preset, seven_bit", [("avx2", True), ("avx512", True), ("avx512_vnni", False)])
+def test_weights_are_signed_and_seven_bit_where_the_kernel_saturates(exported_encoder_dir, preset, seven_bit):
+    from onnxruntime.quantization import QuantType
+
+    from lmrec.export.encoder_export import quantization_config
+
+    config = quantization_config(exported_encoder_dir / FP32_FILE, preset, per_channel=True)
+    assert config.weights_dtype == QuantType.QInt8 and config.activations_dtype == QuantType.QUInt8
+    assert config.reduce_range is seven_bit
+    assert config.per_channel is True and list(config.operators_to_quantize) == ["MatMul"]
+
+
+def test_served_int8_weights_use_seven_bits_on_this_cpu(encoder_export):
+    import onnx
+    from onnx import numpy_helper
+
+    from lmrec.export.encoder_export import REDUCED_RANGE_PRESETS
+
+    graph = onnx.load(str(encoder_export.directory / INT8_FILE)).graph
+    weights = [numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_quantized")]
+    assert weights and all(w.dtype == np.int8 for w in weights)
+    largest = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+    assert largest <= (64 if encoder_export.quantization_preset in REDUCED_RANGE_PRESETS else 127)
+    assert largest >= 60  # per-channel scales use the range they have
