@@ -80,7 +80,8 @@ class EncoderExportConfig:
     quantize: bool = True
     quantization_preset: QuantizationPreset = "auto"
     # One scale per output channel of each weight matrix instead of one per matrix. On ml-100k texts it
-    # took the int8 model's cosine to fp32 from mean 0.954 / min 0.906 to 0.990 / 0.976, at the same speed.
+    # took the int8 model's cosine to fp32 from mean 0.954 / min 0.906 to 0.990 / 0.976 (Optimum's preset),
+    # at the same speed; with 7-bit weights one scale per matrix falls to mean 0.864.
     per_channel: bool = True
     parity_min_cosine: float = 0.999
     # The int8 model is refused below this cosine to PyTorch on the parity texts (per-tensor scales
@@ -149,8 +150,9 @@ def _keep_only_sentence_embedding(onnx_path: Path) -> None:
 # That instruction adds two u8*s8 products into a saturating 16-bit sum, which full-range weights can
 # overflow; 7-bit weights (`reduce_range`) cannot. Optimum's avx2 preset avoids the overflow with unsigned
 # weights instead (U8U8), a slower kernel. On this AVX2 CPU (benchmarks/results/int8-parity.md) U8S8 with
-# 7-bit weights encodes 19% more texts per second than Optimum's preset, closer to fp32 (mean cosine
-# 0.992 against 0.990 on ml-100k texts). VNNI sums in 32 bits and keeps the full range.
+# 7-bit weights and fp32 attention products (`activation_matmuls`) encodes 1.20x the texts per second of
+# Optimum's preset, and closer to fp32 (mean cosine 0.9919 against 0.9902 on ml-100k texts). VNNI sums
+# in 32 bits and keeps the full range.
 REDUCED_RANGE_PRESETS = frozenset({"avx2", "avx512"})
 # Bumped whenever what `quantization_config` builds changes, so caches of int8 exports key on it.
 QUANTIZATION_RECIPE = "s8w-constb"
@@ -160,9 +162,9 @@ def activation_matmuls(onnx_path: Path) -> list[str]:
     """MatMul nodes with no constant operand: attention's query x key and probabilities x value.
 
     Dynamic int8 quantises both operands of such a product per call with one scale per tensor, so the
-    softmax probabilities (most of them near 0) collapse onto a few of 256 levels. On ml-100k texts
-    keeping them fp32 took the fused model's int8/fp32 NDCG@10 on sparse users from 0.974 to 0.996, at no
-    cost in speed: they are 3% of the FLOPs at 80 tokens.
+    softmax probabilities (most of them near 0) collapse onto a few of 256 levels, and both operands pay
+    a quantisation pass. They are 3% of the FLOPs at 80 tokens. ONNX Runtime's own `quantize_dynamic`
+    skips them by default (`MatMulConstBOnly`); Optimum's quantiser does not.
     """
     import onnx
 
