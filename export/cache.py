@@ -1,7 +1,7 @@
 """The per-machine cache of exported encoders and fine-tuned models: list it, and prune it.
 
 Entries live under `$LMREC_CACHE_DIR` (default `~/.cache/lmrec`): `encoders/<hash>` (one ONNX export, fp32
-and int8, about 110 MB) and `finetuned/<hash>` (one fine-tuned model, about 90 MB). A benchmark session
+and int8, about 150 MB: the int8 file keeps the word embeddings in fp32) and `finetuned/<hash>` (one fine-tuned model, about 90 MB). A benchmark session
 that tries many recipes leaves hundreds of them behind, so every use touches the entry's `.last_used`
 marker and `prune_cache` removes the least recently used first. A removed entry is simply rebuilt on its
 next use: an export takes seconds, a fine-tune minutes.

@@ -84,9 +84,10 @@ class EncoderExportConfig:
     # at the same speed; with 7-bit weights one scale per matrix falls to mean 0.864.
     per_channel: bool = True
     parity_min_cosine: float = 0.999
-    # The int8 model is refused below this cosine to PyTorch on the parity texts (per-tensor scales
-    # fell to 0.95 on this machine; per-channel ones stay above 0.97). None records it without a gate:
-    # for exports that will not serve int8.
+    # The int8 model is refused below this cosine to PyTorch on the parity texts (per-channel scales stay
+    # above 0.97 on this machine; per-tensor ones fell to 0.95 with 8-bit weights and fall further with
+    # 7-bit ones, so this gate refuses them). None records it without a gate: for exports that will not
+    # serve int8.
     int8_min_cosine: float | None = 0.96
     extra_parity_texts: tuple[str, ...] = ()
 
@@ -159,18 +160,26 @@ QUANTIZATION_RECIPE = "s8w-constb"
 
 
 def activation_matmuls(onnx_path: Path) -> list[str]:
-    """MatMul nodes with no constant operand: attention's query x key and probabilities x value.
+    """MatMul nodes whose second operand is not a constant: attention's query x key and probabilities x
+    value (the rule of ONNX Runtime's `MatMulConstBOnly`).
 
     Dynamic int8 quantises both operands of such a product per call with one scale per tensor, so the
     softmax probabilities (most of them near 0) collapse onto a few of 256 levels, and both operands pay
     a quantisation pass. They are 3% of the FLOPs at 80 tokens. ONNX Runtime's own `quantize_dynamic`
-    skips them by default (`MatMulConstBOnly`); Optimum's quantiser does not.
+    skips them by default; Optimum's quantiser does not.
     """
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
+    # A weight reached through a cast or an identity is still a weight.
+    for node in graph.node:
+        if node.op_type in ("Cast", "Identity") and node.input and node.input[0] in constants:
+            constants.update(node.output)
+    found = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] not in constants]
+    if any(not n.name for n in found):  # excluded by name: an empty one would exclude every unnamed node
+        raise ValueError(f"{onnx_path}: an unnamed MatMul cannot be kept out of quantisation by name")
+    return [n.name for n in found]
 
 
 def quantization_config(onnx_path: Path, preset: str, *, per_channel: bool):

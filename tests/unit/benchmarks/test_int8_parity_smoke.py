@@ -31,7 +31,7 @@ def test_every_recipe_is_measured_against_fp32(rows):
     for row in rows:
         assert 0.5 < row["mean_cosine"] <= 1.0001 and row["min_cosine"] <= row["mean_cosine"] + 1e-6
         assert row["texts_per_s"] > 0 and len(row["seconds_per_round"]) == 1
-    assert optimum["speed_vs_optimum_preset"] == 1.0
+    assert served["speed_vs_optimum_preset"] == round(served["texts_per_s"] / optimum["texts_per_s"], 3)
     # The served recipe passes the export's int8 gate; one scale per matrix is far worse with 7-bit weights.
     assert served["min_cosine"] >= 0.96 and served["mean_cosine"] > by["lmrec, per-tensor"]["mean_cosine"]
 

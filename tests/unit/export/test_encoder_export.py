@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -141,7 +143,7 @@ def test_only_products_with_a_constant_weight_are_quantised(encoder_export):
     fp32_matmuls = [n.name for n in onnx.load(str(directory / FP32_FILE)).graph.node if n.op_type == "MatMul"]
     kept = activation_matmuls(directory / FP32_FILE)
     layers = 6  # MiniLM-L6: two activation products per layer
-    assert len(kept) == 2 * layers and all("attention" in name for name in kept)
+    assert len(kept) == 2 * layers and all(re.search(r"/attention/self/MatMul(_1)?$", name) for name in kept)
     int8 = onnx.load(str(directory / INT8_FILE)).graph
     assert sorted(n.name for n in int8.node if n.op_type == "MatMul") == sorted(kept)
     assert sum(n.op_type == "MatMulInteger" for n in int8.node) == len(fp32_matmuls) - len(kept)
@@ -161,7 +163,7 @@ def test_weights_are_signed_and_seven_bit_where_the_kernel_saturates(exported_en
     assert config.per_channel is True and list(config.operators_to_quantize) == ["MatMul"]
 
 
-def test_served_int8_weights_use_seven_bits_on_this_cpu(encoder_export):
+def test_served_int8_weights_are_signed_and_as_wide_as_this_cpus_preset_allows(encoder_export):
     import onnx
     from onnx import numpy_helper
 
@@ -173,3 +175,26 @@ def test_served_int8_weights_use_seven_bits_on_this_cpu(encoder_export):
     largest = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
     assert largest <= (64 if encoder_export.quantization_preset in REDUCED_RANGE_PRESETS else 127)
     assert largest >= 60  # per-channel scales use the range they have
+
+
+def test_the_export_recipe_names_the_quantisation_recipe(tmp_path):
+    # Int8 exports cached before a recipe change must not be served after it.
+    from lmrec.export.encoder_export import QUANTIZATION_RECIPE, export_recipe
+
+    assert QUANTIZATION_RECIPE in export_recipe(EncoderExportConfig(output_dir=tmp_path))
+    assert QUANTIZATION_RECIPE not in export_recipe(EncoderExportConfig(output_dir=tmp_path, quantize=False))
+
+
+def test_an_unnamed_activation_matmul_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lmrec.export.encoder_export import activation_matmuls
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 2]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 2])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
+    with pytest.raises(ValueError, match="unnamed MatMul"):
+        activation_matmuls(tmp_path / "m.onnx")
