@@ -45,7 +45,7 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
 
     from lmrec.encoder import OnnxTextEncoder
     from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, EncoderExportConfig, activation_matmuls,
-                                             export_encoder, quantize_int8, row_cosines)
+                                             export_encoder, quantization_config, quantize_int8, row_cosines)
 
     export = export_encoder(EncoderExportConfig(output_dir=work / "export"), progress=lambda *_: None)
     preset = export.quantization_preset
@@ -61,12 +61,13 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
         directory = work / f"recipe-{len(rows)}"
         shutil.copytree(export.directory, directory)
         (directory / INT8_FILE).unlink()
+        qconfig = qconfig or quantization_config(directory / FP32_FILE, preset, per_channel=per_channel)
         quantize_int8(directory, preset, per_channel=per_channel, qconfig=qconfig)
         encoders[name] = OnnxTextEncoder(directory, onnx_file=INT8_FILE)
         cosines = row_cosines(reference, encoders[name].encode(texts))
         quantised = _count_quantised_matmuls(directory / INT8_FILE)
         rows[name] = {"recipe": name, "preset": preset, "per_channel": per_channel,
-                      "weights": _weights_label(qconfig or _served_config(directory, preset, per_channel)),
+                      "weights": _weights_label(qconfig),
                       "matmuls_quantised": quantised, "activation_matmuls": len(activation_matmuls(directory / FP32_FILE)),
                       "mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()),
                       "p01_cosine": float(np.quantile(cosines, 0.01))}
@@ -87,12 +88,6 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
     for row in rows.values():
         row["speed_vs_optimum_preset"] = round(row["texts_per_s"] / baseline, 3)
     return [rows[name] for name in encoders]
-
-
-def _served_config(directory: Path, preset: str, per_channel: bool):
-    from lmrec.export.encoder_export import FP32_FILE, quantization_config
-
-    return quantization_config(directory / FP32_FILE, preset, per_channel=per_channel)
 
 
 def _weights_label(qconfig) -> str:
