@@ -13,6 +13,11 @@ sampled half and half: the real length mix the service encodes. Paths:
     triton-*-nobatch           the same with the `dynamic_batching` block removed (one request per execute)
     infinity-emb               the peer server (own venv, benchmarks/peers/setup_infinity.sh), torch engine
 
+`--device cuda` runs the same paths on a GPU: sentence-transformers and infinity-emb on CUDA, the ONNX and
+Triton paths through ONNX Runtime's CUDA provider (Triton instances KIND_GPU), the GEMM peaks as torch
+products on the GPU. A path the machine cannot run so (onnxruntime without its CUDA provider) is reported
+under "Paths not measured", never measured on the CPU instead.
+
 Every path is measured at each batch size (texts per request); the served paths also at each client
 concurrency (closed loop: N requests in flight, each sent again as soon as it returns). The paths take
 turns in rounds (round-robin, the order rotated each round) and each cell reports the median over the
@@ -45,8 +50,8 @@ from .encoder_repository import prepare_export, triton_model_name, write_triton_
 from .encoder_stats import (_finish, _median_record, _summarise, bar_checks, best_over_concurrency,
                             compute_efficiency, compute_ratios)
 from .encoder_texts import (Chunk, EncoderShape, _load_texts, benchmark_texts, flops_per_sequence, make_chunks,
-                            token_lengths)
-from .machine import machine_facts
+                            model_max_length, token_lengths)
+from .machine import gpu_facts, machine_facts
 
 # Every public name of the suite stays importable from here, the module `lmrec bench encoder` and the tests
 # import, as before the split into encoder_* modules.
@@ -83,22 +88,32 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
         "Achieved GFLOP/s count useful work: each text's own FLOPs, without padding (paths pad differently: "
         "lmrec and sentence-transformers sort by length, lmrec splits batches into similar-length runs); "
         "`padded_gflop_per_s` in the JSON counts each request padded to its longest text.",
+        f"Device: {config.device}" + (" (sentence-transformers and infinity-emb on the GPU in fp32, ONNX Runtime's "
+                                      "CUDA provider, Triton instances KIND_GPU, GEMM peaks on the GPU)"
+                                      if config.device == "cuda" else "") + ".",
         "triton-*: the lmrec text_encoder python model (tokenisation inside Triton) with the generated "
         "config.pbtxt; *-nobatch: the same config without its dynamic_batching block.",
-        "infinity-emb: torch engine on the CPU, --batch-size = max(64, largest batch), vector disk cache off, "
+        f"infinity-emb: torch engine on --device {config.device}, --batch-size = max(64, largest batch), vector disk cache off, "
         "base64 answers; the same model folder as sentence-transformers.",
     ]
 
+    if config.device == "cuda":
+        out["machine"]["gpu"] = gpu_facts()
+        paths = _drop_paths_without_cuda(paths, out["errors"], progress)
     texts, kinds, label = _load_texts(config)
-    export = prepare_export(config, progress=progress)
-    settings = EncoderSettings.read(export.directory)
+    if any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths):
+        export = prepare_export(config, progress=progress)
+        tokenizer_file, max_length = export.directory / "tokenizer.json", EncoderSettings.read(export.directory).max_length
+    else:  # sentence-transformers and infinity-emb alone need no export: their own tokenizer and length limit
+        export = None
+        tokenizer_file, max_length = Path(config.model) / "tokenizer.json", model_max_length(config.model)
     shape = EncoderShape.of_model(config.model)
-    lengths = token_lengths(export.directory / "tokenizer.json", settings.max_length, texts)
+    lengths = token_lengths(tokenizer_file, max_length, texts)
     per_text = flops_per_sequence(lengths, shape)
     kinds_arr = np.asarray(kinds)
     out["texts"] = {
         "dataset": label, "n_texts": len(texts), "n_items": int((kinds_arr == "item").sum()),
-        "n_profiles": int((kinds_arr == "profile").sum()), "max_length": settings.max_length,
+        "n_profiles": int((kinds_arr == "profile").sum()), "max_length": max_length,
         "tokens": {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
                    "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max()), "min": int(lengths.min())},
         "tokens_by_kind": {k: float(lengths[kinds_arr == k].mean()) for k in ("item", "profile") if (kinds_arr == k).any()},
@@ -114,8 +129,8 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
     progress(f"{len(texts)} texts from {label}: {lengths.mean():.1f} tokens mean (max {lengths.max()}), "
              f"{per_text.mean() / 1e6:.0f} MFLOP per sentence")
 
-    progress(f"GEMM peaks ({config.gemm_size}³) ...")
-    peak_runs = [measure_peaks(config.gemm_size, config.gemm_repeats)]
+    progress(f"GEMM peaks ({config.gemm_size}³ or more, {config.device}) ...")
+    peak_runs = [measure_peaks(config.gemm_size, config.gemm_repeats, config.device)]
     out["peaks"] = merge_peaks(peak_runs)
     progress(f"  fp32 {out['peaks']['fp32_gflops']:.1f} GFLOP/s, int8 {out['peaks']['int8_gops']:.1f} GOP/s")
 
@@ -125,9 +140,9 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
         for path in paths:
             try:
                 if path == BASELINE_PATH:
-                    runners[path] = sentence_transformers_path(config.model)
+                    runners[path] = sentence_transformers_path(config.model, config.device)
                 elif path in ONNX_PATHS:
-                    runners[path] = onnx_path(path, export)
+                    runners[path] = onnx_path(path, export, config.device)
             except Exception as error:  # noqa: BLE001 - record and go on with the other paths
                 out["errors"].append({"path": path, "error": f"{type(error).__name__}: {error}"})
         triton_paths = [p for p in paths if p in TRITON_PATHS]
@@ -137,7 +152,8 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
             repository = work / "triton" / "model_repository"
             progress(f"starting Triton with {', '.join(triton_model_name(p) for p in triton_paths)} ...")
             try:
-                out["triton_configs"] = write_triton_repository(work / "triton", export, triton_paths)
+                kind = "KIND_GPU" if config.device == "cuda" else "KIND_CPU"
+                out["triton_configs"] = write_triton_repository(work / "triton", export, triton_paths, kind)
                 triton = TritonProcess(TritonConfig(repository=repository,
                                                     models=tuple(triton_model_name(p) for p in triton_paths),
                                                     startup_timeout_s=config.triton_startup_timeout_s)).start()
@@ -156,7 +172,8 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
                 progress("starting infinity-emb ...")
                 try:
                     server = InfinityServer(config.model, venv=config.infinity_venv,
-                                            batch_size=max(64, *config.batch_sizes), log_dir=work / "infinity").start()
+                                            batch_size=max(64, *config.batch_sizes), log_dir=work / "infinity",
+                                            device=config.device).start()
                     runners[INFINITY_PATH] = InfinityPath(server)
                     out["infinity_version"] = installed_version(config.infinity_venv)
                 except Exception as error:  # noqa: BLE001
@@ -197,12 +214,30 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
             triton.stop()
 
     progress("GEMM peaks again ...")
-    peak_runs.append(measure_peaks(config.gemm_size, config.gemm_repeats))
+    peak_runs.append(measure_peaks(config.gemm_size, config.gemm_repeats, config.device))
     out["peaks"] = merge_peaks(peak_runs)
     out["seconds"] = round(time.perf_counter() - started, 1)
     _finish(out)
     write_results(out, config.out_dir, config.name)
     return out
+
+
+def _drop_paths_without_cuda(paths: tuple[str, ...], errors: list, progress) -> tuple[str, ...]:
+    """The ONNX and Triton paths run through ONNX Runtime's CUDA provider on a GPU run. Where onnxruntime
+    lacks it, each is recorded as an error up front (and nothing is exported for them) rather than measured
+    on the CPU under a GPU label."""
+    from lmrec.encoder import execution_providers
+
+    if not any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths):
+        return paths
+    try:
+        execution_providers("cuda")
+        return paths
+    except RuntimeError as error:
+        dropped = [p for p in paths if p in ONNX_PATHS or p in TRITON_PATHS]
+        errors.extend({"path": p, "error": str(error)} for p in dropped)
+        progress(f"{', '.join(dropped)}: {error}")
+        return tuple(p for p in paths if p not in dropped)
 
 
 # --- command line ------------------------------------------------------------------------------------------
@@ -235,7 +270,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="per cell")
     parser.add_argument("--min-requests", type=int, default=8, help="per cell")
     parser.add_argument("--max-seconds", type=float, default=15.0, help="per cell (in-flight requests still finish)")
-    parser.add_argument("--gemm-size", type=int, default=2048)
+    parser.add_argument("--gemm-size", type=int, default=2048, help="GEMM peak size (at least 8192 on --device cuda)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda: sentence-transformers and infinity-emb on the GPU, ONNX Runtime's CUDA "
+                             "provider (needs onnxruntime-gpu), Triton instances KIND_GPU, GEMM peaks on the GPU")
     parser.add_argument("--infinity-venv", help="infinity-emb's venv (default: .venv-infinity at the repo root)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="benchmarks/results")
@@ -256,6 +294,15 @@ def config_from_args(args) -> EncoderBenchConfig:
         raise CliError("--batch-sizes: the served text_encoder takes at most 64 texts per request (max_batch_size)")
     if args.rounds < 1:
         raise CliError("--rounds must be >= 1")
+    from lmrec.encoder import DEVICES
+
+    if args.device not in DEVICES:
+        raise CliError(f"--device {args.device}: expected one of {', '.join(DEVICES)}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("--device cuda: torch sees no CUDA GPU on this machine (run with --device cpu)")
     extra: dict = {}
     if args.synthetic_users and (args.data_dir or args.csv or args.dataset != "ml-100k"):
         raise CliError("--synthetic-users replaces the data set: leave out --dataset, --data-dir and --csv")
@@ -286,4 +333,4 @@ def config_from_args(args) -> EncoderBenchConfig:
                               n_texts=args.n_texts, dataset=args.dataset, work_dir=Path(args.work_dir),
                               out_dir=Path(args.out), name=args.name, seed=args.seed, min_seconds=args.min_seconds,
                               min_requests=args.min_requests, max_seconds=args.max_seconds, gemm_size=args.gemm_size,
-                              **extra)
+                              device=args.device, **extra)

@@ -63,6 +63,9 @@ class EncoderBenchConfig:
     gemm_repeats: int = 5
     infinity_venv: Path = field(default_factory=_default_infinity_venv)
     triton_startup_timeout_s: float = 240.0
+    # "cuda": sentence-transformers on the GPU, ONNX Runtime's CUDA provider, Triton instances KIND_GPU and
+    # the GEMM peaks on the GPU. Paths the machine cannot run that way are recorded as errors, not run on the CPU.
+    device: str = "cpu"
 
 
 def expand_paths(names) -> tuple[str, ...]:

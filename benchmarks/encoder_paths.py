@@ -142,12 +142,12 @@ class InfinityPath:
         self.server.stop()
 
 
-def sentence_transformers_path(model: str) -> InProcessPath:
+def sentence_transformers_path(model: str, device: str = "cpu") -> InProcessPath:
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(os.cpu_count() or 1)
-    st = SentenceTransformer(model, device="cpu")
+    st = SentenceTransformer(model, device=device)
 
     def encode(texts: list[str]):
         with torch.inference_mode():
@@ -156,9 +156,10 @@ def sentence_transformers_path(model: str) -> InProcessPath:
     return InProcessPath(BASELINE_PATH, encode)
 
 
-def onnx_path(name: str, export) -> InProcessPath:
-    from lmrec.encoder import OnnxTextEncoder
+def onnx_path(name: str, export, device: str = "cpu") -> InProcessPath:
+    from lmrec.encoder import OnnxTextEncoder, execution_providers
 
     onnx_file = export.fp32_file if ONNX_PATHS[name] == "fp32" else export.int8_file
-    encoder = OnnxTextEncoder(export.directory, onnx_file=onnx_file, threads=os.cpu_count() or 1)
+    encoder = OnnxTextEncoder(export.directory, onnx_file=onnx_file, threads=os.cpu_count() or 1,
+                              providers=execution_providers(device))
     return InProcessPath(name, lambda texts: encoder.encode(texts, batch_size=max(1, len(texts))))

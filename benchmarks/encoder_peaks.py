@@ -1,5 +1,6 @@
-"""Encoder suite: the machine's GEMM peaks (fp32 numpy / torch, int8 ONNX Runtime MatMulInteger), measured in
-the same run, so the encoders' achieved FLOP/s read as a share of what the cores can do."""
+"""Encoder suite: the machine's GEMM peaks (fp32 numpy / torch, int8 ONNX Runtime MatMulInteger; with
+`--device cuda`, torch products on the GPU), measured in the same run, so the encoders' achieved FLOP/s read
+as a share of what the hardware can do."""
 
 from __future__ import annotations
 
@@ -77,23 +78,75 @@ def int8_gemm_peaks(size: int, repeats: int) -> dict[str, float]:
     return {"ort_matmulinteger": flops / _best_seconds(lambda: session.run(["Y"], {"A": a}), repeats) / 1e9}
 
 
-def measure_peaks(size: int, repeats: int) -> dict:
-    fp32, int8 = fp32_gemm_peaks(size, repeats), int8_gemm_peaks(size, repeats)
+# A GPU finishes a 2048³ product in well under a millisecond, where timer and launch costs weigh; the
+# peaks on CUDA use at least this size.
+CUDA_GEMM_MIN_SIZE = 8192
+
+
+def cuda_gemm_peaks(size: int, repeats: int) -> dict[str, dict[str, float]]:
+    """GFLOP/s (GOP/s for int8) of size³ torch products on the GPU: fp32 as the fp32 encoders run it (TF32
+    off, PyTorch's default for matmul), fp16 on the tensor cores, int8 (`torch._int_mm`, s8·s8→s32)."""
+    import torch
+
+    flops = 2.0 * size ** 3
+    generator = torch.Generator(device="cuda").manual_seed(0)
+
+    def timed(fn):
+        def run():
+            fn()
+            torch.cuda.synchronize()
+        return flops / _best_seconds(run, repeats) / 1e9
+
+    out: dict[str, dict[str, float]] = {"fp32": {}, "int8": {}, "fp16": {}}
+    previous_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            a = torch.randn(size, size, device="cuda", generator=generator)
+            b = torch.randn(size, size, device="cuda", generator=generator)
+            out["fp32"]["torch_cuda_matmul"] = timed(lambda: torch.mm(a, b))
+            ah, bh = a.half(), b.half()
+            out["fp16"]["torch_cuda_matmul"] = timed(lambda: torch.mm(ah, bh))
+            del a, b, ah, bh
+            ai = torch.randint(-127, 128, (size, size), device="cuda", dtype=torch.int8, generator=generator)
+            bi = torch.randint(-127, 128, (size, size), device="cuda", dtype=torch.int8, generator=generator)
+            try:
+                out["int8"]["torch_cuda_int_mm"] = timed(lambda: torch._int_mm(ai, bi))
+            except Exception as error:  # noqa: BLE001 - a peak we cannot measure is reported, not fatal
+                out["int8"]["torch_error"] = str(error)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous_tf32
+        torch.cuda.empty_cache()
+    return out
+
+
+def measure_peaks(size: int, repeats: int, device: str = "cpu") -> dict:
     numbers = lambda d: [v for v in d.values() if isinstance(v, float)]  # noqa: E731
-    return {"size": size, "fp32": fp32, "int8": int8, "fp32_gflops": max(numbers(fp32)), "int8_gops": max(numbers(int8))}
+    if device == "cuda":
+        size = max(size, CUDA_GEMM_MIN_SIZE)
+        gpu = cuda_gemm_peaks(size, repeats)
+        return {"size": size, "device": "cuda", **gpu, "fp32_gflops": max(numbers(gpu["fp32"])),
+                "fp16_gflops": max(numbers(gpu["fp16"])), "int8_gops": max(numbers(gpu["int8"]), default=0.0)}
+    fp32, int8 = fp32_gemm_peaks(size, repeats), int8_gemm_peaks(size, repeats)
+    return {"size": size, "device": "cpu", "fp32": fp32, "int8": int8, "fp32_gflops": max(numbers(fp32)),
+            "int8_gops": max(numbers(int8))}
 
 
 def merge_peaks(runs: list[dict]) -> dict:
     """Best of the peak measurements taken during the run (start and end)."""
     best = dict(runs[0])
     for run in runs[1:]:
-        for key in ("fp32", "int8"):
-            merged = dict(best[key])
+        for key in ("fp32", "int8", "fp16"):
+            if key not in run:
+                continue
+            merged = dict(best.get(key, {}))
             for name, value in run[key].items():
                 if isinstance(value, float):
                     merged[name] = max(value, merged.get(name, 0.0) if isinstance(merged.get(name), float) else 0.0)
             best[key] = merged
         best["fp32_gflops"] = max(best["fp32_gflops"], run["fp32_gflops"])
         best["int8_gops"] = max(best["int8_gops"], run["int8_gops"])
+        if "fp16_gflops" in run:
+            best["fp16_gflops"] = max(best.get("fp16_gflops", 0.0), run["fp16_gflops"])
     best["measurements"] = len(runs)
     return best

@@ -3,6 +3,8 @@ measured) and the PNG of sentences/s against batch size."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 from .encoder_config import ALL_PATHS
@@ -19,10 +21,17 @@ def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
         payload["efficiency"] = compute_efficiency(payload.get("records", []), payload.get("peaks"))
         payload["bars"] = bar_checks(payload)
     return write_report(payload, out_dir, name, markdown=render_markdown(payload),
-                        plot=lambda png: throughput_chart(payload.get("records", []), png))
+                        plot=lambda png: throughput_chart(payload.get("records", []), png,
+                                                          device=_device_label(payload)))
 
 
-def throughput_chart(records: list[dict], path: Path) -> Path:
+def _device_label(payload: dict) -> str:
+    if payload.get("config", {}).get("device") != "cuda":
+        return "the CPU"
+    return (payload.get("machine", {}).get("gpu") or {}).get("name", "the GPU")
+
+
+def throughput_chart(records: list[dict], path: Path, device: str = "the CPU") -> Path:
     """Sentences/s against batch size, one line per path (served paths at their best concurrency)."""
     import matplotlib
 
@@ -43,7 +52,7 @@ def throughput_chart(records: list[dict], path: Path) -> Path:
     axis.set_xticks(batches or [1], [str(b) for b in batches] or ["1"])
     axis.set_xlabel("texts per request (batch)")
     axis.set_ylabel("sentences / s (served: best concurrency)")
-    axis.set_title("Encoder throughput: all-MiniLM-L6-v2 on the CPU", fontsize=10)
+    axis.set_title(f"Encoder throughput: all-MiniLM-L6-v2 on {device}", fontsize=10)
     axis.grid(alpha=0.3)
     if records:
         axis.legend(fontsize=8)
@@ -60,6 +69,8 @@ def render_markdown(payload: dict) -> str:
              f"Command: `{payload.get('command') or 'lmrec bench encoder'}` (reproduce: `lmrec bench encoder`)  ",
              f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, "
              f"{' '.join(machine.get('simd_flags', []))}  ",
+             *([f"Device: {_device_label(payload)} ({json.dumps(machine.get('gpu'))})  "]
+               if payload.get("config", {}).get("device") == "cuda" else []),
              f"Rounds: {payload.get('rounds_done', 0)} of {payload.get('config', {}).get('rounds', '?')} "
              "(paths take turns; each cell is the median over rounds)  "]
     if texts:
@@ -73,7 +84,8 @@ def render_markdown(payload: dict) -> str:
     peaks = payload.get("peaks")
     if peaks:
         lines.append(f"GEMM peaks ({peaks['size']}³, best of the run): fp32 {peaks['fp32_gflops']:.1f} GFLOP/s, "
-                     f"int8 {peaks['int8_gops']:.1f} GOP/s  ")
+                     f"int8 {peaks['int8_gops']:.1f} GOP/s"
+                     + (f", fp16 {peaks['fp16_gflops']:.1f} GFLOP/s" if "fp16_gflops" in peaks else "") + "  ")
     lines.append("")
     records = payload.get("records", [])
     for path in ALL_PATHS:

@@ -52,14 +52,14 @@ def triton_model_name(path: str) -> str:
     return f"text_encoder_{precision}" + ("" if batching else "_nobatch")
 
 
-def write_triton_repository(root: Path, export, paths: list[str]) -> dict[str, str]:
+def write_triton_repository(root: Path, export, paths: list[str], kind: str = "KIND_CPU") -> dict[str, str]:
     """`root/model_repository` with one model per Triton path; returns each path's config.pbtxt.
 
     Each model's version 1 is the lmrec `text_encoder` version exactly as a build writes it
     (`write_encoder_version`: adapter, ONNX file, tokenizer, encoder.json), renamed to a model of its own
     so one Triton serves every variant. Dynamic batching on: the config generated from `TextEncoderSpec`
-    (only the name changed). Off: the same config with its `dynamic_batching` block removed, so Triton
-    executes each request on its own.
+    (only the name and, for `kind="KIND_GPU"`, the instance kind changed). Off: the same config with its
+    `dynamic_batching` block removed, so Triton executes each request on its own.
     """
     from lmrec.export.repository import REPOSITORY_DIR, write_encoder_version
     from lmrec.export.triton_config import TextEncoderSpec, render_config, text_encoder_config
@@ -76,7 +76,7 @@ def write_triton_repository(root: Path, export, paths: list[str]) -> dict[str, s
         write_encoder_version(staging, base, export, precision=precision, version=1)
         name = triton_model_name(path)
         os.replace(staging / REPOSITORY_DIR / base.name, repository / name)
-        model_config = text_encoder_config(TextEncoderSpec(name=name))
+        model_config = text_encoder_config(TextEncoderSpec(name=name, kind=kind))
         if not batching:
             model_config.ClearField("dynamic_batching")
         configs[path] = render_config(model_config)

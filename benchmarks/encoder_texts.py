@@ -73,6 +73,16 @@ def flops_per_sequence(n: int | np.ndarray, shape: EncoderShape = EncoderShape()
     return float(result) if result.ndim == 0 else result
 
 
+def model_max_length(model: str | Path) -> int:
+    """The sentence-transformers folder's truncation length (`max_seq_length`), which an export copies."""
+    import json
+
+    config = Path(model) / "sentence_bert_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} missing: --model must be a sentence-transformers folder")
+    return int(json.loads(config.read_text())["max_seq_length"])
+
+
 def token_lengths(tokenizer_file: Path, max_length: int, texts: list[str]) -> np.ndarray:
     """Token counts as the encoders execute them: special tokens included, truncated at max_length."""
     from tokenizers import Tokenizer

@@ -12,6 +12,21 @@ PACKAGES = ("lmrec", "torch", "onnxruntime", "optimum", "optimum-onnx", "transfo
             "hnswlib", "implicit", "numpy", "tritonclient", "nvidia-pytriton", "grpcio")
 
 
+def gpu_facts() -> dict:
+    """The GPU a `--device cuda` run measures (torch's view of it), or why there is none."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"error": "torch sees no CUDA device"}
+        props = torch.cuda.get_device_properties(0)
+        return {"name": props.name, "count": torch.cuda.device_count(), "memory_gib": round(props.total_memory / 2**30, 1),
+                "multiprocessors": props.multi_processor_count, "capability": f"{props.major}.{props.minor}",
+                "torch_cuda": torch.version.cuda}
+    except Exception as error:  # noqa: BLE001 - facts are best effort
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def machine_facts() -> dict:
     cpu_model, flags = "unknown", []
     try:

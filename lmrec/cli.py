@@ -34,6 +34,8 @@ def invoked_command() -> str | None:
     suite was called from Python, where there is no command to record."""
     if _MAIN_ARGV is not None or (Path(sys.argv[0]).name == "lmrec" and sys.argv[1:]):
         return command_line()
+    if sys.argv[1:] and Path(sys.argv[0]).parts[-2:] == ("lmrec", "cli.py"):  # python -m lmrec.cli ...
+        return command_line("python -m lmrec.cli")
     return None
 
 

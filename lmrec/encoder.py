@@ -55,11 +55,35 @@ def length_buckets(lengths: np.ndarray, order: np.ndarray, batch_size: int, *, g
     return buckets
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def execution_providers(device: str = "cpu", *, device_id: int = 0, available: list[str] | None = None) -> list:
+    """ONNX Runtime providers for `device`: the CPU, or CUDA on GPU `device_id` with the CPU for the few
+    operators CUDA lacks. Asking for CUDA from an onnxruntime built without it is an error, not a silent
+    fall-back to the CPU: a GPU benchmark or a KIND_GPU Triton instance must not measure the CPU."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        import onnxruntime as ort
+
+        raise RuntimeError(f"onnxruntime {ort.__version__} here has no CUDAExecutionProvider (it has "
+                           f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime to run "
+                           "the encoder on the GPU")
+    return [("CUDAExecutionProvider", {"device_id": int(device_id)}), "CPUExecutionProvider"]
+
+
 class OnnxTextEncoder:
     """Tokenizer + ONNX Runtime session for one exported encoder directory."""
 
     def __init__(self, directory: Path | str, *, onnx_file: str | None = None, threads: int | None = None,
-                 providers: list[str] | None = None, spin: bool = True) -> None:
+                 providers: list | None = None, spin: bool = True) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

@@ -72,8 +72,9 @@ class InfinityServer:
 
     def __init__(self, model_dir: Path | str, *, venv: Path | None = None, port: int = 0, batch_size: int = 64,
                  host: str = "127.0.0.1", startup_timeout_s: float = 300.0, log_dir: Path | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), device: str = "cpu") -> None:
         self.model_dir = Path(model_dir)
+        self.device = device
         self.venv = Path(venv or DEFAULT_VENV)
         self.host = host
         self.port = port or _free_port()
@@ -95,7 +96,7 @@ class InfinityServer:
     def command(self) -> list[str]:
         return [str(infinity_binary(self.venv)), "v2",
                 "--model-id", str(self.model_dir), "--served-model-name", SERVED_MODEL_NAME,
-                "--engine", "torch", "--device", "cpu", "--batch-size", str(self.batch_size),
+                "--engine", "torch", "--device", self.device, "--batch-size", str(self.batch_size),
                 "--no-vector-disk-cache", "--no-model-warmup",
                 "--host", self.host, "--port", str(self.port), "--log-level", "warning", *self.extra_args]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from lmrec.encoder import OnnxTextEncoder
+from lmrec.encoder import OnnxTextEncoder, execution_providers
 from lmrec.server.text_encoder_backend import encode_requests
 
 
@@ -19,10 +19,15 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
+        # A KIND_GPU instance runs on its own GPU through ONNX Runtime's CUDA provider (an error, not a CPU
+        # fall-back, where onnxruntime lacks it); KIND_CPU instances on the CPU.
+        on_gpu = args.get("model_instance_kind") == "GPU"
         self.encoder = OnnxTextEncoder(
             version_dir,
             threads=int(parameters.get("ort_threads", "0")),
             spin=parameters.get("ort_spin", "1") != "0",
+            providers=execution_providers("cuda" if on_gpu else "cpu",
+                                          device_id=int(args.get("model_instance_device_id", "0"))),
         )
 
     def execute(self, requests):

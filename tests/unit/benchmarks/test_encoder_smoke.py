@@ -113,3 +113,89 @@ def test_encoder_data_options_that_would_be_ignored_are_refused(argv, message):
 
     with pytest.raises(CliError, match=message):
         _encoder_config(argv)
+
+
+# --- --device cuda -------------------------------------------------------------------------------------------
+
+
+def _has_cuda_provider() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_a_gpu_run_reports_the_onnx_and_triton_paths_it_cannot_run_instead_of_measuring_the_cpu():
+    from lmrec.benchmarks.encoder import _drop_paths_without_cuda
+
+    errors: list = []
+    kept = _drop_paths_without_cuda(("sentence-transformers", "onnx-fp32", "triton-int8", "infinity-emb"), errors,
+                                    lambda *_: None)
+    if _has_cuda_provider():  # a machine with onnxruntime-gpu runs them all
+        assert kept == ("sentence-transformers", "onnx-fp32", "triton-int8", "infinity-emb") and errors == []
+        return
+    assert kept == ("sentence-transformers", "infinity-emb")
+    assert [e["path"] for e in errors] == ["onnx-fp32", "triton-int8"]
+    assert all("no CUDAExecutionProvider" in e["error"] and "onnxruntime-gpu" in e["error"] for e in errors)
+    # Paths that need no ONNX Runtime pass through untouched, with nothing recorded.
+    errors.clear()
+    assert _drop_paths_without_cuda(("sentence-transformers",), errors, lambda *_: None) == ("sentence-transformers",)
+    assert errors == []
+
+
+def test_sentence_transformers_alone_needs_no_export_and_truncates_where_the_model_does(tmp_path):
+    from lmrec.benchmarks.encoder_texts import model_max_length
+    from lmrec.export.encoder_export import default_model_path
+
+    config = EncoderBenchConfig(
+        paths=("sentence-transformers",), batch_sizes=(2,), concurrency=(1,), rounds=1, n_texts=8,
+        synthetic=SyntheticConfig(n_users=10, n_items=30, min_interactions=3, max_interactions=6),
+        work_dir=tmp_path / "work", out_dir=tmp_path / "out", name="st-only", min_seconds=0.05, min_requests=2,
+        max_seconds=2.0, gemm_size=128, gemm_repeats=1,
+    )
+    payload = run_encoder_bench(config, progress=lambda *_: None)
+    assert not (tmp_path / "work" / "export").exists()  # no ONNX export for a path that does not use one
+    assert payload["errors"] == [] and [r["path"] for r in payload["records"]] == ["sentence-transformers"]
+    assert payload["texts"]["max_length"] == model_max_length(default_model_path()) == 256
+    assert payload["peaks"]["device"] == "cpu"
+    with pytest.raises(FileNotFoundError, match="sentence_bert_config.json missing"):
+        model_max_length(tmp_path)
+
+
+def test_the_triton_repository_of_a_gpu_run_asks_for_gpu_instances(tmp_path, exported_encoder_dir):
+    from lmrec.benchmarks.encoder_repository import prepare_export, write_triton_repository
+
+    export = prepare_export(EncoderBenchConfig(export_dir=exported_encoder_dir, work_dir=tmp_path))
+    configs = write_triton_repository(tmp_path / "triton", export, ["triton-int8", "triton-fp32-nobatch"], "KIND_GPU")
+    for path, text in configs.items():
+        assert "kind: KIND_GPU" in text and "KIND_CPU" not in text, path
+    assert "dynamic_batching" in configs["triton-int8"] and "dynamic_batching" not in configs["triton-fp32-nobatch"]
+    cpu = write_triton_repository(tmp_path / "triton-cpu", export, ["triton-int8"])
+    assert "kind: KIND_CPU" in cpu["triton-int8"]
+
+
+def test_peaks_from_a_gpu_run_merge_their_fp16_figure_too():
+    from lmrec.benchmarks.encoder_peaks import merge_peaks
+
+    first = {"size": 8192, "device": "cuda", "fp32": {"torch_cuda_matmul": 50.0}, "fp16": {"torch_cuda_matmul": 700.0},
+             "int8": {"torch_cuda_int_mm": 120.0}, "fp32_gflops": 50.0, "fp16_gflops": 700.0, "int8_gops": 120.0}
+    second = {**first, "fp16": {"torch_cuda_matmul": 750.0}, "fp16_gflops": 750.0, "fp32_gflops": 49.0,
+              "fp32": {"torch_cuda_matmul": 49.0}}
+    merged = merge_peaks([first, second])
+    assert merged["fp16_gflops"] == 750.0 and merged["fp16"] == {"torch_cuda_matmul": 750.0}
+    assert merged["fp32_gflops"] == 50.0 and merged["measurements"] == 2
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "--device tpu: expected one of cpu, cuda"),
+    ("cuda", "--device cuda: torch sees no CUDA GPU"),
+])
+def test_a_device_the_machine_cannot_run_is_refused_by_name(device, message):
+    import torch
+
+    from lmrec.cli import CliError
+
+    if device == "cuda" and torch.cuda.is_available():  # a GPU machine: valid here
+        assert _encoder_config(["--synthetic-users", "5", "--device", device]).device == "cuda"
+        return
+    with pytest.raises(CliError, match=message):
+        _encoder_config(["--synthetic-users", "5", "--device", device])

@@ -123,3 +123,13 @@ def test_a_csv_layout_for_a_data_set_that_is_not_csv_is_refused(capsys, tmp_path
                         "--method", "pop")
     line = assert_one_line_error(code, err, "evaluate")
     assert "--csv" in line and "--dataset ml-100k has its own files" in line
+
+
+def test_a_command_run_as_python_dash_m_is_recorded_as_such(monkeypatch):
+    from lmrec import cli
+
+    monkeypatch.setattr(cli, "_MAIN_ARGV", None)
+    monkeypatch.setattr("sys.argv", ["/somewhere/lmrec/cli.py", "bench", "encoder", "--device", "cuda"])
+    assert cli.invoked_command() == "python -m lmrec.cli bench encoder --device cuda"
+    monkeypatch.setattr("sys.argv", ["/somewhere/lmrec/cli.py"])
+    assert cli.invoked_command() is None

@@ -92,3 +92,15 @@ def test_an_encoder_that_does_not_spin_says_so_to_onnx_runtime_and_encodes_the_s
     entry = "session.intra_op.allow_spinning"
     assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
     np.testing.assert_allclose(quiet.encode(TEXTS), onnx_encoder.encode(TEXTS), atol=1e-5)
+
+
+def test_execution_providers_pick_the_cpu_or_a_gpu_and_never_fall_back_silently():
+    from lmrec.encoder import execution_providers
+
+    assert execution_providers("cpu") == ["CPUExecutionProvider"]
+    assert execution_providers("cuda", device_id=3, available=["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        ("CUDAExecutionProvider", {"device_id": 3}), "CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="no CUDAExecutionProvider .*install onnxruntime-gpu"):
+        execution_providers("cuda", available=["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="unknown device 'gpu' \\(known: cpu, cuda\\)"):
+        execution_providers("gpu")
