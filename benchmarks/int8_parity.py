@@ -44,14 +44,15 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     from lmrec.encoder import OnnxTextEncoder
-    from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, EncoderExportConfig, activation_matmuls,
+    from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, OPTIMUM_PRESETS, EncoderExportConfig, activation_matmuls,
                                              export_encoder, quantization_config, quantize_int8, row_cosines)
 
     export = export_encoder(EncoderExportConfig(output_dir=work / "export"), progress=lambda *_: None)
     preset = export.quantization_preset
     reference = OnnxTextEncoder(export.directory, onnx_file=FP32_FILE).encode(texts)
     recipes = {
-        "optimum preset": (True, getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=True)),
+        "optimum preset": (True, getattr(AutoQuantizationConfig, OPTIMUM_PRESETS.get(preset, preset))(
+            is_static=False, per_channel=True)),
         "lmrec, per-tensor": (False, None),
         "lmrec, per-channel (served)": (True, None),
     }

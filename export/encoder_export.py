@@ -21,7 +21,9 @@ from lmrec.encoder import ENCODER_SETTINGS_FILE, EMBEDDING_OUTPUT, TOKENIZER_FIL
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
-QuantizationPreset = Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"]
+QuantizationPreset = Literal["auto", "avx2", "avx_vnni", "avx512", "avx512_vnni", "arm64"]
+# lmrec's presets that Optimum has no name for, and the Optimum preset each one starts from.
+OPTIMUM_PRESETS = {"avx_vnni": "avx2"}
 
 # A fixed parity sample: short and long, titles and profiles, non-ASCII. Exports add their own texts.
 PARITY_TEXTS = (
@@ -60,7 +62,9 @@ def cpu_flags() -> set[str]:
 
 
 def pick_quantization_preset(flags: set[str] | None = None, machine: str | None = None) -> str:
-    """The dynamic-int8 preset this CPU executes natively (VNNI > AVX-512 > AVX2; ARM has its own)."""
+    """The dynamic-int8 preset this CPU executes natively (AVX-512 VNNI > AVX-512 > AVX-VNNI > AVX2; ARM has
+    its own). `avx_vnni` is AVX2 with the 256-bit VNNI instructions (Alder Lake and later cores without
+    AVX-512), which ONNX Runtime uses for u8 x s8 products: no saturating 16-bit sums, so full-range weights."""
     machine = machine or platform.machine()
     if machine in ("aarch64", "arm64"):
         return "arm64"
@@ -69,6 +73,8 @@ def pick_quantization_preset(flags: set[str] | None = None, machine: str | None 
         return "avx512_vnni"
     if "avx512f" in flags and "avx512bw" in flags:
         return "avx512"
+    if "avx_vnni" in flags:
+        return "avx_vnni"
     return "avx2"
 
 
@@ -153,7 +159,7 @@ def _keep_only_sentence_embedding(onnx_path: Path) -> None:
 # weights instead (U8U8), a slower kernel. On this AVX2 CPU (benchmarks/results/int8-parity.md) U8S8 with
 # 7-bit weights and fp32 attention products (`activation_matmuls`) encodes 1.20x the texts per second of
 # Optimum's preset, and closer to fp32 (mean cosine 0.9919 against 0.9902 on ml-100k texts). VNNI sums
-# in 32 bits and keeps the full range.
+# in 32 bits and keeps the full range (`avx512_vnni`, and `avx_vnni`: AVX2 CPUs with VNNI).
 REDUCED_RANGE_PRESETS = frozenset({"avx2", "avx512"})
 # Bumped whenever what `quantization_config` builds changes, so caches of int8 exports key on it.
 QUANTIZATION_RECIPE = "s8w-constb"
@@ -190,7 +196,7 @@ def quantization_config(onnx_path: Path, preset: str, *, per_channel: bool):
     from onnxruntime.quantization import QuantType
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    base = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
+    base = getattr(AutoQuantizationConfig, OPTIMUM_PRESETS.get(preset, preset))(is_static=False, per_channel=per_channel)
     return replace_config(base, weights_dtype=QuantType.QInt8, reduce_range=preset in REDUCED_RANGE_PRESETS,
                           operators_to_quantize=["MatMul"], nodes_to_exclude=activation_matmuls(onnx_path))
 

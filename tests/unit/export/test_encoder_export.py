@@ -90,6 +90,8 @@ def test_export_record_checksums_and_settings(encoder_export):
         ({"avx2", "avx512vnni"}, "x86_64", "avx512_vnni"),
         ({"avx2", "avx512f", "avx512bw"}, "x86_64", "avx512"),
         ({"avx2", "avx512f"}, "x86_64", "avx2"),  # AVX-512 without BW is not enough
+        ({"avx2", "avx_vnni"}, "x86_64", "avx_vnni"),  # Alder Lake and later cores without AVX-512
+        ({"avx2", "avx512f", "avx512bw", "avx_vnni", "avx512_vnni"}, "x86_64", "avx512_vnni"),
         ({"avx2", "fma"}, "x86_64", "avx2"),
         (set(), "x86_64", "avx2"),
         ({"avx512_vnni"}, "aarch64", "arm64"),
@@ -151,7 +153,8 @@ def test_only_products_with_a_constant_weight_are_quantised(encoder_export):
     assert not any(n.op_type == "DequantizeLinear" for n in int8.node)
 
 
-@pytest.mark.parametrize("preset, seven_bit", [("avx2", True), ("avx512", True), ("avx512_vnni", False)])
+@pytest.mark.parametrize("preset, seven_bit", [("avx2", True), ("avx512", True), ("avx_vnni", False),
+                                               ("avx512_vnni", False)])
 def test_weights_are_signed_and_seven_bit_where_the_kernel_saturates(exported_encoder_dir, preset, seven_bit):
     from onnxruntime.quantization import QuantType
 
