@@ -87,16 +87,26 @@ def _read_ml100k(config: DataConfig) -> RawData:
     return load_ml100k(_data_dir(config, "pass --data-dir pointing at the unpacked ml-100k folder"))
 
 
+def _label(loader: str, folder: str, *, own: tuple[str, ...] = ()) -> str:
+    """A data set's name: its folder's, unless that is the name of a built-in data set (`own` excepted).
+    Then the loader prefixes it (`csv:ml-100k`), so that reports, and the quality bars the issue sets on
+    ml-100k alone, never take another data set for the built-in one."""
+    built_in = {"ml-100k", "ml-latest-small", "synthetic"} - set(own)
+    return f"{loader}:{folder}" if folder in built_in else folder
+
+
 def _read_movielens_csv(config: DataConfig) -> RawData:
     hint = "pass --data-dir pointing at the unpacked MovieLens folder with ratings.csv and movies.csv"
     data_dir = _data_dir(config, hint)
-    name = config.dataset if config.dataset == "ml-latest-small" else data_dir.name
+    # ml-latest-small is this format, so a movielens-csv folder of that name keeps it.
+    name = config.dataset if config.dataset == "ml-latest-small" else _label(config.dataset, data_dir.name,
+                                                                              own=("ml-latest-small",))
     return load_movielens_csv(data_dir, name=name)
 
 
 def _read_csv(config: DataConfig) -> RawData:
     data_dir = _data_dir(config, "pass --data-dir pointing at the folder with the CSV files")
-    return load_csv(data_dir, config.csv or CsvColumns(), name=data_dir.name or "csv")
+    return load_csv(data_dir, config.csv or CsvColumns(), name=_label("csv", data_dir.name) or "csv")
 
 
 _READERS: dict[str, Callable[[DataConfig], RawData]] = {

@@ -236,3 +236,13 @@ def test_movielens_csv_backend_serves_other_releases(ml_latest_small_dir):
     # The same loader reads any folder in the ratings.csv/movies.csv format (ml-25m, ml-32m, ...).
     result = load_dataset(DataConfig(dataset="movielens-csv", data_dir=ml_latest_small_dir))
     assert result.dataset.name == "ml-latest-small" and len(result.dataset.interactions) == 100_836
+
+
+@pytest.mark.parametrize("folder, expected", [("ml-100k", "csv:ml-100k"), ("synthetic", "csv:synthetic"),
+                                              ("ml-latest-small", "csv:ml-latest-small"), ("shop", "shop")])
+def test_a_csv_data_set_in_a_folder_named_like_a_built_in_one_is_not_taken_for_it(tmp_path, folder, expected):
+    data_dir = tmp_path / folder
+    data_dir.mkdir()
+    write(data_dir / "interactions.csv", "user_id,item_id,rating,timestamp\n1,a,3,10\n")
+    write(data_dir / "items.csv", "item_id,title\na,Alpha\n")
+    assert load_dataset(DataConfig(dataset="csv", data_dir=data_dir)).dataset.name == expected
