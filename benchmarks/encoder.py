@@ -13,10 +13,11 @@ sampled half and half: the real length mix the service encodes. Paths:
     triton-*-nobatch           the same with the `dynamic_batching` block removed (one request per execute)
     infinity-emb               the peer server (own venv, benchmarks/peers/setup_infinity.sh), torch engine
 
-`--device cuda` runs the same paths on a GPU: sentence-transformers and infinity-emb on CUDA, the ONNX and
-Triton paths through ONNX Runtime's CUDA provider (Triton instances KIND_GPU), the GEMM peaks as torch
-products on the GPU. A path the machine cannot run so (onnxruntime without its CUDA provider) is reported
-under "Paths not measured", never measured on the CPU instead.
+`--device cuda` runs the same paths on a GPU: sentence-transformers and infinity-emb on CUDA in fp32, the
+fp32 ONNX and Triton paths through ONNX Runtime's CUDA provider (TF32 off; Triton instances KIND_GPU), the
+GEMM peaks as torch products on the GPU. A path the machine cannot run so (all ONNX Runtime paths where
+onnxruntime lacks its CUDA provider; the int8 ones always, as ONNX Runtime's CUDA MatMulInteger takes no
+u8 activations) is reported under "Paths not measured", never measured on the CPU instead.
 
 Every path is measured at each batch size (texts per request); the served paths also at each client
 concurrency (closed loop: N requests in flight, each sent again as soon as it returns). The paths take
@@ -88,8 +89,10 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
         "Achieved GFLOP/s count useful work: each text's own FLOPs, without padding (paths pad differently: "
         "lmrec and sentence-transformers sort by length, lmrec splits batches into similar-length runs); "
         "`padded_gflop_per_s` in the JSON counts each request padded to its longest text.",
-        f"Device: {config.device}" + (" (sentence-transformers and infinity-emb on the GPU in fp32, ONNX Runtime's "
-                                      "CUDA provider, Triton instances KIND_GPU, GEMM peaks on the GPU)"
+        f"Device: {config.device}" + (" (sentence-transformers and infinity-emb on the GPU in fp32, the fp32 ONNX "
+                                      "and Triton paths through ONNX Runtime's CUDA provider with TF32 off, Triton "
+                                      "instances KIND_GPU, GEMM peaks on the GPU; int8 paths are not run there; no "
+                                      "bars: the issue sets them for the CPU machine)"
                                       if config.device == "cuda" else "") + ".",
         "triton-*: the lmrec text_encoder python model (tokenisation inside Triton) with the generated "
         "config.pbtxt; *-nobatch: the same config without its dynamic_batching block.",
@@ -99,12 +102,16 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
 
     if config.device == "cuda":
         out["machine"]["gpu"] = gpu_facts()
+        if "error" in out["machine"]["gpu"]:
+            raise RuntimeError(f"device cuda: {out['machine']['gpu']['error']}")
         paths = _drop_paths_without_cuda(paths, out["errors"], progress)
     texts, kinds, label = _load_texts(config)
-    if any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths):
+    model_has_tokenizer = all((Path(config.model) / name).is_file()
+                              for name in ("tokenizer.json", "sentence_bert_config.json"))
+    if any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths) or not model_has_tokenizer:
         export = prepare_export(config, progress=progress)
         tokenizer_file, max_length = export.directory / "tokenizer.json", EncoderSettings.read(export.directory).max_length
-    else:  # sentence-transformers and infinity-emb alone need no export: their own tokenizer and length limit
+    else:  # sentence-transformers and infinity-emb alone need no export: the model's tokenizer and length limit
         export = None
         tokenizer_file, max_length = Path(config.model) / "tokenizer.json", model_max_length(config.model)
     shape = EncoderShape.of_model(config.model)
@@ -129,10 +136,10 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
     progress(f"{len(texts)} texts from {label}: {lengths.mean():.1f} tokens mean (max {lengths.max()}), "
              f"{per_text.mean() / 1e6:.0f} MFLOP per sentence")
 
-    progress(f"GEMM peaks ({config.gemm_size}³ or more, {config.device}) ...")
+    progress(f"GEMM peaks ({config.device}) ...")
     peak_runs = [measure_peaks(config.gemm_size, config.gemm_repeats, config.device)]
     out["peaks"] = merge_peaks(peak_runs)
-    progress(f"  fp32 {out['peaks']['fp32_gflops']:.1f} GFLOP/s, int8 {out['peaks']['int8_gops']:.1f} GOP/s")
+    progress(f"  {out['peaks']['size']}³: fp32 {out['peaks']['fp32_gflops']:.1f} GFLOP/s, int8 {out['peaks']['int8_gops']:.1f} GOP/s")
 
     runners: dict[str, object] = {}
     triton = None
@@ -222,22 +229,28 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
     return out
 
 
+# The dynamic-int8 export multiplies u8 activations by s8 weights (`MatMulInteger`); ONNX Runtime's CUDA
+# kernel takes s8 x s8 only, so those products would run on the CPU inside a "GPU" session.
+INT8_ON_CUDA = ("the dynamic-int8 export's u8 x s8 MatMulInteger has no CUDA kernel in ONNX Runtime (it "
+                "would run on the CPU): int8 paths are not measured on a GPU")
+
+
 def _drop_paths_without_cuda(paths: tuple[str, ...], errors: list, progress) -> tuple[str, ...]:
-    """The ONNX and Triton paths run through ONNX Runtime's CUDA provider on a GPU run. Where onnxruntime
-    lacks it, each is recorded as an error up front (and nothing is exported for them) rather than measured
-    on the CPU under a GPU label."""
+    """The ONNX and Triton paths run through ONNX Runtime's CUDA provider on a GPU run. Any that would not
+    run there (all of them where onnxruntime lacks the provider; the int8 ones always) is recorded as an
+    error up front, and nothing is exported for it, rather than measured on the CPU under a GPU label."""
     from lmrec.encoder import execution_providers
 
-    if not any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths):
-        return paths
+    reasons = {p: INT8_ON_CUDA for p in paths if p in INT8_PATHS}
     try:
-        execution_providers("cuda")
-        return paths
+        if any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths):
+            execution_providers("cuda")
     except RuntimeError as error:
-        dropped = [p for p in paths if p in ONNX_PATHS or p in TRITON_PATHS]
-        errors.extend({"path": p, "error": str(error)} for p in dropped)
-        progress(f"{', '.join(dropped)}: {error}")
-        return tuple(p for p in paths if p not in dropped)
+        reasons.update({p: str(error) for p in paths if (p in ONNX_PATHS or p in TRITON_PATHS) and p not in reasons})
+    for path, reason in reasons.items():
+        errors.append({"path": path, "error": reason})
+        progress(f"{path}: {reason}")
+    return tuple(p for p in paths if p not in reasons)
 
 
 # --- command line ------------------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ def render_markdown(payload: dict) -> str:
     machine = payload.get("machine", {})
     texts = payload.get("texts", {})
     lines = ["# Encoder suite", "",
-             f"Command: `{payload.get('command') or 'lmrec bench encoder'}` (reproduce: `lmrec bench encoder`)  ",
+             (f"Command: `{payload['command']}`  " if payload.get("command")
+              else "Command: not recorded (run from Python); the suite's command is `lmrec bench encoder`  "),
              f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, "
              f"{' '.join(machine.get('simd_flags', []))}  ",
              *([f"Device: {_device_label(payload)} ({json.dumps(machine.get('gpu'))})  "]
@@ -84,7 +85,7 @@ def render_markdown(payload: dict) -> str:
     peaks = payload.get("peaks")
     if peaks:
         lines.append(f"GEMM peaks ({peaks['size']}³, best of the run): fp32 {peaks['fp32_gflops']:.1f} GFLOP/s, "
-                     f"int8 {peaks['int8_gops']:.1f} GOP/s"
+                     f"int8{' (torch._int_mm)' if peaks.get('device') == 'cuda' else ''} {peaks['int8_gops']:.1f} GOP/s"
                      + (f", fp16 {peaks['fp16_gflops']:.1f} GFLOP/s" if "fp16_gflops" in peaks else "") + "  ")
     lines.append("")
     records = payload.get("records", [])

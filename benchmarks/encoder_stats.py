@@ -95,7 +95,8 @@ def compute_efficiency(records: list[dict], peaks: dict | None) -> dict:
 
 def bar_checks(payload: dict) -> list[dict]:
     records = payload.get("records", [])
-    if not records:
+    # The issue sets its bars for the 2-core CPU machine; a GPU run reports its figures without them.
+    if not records or payload.get("config", {}).get("device", "cpu") != "cpu":
         return []
     checks = []
     batches = sorted({r["batch"] for r in records})

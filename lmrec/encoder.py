@@ -76,7 +76,9 @@ def execution_providers(device: str = "cpu", *, device_id: int = 0, available: l
         raise RuntimeError(f"onnxruntime {ort.__version__} here has no CUDAExecutionProvider (it has "
                            f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime to run "
                            "the encoder on the GPU")
-    return [("CUDAExecutionProvider", {"device_id": int(device_id)}), "CPUExecutionProvider"]
+    # TF32 off: the CUDA provider's default turns fp32 products into TF32 ones, which is another precision
+    # (and would be timed against an fp32 peak).
+    return [("CUDAExecutionProvider", {"device_id": int(device_id), "use_tf32": 0}), "CPUExecutionProvider"]
 
 
 class OnnxTextEncoder:
@@ -103,9 +105,14 @@ class OnnxTextEncoder:
             # ORT's worker threads spin after each run, waiting for the next. Where they share the cores
             # with other busy processes (the Triton model beside the gateway), that spinning steals them.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(directory / self.onnx_file), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        providers = providers or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(directory / self.onnx_file), options, providers=providers)
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if self.session.get_providers()[0] != wanted:
+            # ONNX Runtime falls back to the CPU, with only a printed warning, when a provider fails to start
+            # (no GPU, CUDA or cuDNN libraries that do not match).
+            raise RuntimeError(f"ONNX Runtime could not start {wanted} for {directory / self.onnx_file} (it runs "
+                               f"{', '.join(self.session.get_providers())}); see its log above for why")
         self.dim = self.settings.embedding_dim
 
     def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:

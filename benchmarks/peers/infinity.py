@@ -96,7 +96,9 @@ class InfinityServer:
     def command(self) -> list[str]:
         return [str(infinity_binary(self.venv)), "v2",
                 "--model-id", str(self.model_dir), "--served-model-name", SERVED_MODEL_NAME,
-                "--engine", "torch", "--device", self.device, "--batch-size", str(self.batch_size),
+                "--engine", "torch", "--device", self.device,
+                # fp32 like every other path: on a GPU, infinity's `auto` picks bf16.
+                *(("--dtype", "float32") if self.device != "cpu" else ()), "--batch-size", str(self.batch_size),
                 "--no-vector-disk-cache", "--no-model-warmup",
                 "--host", self.host, "--port", str(self.port), "--log-level", "warning", *self.extra_args]
 

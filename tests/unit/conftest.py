@@ -60,3 +60,13 @@ def tiny_bundle(tiny_build_root):
     from lmrec.server.bundle import load_bundle
 
     return load_bundle(tiny_build_root)
+
+
+@pytest.fixture(autouse=True)
+def _no_command_left_over_from_another_test(monkeypatch):
+    """`lmrec.cli.main(argv)` keeps its argv for the suites to record, as a process runs one command. Tests
+    call `main` many times in one process: without this, a suite called from Python in a later test would
+    record an earlier test's command."""
+    from lmrec import cli
+
+    monkeypatch.setattr(cli, "_MAIN_ARGV", None)

@@ -128,14 +128,19 @@ def test_a_gpu_run_reports_the_onnx_and_triton_paths_it_cannot_run_instead_of_me
     from lmrec.benchmarks.encoder import _drop_paths_without_cuda
 
     errors: list = []
-    kept = _drop_paths_without_cuda(("sentence-transformers", "onnx-fp32", "triton-int8", "infinity-emb"), errors,
-                                    lambda *_: None)
-    if _has_cuda_provider():  # a machine with onnxruntime-gpu runs them all
-        assert kept == ("sentence-transformers", "onnx-fp32", "triton-int8", "infinity-emb") and errors == []
+    paths = ("sentence-transformers", "onnx-fp32", "onnx-int8", "triton-int8", "triton-fp32", "infinity-emb")
+    kept = _drop_paths_without_cuda(paths, errors, lambda *_: None)
+    reasons = {e["path"]: e["error"] for e in errors}
+    # int8 never runs on the GPU: ONNX Runtime's CUDA MatMulInteger takes no u8 activations.
+    assert all("no CUDA kernel" in reasons[p] for p in ("onnx-int8", "triton-int8"))
+    if _has_cuda_provider():  # a machine with onnxruntime-gpu runs the fp32 ones
+        assert kept == ("sentence-transformers", "onnx-fp32", "triton-fp32", "infinity-emb")
+        assert set(reasons) == {"onnx-int8", "triton-int8"}
         return
     assert kept == ("sentence-transformers", "infinity-emb")
-    assert [e["path"] for e in errors] == ["onnx-fp32", "triton-int8"]
-    assert all("no CUDAExecutionProvider" in e["error"] and "onnxruntime-gpu" in e["error"] for e in errors)
+    assert set(reasons) == {"onnx-fp32", "onnx-int8", "triton-int8", "triton-fp32"}
+    assert all("no CUDAExecutionProvider" in reasons[p] and "onnxruntime-gpu" in reasons[p]
+               for p in ("onnx-fp32", "triton-fp32"))
     # Paths that need no ONNX Runtime pass through untouched, with nothing recorded.
     errors.clear()
     assert _drop_paths_without_cuda(("sentence-transformers",), errors, lambda *_: None) == ("sentence-transformers",)
@@ -171,6 +176,24 @@ def test_the_triton_repository_of_a_gpu_run_asks_for_gpu_instances(tmp_path, exp
     assert "dynamic_batching" in configs["triton-int8"] and "dynamic_batching" not in configs["triton-fp32-nobatch"]
     cpu = write_triton_repository(tmp_path / "triton-cpu", export, ["triton-int8"])
     assert "kind: KIND_CPU" in cpu["triton-int8"]
+
+
+def test_a_gpu_run_is_not_judged_by_the_bars_set_for_the_cpu_machine():
+    from lmrec.benchmarks.encoder_stats import bar_checks
+
+    records = [{"path": p, "batch": 32, "concurrency": 1, "sentences_per_s": s, "gflop_per_s": 1.0}
+               for p, s in (("sentence-transformers", 10.0), ("triton-int8", 50.0))]
+    assert bar_checks({"records": records, "config": {"device": "cpu"}})  # the 4x bar, on the CPU
+    assert bar_checks({"records": records, "config": {"device": "cuda"}}) == []
+
+
+def test_infinity_on_a_gpu_is_asked_for_fp32_like_every_other_path(tmp_path):
+    from lmrec.benchmarks.peers.infinity import InfinityServer
+
+    cpu = InfinityServer(tmp_path, venv=tmp_path, port=1).command()
+    cuda = InfinityServer(tmp_path, venv=tmp_path, port=1, device="cuda").command()
+    assert "--dtype" not in cpu and cpu[cpu.index("--device") + 1] == "cpu"
+    assert cuda[cuda.index("--dtype") + 1] == "float32" and cuda[cuda.index("--device") + 1] == "cuda"
 
 
 def test_peaks_from_a_gpu_run_merge_their_fp16_figure_too():

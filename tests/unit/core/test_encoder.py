@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import warnings
+
 import pytest
 
 from lmrec.encoder import EncoderSettings
@@ -99,8 +101,23 @@ def test_execution_providers_pick_the_cpu_or_a_gpu_and_never_fall_back_silently(
 
     assert execution_providers("cpu") == ["CPUExecutionProvider"]
     assert execution_providers("cuda", device_id=3, available=["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
-        ("CUDAExecutionProvider", {"device_id": 3}), "CPUExecutionProvider"]
+        ("CUDAExecutionProvider", {"device_id": 3, "use_tf32": 0}), "CPUExecutionProvider"]
     with pytest.raises(RuntimeError, match="no CUDAExecutionProvider .*install onnxruntime-gpu"):
         execution_providers("cuda", available=["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="unknown device 'gpu' \\(known: cpu, cuda\\)"):
         execution_providers("gpu")
+
+
+def test_an_encoder_whose_provider_does_not_start_refuses_instead_of_running_on_the_cpu(exported_encoder_dir):
+    import onnxruntime as ort
+
+    from lmrec.encoder import OnnxTextEncoder
+
+    missing = next(p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider", "CoreMLExecutionProvider")
+                   if p not in ort.get_available_providers())
+    # ONNX Runtime itself only warns and falls back to the CPU here.
+    with warnings.catch_warnings(), pytest.raises(RuntimeError,
+                                                  match=f"could not start {missing} for .*(it runs CPUExecutionProvider)"):
+        warnings.simplefilter("ignore", UserWarning)
+        OnnxTextEncoder(exported_encoder_dir, providers=[missing, "CPUExecutionProvider"])
+    assert OnnxTextEncoder(exported_encoder_dir, providers=["CPUExecutionProvider"]).encode(["a"]).shape == (1, 384)
