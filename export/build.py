@@ -8,7 +8,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +48,9 @@ class BuildConfig:
     index: IndexConfig = IndexConfig()
     als: AlsConfig = AlsConfig()
     encoder_spec: TextEncoderSpec = TextEncoderSpec()
+    # Where Triton runs the text encoder: "cuda" writes KIND_GPU instances (ONNX Runtime's CUDA provider,
+    # onnxruntime-gpu on the serving machine). The build itself needs no GPU.
+    device: Literal["cpu", "cuda"] = "cpu"
     # Fine-tune the encoder and train the neural fusion ranker (served by Triton as `ranker`).
     fused: bool = False
     finetune: dict = field(default_factory=dict)  # FinetuneConfig overrides, e.g. {"steps": 400}
@@ -79,7 +82,17 @@ def fit_cf(dataset, config: AlsConfig) -> dict[str, np.ndarray]:
     }
 
 
+def check_device(device: str, precision: str) -> None:
+    """Refuse a serving device the build cannot honour, before any long step runs."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r} (known: cpu, cuda)")
+    if device == "cuda" and precision == "int8":
+        raise ValueError("a GPU serves the fp32 encoder: the int8 export's u8 x s8 MatMulInteger has no CUDA "
+                         "kernel in ONNX Runtime, so its products would run on the CPU (use precision fp32)")
+
+
 def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
+    check_device(config.device, config.precision)
     started = time.perf_counter()
     build_dir = Path(config.output_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +125,8 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
                             int8_min_cosine=EncoderExportConfig.int8_min_cosine if config.precision == "int8" else None),
         progress=lambda line: progress("      " + line),
     )
-    encoder_part = write_encoder_version(build_dir, config.encoder_spec, export,
-                                         precision=config.precision, version=version)
+    spec = replace(config.encoder_spec, kind="KIND_GPU") if config.device == "cuda" else config.encoder_spec
+    encoder_part = write_encoder_version(build_dir, spec, export, precision=config.precision, version=version)
 
     progress(f"[3/5] encoding {dataset.n_items} item texts ({config.precision}) ...")
     encoder = OnnxTextEncoder(export_dir, onnx_file=encoder_part["onnx_file"])

@@ -96,6 +96,7 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
         "triton_version": version,
         "model": export.model,
         "precision": precision,
+        "instance_kind": spec.kind,
         "onnx_file": onnx_file,
         "quantization_preset": export.quantization_preset,
         "max_length": settings.max_length,

@@ -101,8 +101,11 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
 def _build_config(args):
     from lmrec.export.build import BuildConfig
 
+    if args.device == "cuda" and args.precision == "int8":
+        raise CliError("--device cuda serves the fp32 encoder (--precision fp32): the int8 export's products "
+                       "have no CUDA kernel in ONNX Runtime and would run on the CPU")
     kwargs = dict(data=_data_config(args), output_dir=Path(args.build_dir or _default_build_dir(args.dataset)),
-                  precision=args.precision, version=args.version, fused=args.fused)
+                  precision=args.precision, version=args.version, fused=args.fused, device=args.device)
     if args.finetune_steps is not None:
         if args.finetune_steps < 1:
             raise CliError(f"--finetune-steps must be >= 1, got {args.finetune_steps}")
@@ -282,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                        help="which exported encoder Triton serves and the index is built with")
         p.add_argument("--version", type=int, default=None, help="version number to write (default: next free)")
+        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="where Triton runs the text encoder: cuda writes KIND_GPU instances (fp32 only; the "
+                            "serving machine needs onnxruntime-gpu); the build itself needs no GPU")
         p.add_argument("--fused", action="store_true",
                        help="fine-tune the encoder and train the neural fusion ranker (served as Triton `ranker`)")
         p.add_argument("--finetune-steps", type=int, default=None, metavar="N",

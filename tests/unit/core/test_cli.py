@@ -133,3 +133,11 @@ def test_a_command_run_as_python_dash_m_is_recorded_as_such(monkeypatch):
     assert cli.invoked_command() == "python -m lmrec.cli bench encoder --device cuda"
     monkeypatch.setattr("sys.argv", ["/somewhere/lmrec/cli.py"])
     assert cli.invoked_command() is None
+
+
+def test_a_gpu_build_of_the_int8_encoder_is_refused_by_name(capsys, tmp_path):
+    code, err = run_cli(capsys, "build", "--dataset", "synthetic", "--build-dir", str(tmp_path / "b"),
+                        "--device", "cuda", "--precision", "int8")
+    line = assert_one_line_error(code, err, "build")
+    assert "--device cuda serves the fp32 encoder (--precision fp32)" in line
+    assert not (tmp_path / "b").exists()

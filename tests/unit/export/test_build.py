@@ -32,6 +32,7 @@ def test_manifest_fields(tiny_build_dir, tiny_dataset):
     encoder = manifest["encoder"]
     assert encoder["triton_model"] == "text_encoder" and encoder["triton_version"] == 1
     assert encoder["precision"] == "fp32" and encoder["onnx_file"] == "model.onnx"
+    assert encoder["instance_kind"] == "KIND_CPU"
     assert encoder["embedding_dim"] == 384
     assert encoder["parity"]["fp32_min_cosine"] >= 0.999
     assert manifest["index"]["n_items"] == tiny_dataset.n_items and manifest["index"]["dim"] == 384
@@ -98,3 +99,30 @@ def test_hnsw_recall_against_exact(tiny_build_dir):
     exact_labels, _ = exact.search(queries, k)
     recall = np.mean([len(set(a) & set(e)) / k for a, e in zip(approx_labels, exact_labels)])
     assert recall >= 0.95
+
+
+def test_a_build_for_a_gpu_writes_gpu_instances_of_the_fp32_encoder(tmp_path, tiny_data_config):
+    from lmrec.export.build import BuildConfig, build_bundle
+
+    result = build_bundle(BuildConfig(data=tiny_data_config, output_dir=tmp_path, device="cuda"),
+                          progress=lambda line: None)
+    config = (tmp_path / "model_repository" / "text_encoder" / "config.pbtxt").read_text()
+    assert "kind: KIND_GPU" in config and "KIND_CPU" not in config
+    assert result.manifest["encoder"]["instance_kind"] == "KIND_GPU"
+    assert result.manifest["encoder"]["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("device, precision, message", [
+    ("cuda", "int8", "a GPU serves the fp32 encoder"),
+    ("tpu", "fp32", "unknown device 'tpu'"),
+])
+def test_a_device_the_build_cannot_serve_on_stops_it_before_any_work(tmp_path, device, precision, message):
+    from lmrec.export.build import BuildConfig, build_bundle
+    from lmrec.export.loaders import DataConfig
+
+    # The data folder does not exist: the device check must come first.
+    config = BuildConfig(data=DataConfig(dataset="ml-100k", data_dir=tmp_path / "missing"), output_dir=tmp_path / "out",
+                         device=device, precision=precision)
+    with pytest.raises(ValueError, match=message):
+        build_bundle(config, progress=lambda line: None)
+    assert not (tmp_path / "out").exists()
