@@ -4,7 +4,6 @@ measured) and the PNG of sentences/s against batch size."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 from .encoder_config import ALL_PATHS
