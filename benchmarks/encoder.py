@@ -229,19 +229,13 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
     return out
 
 
-# The dynamic-int8 export multiplies u8 activations by s8 weights (`MatMulInteger`); ONNX Runtime's CUDA
-# kernel takes s8 x s8 only, so those products would run on the CPU inside a "GPU" session.
-INT8_ON_CUDA = ("the dynamic-int8 export's u8 x s8 MatMulInteger has no CUDA kernel in ONNX Runtime (it "
-                "would run on the CPU): int8 paths are not measured on a GPU")
-
-
 def _drop_paths_without_cuda(paths: tuple[str, ...], errors: list, progress) -> tuple[str, ...]:
     """The ONNX and Triton paths run through ONNX Runtime's CUDA provider on a GPU run. Any that would not
     run there (all of them where onnxruntime lacks the provider; the int8 ones always) is recorded as an
     error up front, and nothing is exported for it, rather than measured on the CPU under a GPU label."""
-    from lmrec.encoder import execution_providers
+    from lmrec.encoder import INT8_ON_CUDA, execution_providers
 
-    reasons = {p: INT8_ON_CUDA for p in paths if p in INT8_PATHS}
+    reasons = {p: f"{INT8_ON_CUDA}: int8 paths are not measured on a GPU" for p in paths if p in INT8_PATHS}
     try:
         if any(p in ONNX_PATHS or p in TRITON_PATHS for p in paths):
             execution_providers("cuda")

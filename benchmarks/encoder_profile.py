@@ -47,16 +47,9 @@ def group_of(op: str, fp32_matmuls_are_attention: bool) -> str:
 def profile_model(directory: Path, onnx_file: str, texts: list[str], *, batch: int, passes: int,
                   threads: int, prefix: Path) -> dict:
     """Kernel microseconds per operator type for `passes` encodes of `texts` in requests of `batch`."""
-    import onnxruntime as ort
-
     from lmrec.encoder import OnnxTextEncoder
 
-    encoder = OnnxTextEncoder(directory, onnx_file=onnx_file, threads=threads)
-    options = ort.SessionOptions()  # the served session's settings (OnnxTextEncoder), plus the profiler
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.enable_profiling, options.profile_file_prefix = True, str(prefix)
-    encoder.session = ort.InferenceSession(str(directory / onnx_file), options, providers=["CPUExecutionProvider"])
+    encoder = OnnxTextEncoder(directory, onnx_file=onnx_file, threads=threads, profile_prefix=str(prefix))
 
     def one_pass() -> None:
         for start in range(0, len(texts), batch):

@@ -84,11 +84,12 @@ def fit_cf(dataset, config: AlsConfig) -> dict[str, np.ndarray]:
 
 def check_device(device: str, precision: str) -> None:
     """Refuse a serving device the build cannot honour, before any long step runs."""
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r} (known: cpu, cuda)")
+    from lmrec.encoder import DEVICES, INT8_ON_CUDA
+
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
     if device == "cuda" and precision == "int8":
-        raise ValueError("a GPU serves the fp32 encoder: the int8 export's u8 x s8 MatMulInteger has no CUDA "
-                         "kernel in ONNX Runtime, so its products would run on the CPU (use precision fp32)")
+        raise ValueError(f"a GPU serves the fp32 encoder: {INT8_ON_CUDA} (use precision fp32)")
 
 
 def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:

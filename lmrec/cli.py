@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
+from lmrec.encoder import DEVICES
 from lmrec.export.splits import PROTOCOLS
 
 DATASETS = ("synthetic", "ml-100k", "ml-latest-small", "movielens-csv", "csv")
@@ -101,9 +102,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
 def _build_config(args):
     from lmrec.export.build import BuildConfig
 
-    if args.device == "cuda" and args.precision == "int8":
-        raise CliError("--device cuda serves the fp32 encoder (--precision fp32): the int8 export's products "
-                       "have no CUDA kernel in ONNX Runtime and would run on the CPU")
+    if args.device == "cuda" and args.precision == "int8":  # before the data loads; build_bundle checks it too
+        from lmrec.encoder import INT8_ON_CUDA
+
+        raise CliError(f"--device cuda serves the fp32 encoder (--precision fp32): {INT8_ON_CUDA}")
     kwargs = dict(data=_data_config(args), output_dir=Path(args.build_dir or _default_build_dir(args.dataset)),
                   precision=args.precision, version=args.version, fused=args.fused, device=args.device)
     if args.finetune_steps is not None:
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                        help="which exported encoder Triton serves and the index is built with")
         p.add_argument("--version", type=int, default=None, help="version number to write (default: next free)")
-        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+        p.add_argument("--device", choices=DEVICES, default="cpu",
                        help="where Triton runs the text encoder: cuda writes KIND_GPU instances (fp32 only; the "
                             "serving machine needs onnxruntime-gpu); the build itself needs no GPU")
         p.add_argument("--fused", action="store_true",

@@ -56,6 +56,10 @@ def length_buckets(lengths: np.ndarray, order: np.ndarray, batch_size: int, *, g
 
 
 DEVICES = ("cpu", "cuda")
+# Why the int8 export never runs on a GPU: ONNX Runtime's CUDA MatMulInteger takes s8 x s8 only, and the
+# dynamic-int8 export feeds it u8 activations.
+INT8_ON_CUDA = ("the dynamic-int8 export's u8 x s8 MatMulInteger has no CUDA kernel in ONNX Runtime (its "
+                "products would run on the CPU)")
 
 
 def execution_providers(device: str = "cpu", *, device_id: int = 0, available: list[str] | None = None) -> list:
@@ -85,7 +89,7 @@ class OnnxTextEncoder:
     """Tokenizer + ONNX Runtime session for one exported encoder directory."""
 
     def __init__(self, directory: Path | str, *, onnx_file: str | None = None, threads: int | None = None,
-                 providers: list | None = None, spin: bool = True) -> None:
+                 providers: list | None = None, spin: bool = True, profile_prefix: str | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -105,6 +109,8 @@ class OnnxTextEncoder:
             # ORT's worker threads spin after each run, waiting for the next. Where they share the cores
             # with other busy processes (the Triton model beside the gateway), that spinning steals them.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if profile_prefix:  # ONNX Runtime's profiler (benchmarks/encoder_profile.py); `session.end_profiling()`
+            options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         providers = providers or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(directory / self.onnx_file), options, providers=providers)
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
