@@ -5,7 +5,11 @@
 Exports the packaged MiniLM once and quantises it three ways for the preset this CPU runs: Optimum's
 preset as it comes (lmrec's recipe before this suite compared them), and lmrec's recipe
 (`quantization_config`: signed weights, 7-bit where the kernel saturates, attention products in fp32)
-with per-tensor and per-channel weight scales. Reports each int8 model's cosine to the fp32 embeddings
+with per-tensor and per-channel weight scales. Two more routes to a faster or closer int8 model are
+measured beside them, neither served: attention fused into ONNX Runtime's `Attention` op and quantised
+as `QAttention` (from an eager-attention export: the default SDPA export has no pattern ONNX Runtime's
+fusion recognises), and weight-only 8-bit blocks (`MatMulNBits`, blocks of 32, int8 products).
+Reports each int8 model's cosine to the fp32 embeddings
 of the same texts (the first 400 item texts and the profiles of the first 200 users, from their last 20
 items) and its speed on 256 of them (half items, half profiles), the recipes alternating round by round
 so machine noise hits all alike. Writes `benchmarks/results/int8-parity.{json,md}`.
@@ -14,6 +18,8 @@ so machine noise hits all alike. Writes `benchmarks/results/int8-parity.{json,md
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import shlex
 import shutil
 import sys
@@ -57,21 +63,25 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
         "lmrec, per-channel (served)": (True, None),
     }
     encoders = {"fp32": OnnxTextEncoder(export.directory, onnx_file=FP32_FILE)}
-    rows = {}
-    for name, (per_channel, qconfig) in recipes.items():
-        directory = work / f"recipe-{len(rows)}"
-        shutil.copytree(export.directory, directory)
-        (directory / INT8_FILE).unlink()
-        qconfig = qconfig or quantization_config(directory / FP32_FILE, preset, per_channel=per_channel)
-        quantize_int8(directory, preset, per_channel=per_channel, qconfig=qconfig)
+    rows: dict[str, dict] = {}
+
+    def measure(name: str, directory: Path, **facts) -> None:
         encoders[name] = OnnxTextEncoder(directory, onnx_file=INT8_FILE)
         cosines = row_cosines(reference, encoders[name].encode(texts))
-        quantised = _count_quantised_matmuls(directory / INT8_FILE)
-        rows[name] = {"recipe": name, "preset": preset, "per_channel": per_channel,
-                      "weights": _weights_label(qconfig),
-                      "matmuls_quantised": quantised, "activation_matmuls": len(activation_matmuls(directory / FP32_FILE)),
+        rows[name] = {"recipe": name, "preset": preset, **facts,
+                      "matmuls_quantised": _count_quantised_matmuls(directory / INT8_FILE),
                       "mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()),
                       "p01_cosine": float(np.quantile(cosines, 0.01))}
+
+    for name, (per_channel, qconfig) in recipes.items():
+        directory = _fp32_copy(export.directory, work / f"recipe-{len(rows)}")
+        qconfig = qconfig or quantization_config(directory / FP32_FILE, preset, per_channel=per_channel)
+        quantize_int8(directory, preset, per_channel=per_channel, qconfig=qconfig)
+        measure(name, directory, per_channel=per_channel, weights=_weights_label(qconfig),
+                activation_matmuls=len(activation_matmuls(directory / FP32_FILE)))
+    for name, build in ((FUSED_ATTENTION, _fused_attention_int8), (BLOCKWISE, _blockwise_int8)):
+        directory = _fp32_copy(export.directory, work / f"recipe-{len(rows)}")
+        measure(name, directory, per_channel=None, weights=build(export, directory, preset), activation_matmuls=None)
     rows["fp32"] = {"recipe": "fp32", "preset": None, "per_channel": None, "weights": "fp32", "matmuls_quantised": 0,
                     "activation_matmuls": None, "mean_cosine": 1.0, "min_cosine": 1.0, "p01_cosine": 1.0}
     half = len(texts) // 2
@@ -91,6 +101,80 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
     return [rows[name] for name in encoders]
 
 
+@contextlib.contextmanager
+def _quiet_logs():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _fp32_copy(exported: Path, directory: Path) -> Path:
+    """A copy of the export without its int8 model, for a recipe to write its own."""
+    from lmrec.export.encoder_export import INT8_FILE
+
+    shutil.copytree(exported, directory)
+    (directory / INT8_FILE).unlink()
+    return directory
+
+
+FUSED_ATTENTION = "fused attention (QAttention)"
+BLOCKWISE = "8-bit blocks (MatMulNBits)"
+BLOCK_SIZE = 32
+
+
+def _fused_attention_int8(export, directory: Path, preset: str) -> str:
+    """`directory`'s INT8_FILE: the eager-attention export, fused by ONNX Runtime's BERT optimiser
+    (Attention, BiasGelu, EmbedLayerNormalization), then dynamic int8 with lmrec's weight settings and the
+    fused attention as QAttention. ONNX Runtime's `quantize_dynamic`, since the fused ops are outside the
+    ONNX domain that shape inference (and so Optimum's quantiser) types: their outputs default to float."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+    from optimum.exporters.onnx import onnx_export_from_model
+    from sentence_transformers import SentenceTransformer
+
+    from lmrec.export.encoder_export import FP32_FILE, INT8_FILE, REDUCED_RANGE_PRESETS, _keep_only_sentence_embedding
+
+    eager = directory / "eager.onnx"
+    model = SentenceTransformer(export.model, device="cpu",
+                                model_kwargs={"attn_implementation": "eager"})
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_export_from_model(model, output=tmp, task="feature-extraction", library_name="sentence_transformers",
+                               opset=18, do_validation=False)
+        shutil.copy(Path(tmp) / FP32_FILE, eager)
+    _keep_only_sentence_embedding(eager)
+    config = model[0].auto_model.config
+    with _quiet_logs():  # warns that symbolic shape inference cannot type the fused ops; expected here
+        fused = optimize_model(str(eager), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, optimization_options=FusionOptions("bert"),
+                               opt_level=0, use_gpu=False)
+    fused.save_model_to_file(str(directory / "fused.onnx"))
+    quantize_dynamic(str(directory / "fused.onnx"), str(directory / INT8_FILE), weight_type=QuantType.QInt8,
+                     per_channel=True, reduce_range=preset in REDUCED_RANGE_PRESETS,
+                     op_types_to_quantize=["MatMul", "Attention"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return "s8, 7-bit" if preset in REDUCED_RANGE_PRESETS else "s8"
+
+
+def _blockwise_int8(export, directory: Path, preset: str) -> str:
+    """`directory`'s INT8_FILE: every weight MatMul as `MatMulNBits`, symmetric 8-bit weights with one
+    scale per block of BLOCK_SIZE inputs, activations quantised to int8 per block (accuracy level 4)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from lmrec.export.encoder_export import FP32_FILE, INT8_FILE
+
+    settings = {"bits": 8, "block_size": BLOCK_SIZE, "is_symmetric": True, "accuracy_level": 4}
+    quantizer = MatMulNBitsQuantizer(str(export.directory / FP32_FILE), **settings,
+                                     algo_config=DefaultWeightOnlyQuantConfig(**settings))
+    with _quiet_logs():  # it logs every node it skips
+        quantizer.process()
+    quantizer.model.save_model_to_file(str(directory / INT8_FILE), use_external_data_format=False)
+    return f"s8, blocks of {BLOCK_SIZE}"
+
+
 def _weights_label(qconfig) -> str:
     from onnxruntime.quantization import QuantType
 
@@ -99,9 +183,11 @@ def _weights_label(qconfig) -> str:
 
 
 def _count_quantised_matmuls(onnx_path: Path) -> int:
+    """Weight products in int8; a QAttention holds three (query, key and value), as in the unfused graph."""
     import onnx
 
-    return sum(n.op_type == "MatMulInteger" for n in onnx.load(str(onnx_path)).graph.node)
+    per_op = {"MatMulInteger": 1, "MatMulNBits": 1, "QAttention": 3}
+    return sum(per_op.get(n.op_type, 0) for n in onnx.load(str(onnx_path)).graph.node)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
                "n_texts": len(texts), "recipes": rows}
     lines = ["# int8 recipes against fp32", "",
              f"{len(texts)} ml-100k texts (400 items, 200 profiles); speed on 256 of them (half items, half "
-             "profiles), batches of 32, median of the rounds, recipes alternating.", ""]
+             "profiles), batches of 32, median of the rounds, recipes alternating. Served: lmrec's per-channel "
+             f"recipe. Not served: `{FUSED_ATTENTION}` (ONNX Runtime's fused attention, quantised) and "
+             f"`{BLOCKWISE}` (weight-only 8-bit with a scale per {BLOCK_SIZE} inputs, int8 products).", ""]
     lines += markdown_table(
         ["recipe", "weights", "MatMuls in int8", "mean cosine", "1st percentile", "min cosine", "texts/s",
          "speed vs Optimum's preset"],

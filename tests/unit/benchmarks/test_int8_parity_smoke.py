@@ -1,5 +1,5 @@
-"""A small run of the int8 recipe comparison: every recipe measured, the served one as `export_encoder`
-builds it, and the report written."""
+"""A small run of the int8 recipe comparison: every recipe measured (the served one as `export_encoder`
+builds it, and the two routes not served), and the report written."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lmrec.benchmarks.int8_parity import main, measure_recipes
+from lmrec.benchmarks.int8_parity import BLOCKWISE, FUSED_ATTENTION, main, measure_recipes
 from lmrec.export.encoder_export import REDUCED_RANGE_PRESETS, pick_quantization_preset
 
 TEXTS = ["Toy Story (1995). Genres: Animation, Children's, Comedy.",
@@ -22,7 +22,8 @@ def rows(tmp_path_factory):
 
 def test_every_recipe_is_measured_against_fp32(rows):
     by = {row["recipe"]: row for row in rows}
-    assert list(by) == ["fp32", "optimum preset", "lmrec, per-tensor", "lmrec, per-channel (served)"]
+    assert list(by) == ["fp32", "optimum preset", "lmrec, per-tensor", "lmrec, per-channel (served)",
+                        FUSED_ATTENTION, BLOCKWISE]
     served, optimum = by["lmrec, per-channel (served)"], by["optimum preset"]
     # MiniLM-L6 has 8 MatMuls per layer; lmrec keeps attention's two activation products in fp32.
     assert optimum["matmuls_quantised"] == 48 and served["matmuls_quantised"] == 36
@@ -34,6 +35,13 @@ def test_every_recipe_is_measured_against_fp32(rows):
     assert served["speed_vs_optimum_preset"] == round(served["texts_per_s"] / optimum["texts_per_s"], 3)
     # The served recipe passes the export's int8 gate; one scale per matrix is far worse with 7-bit weights.
     assert served["min_cosine"] >= 0.96 and served["mean_cosine"] > by["lmrec, per-tensor"]["mean_cosine"]
+    # The routes not served: attention fused into QAttention (its query, key and value products count
+    # three each, so the same 36 weight products as the served recipe), and 8-bit weights with a scale per
+    # block of 32 inputs, which stay far closer to fp32 than one scale per output channel.
+    fused_attention, blockwise = by[FUSED_ATTENTION], by[BLOCKWISE]
+    assert fused_attention["matmuls_quantised"] == 36 and fused_attention["weights"] == served["weights"]
+    assert fused_attention["min_cosine"] >= 0.96
+    assert blockwise["matmuls_quantised"] == 36 and blockwise["min_cosine"] >= 0.995
 
 
 def test_the_report_is_written_with_its_command(tmp_path, monkeypatch, rows):
@@ -44,4 +52,5 @@ def test_the_report_is_written_with_its_command(tmp_path, monkeypatch, rows):
     main(["--data-dir", str(tmp_path / "ml-100k"), "--out-dir", str(tmp_path / "out")])
     payload = json.loads((tmp_path / "out" / "int8-parity.json").read_text())
     assert payload["command"].startswith("python -m lmrec.benchmarks.int8_parity --data-dir ")
-    assert len(payload["recipes"]) == 4 and "optimum preset" in (tmp_path / "out" / "int8-parity.md").read_text()
+    report = (tmp_path / "out" / "int8-parity.md").read_text()
+    assert len(payload["recipes"]) == 6 and "optimum preset" in report and f"`{BLOCKWISE}`" in report
