@@ -152,10 +152,11 @@ def _fused_attention_int8(export, directory: Path, preset: str) -> str:
                                hidden_size=config.hidden_size, optimization_options=FusionOptions("bert"),
                                opt_level=0, use_gpu=False)
     fused.save_model_to_file(str(directory / "fused.onnx"))
-    quantize_dynamic(str(directory / "fused.onnx"), str(directory / INT8_FILE), weight_type=QuantType.QInt8,
-                     per_channel=True, reduce_range=preset in REDUCED_RANGE_PRESETS,
-                     op_types_to_quantize=["MatMul", "Attention"],
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    with _quiet_logs():  # advises a pre-processing pass that is for static (calibrated) quantisation
+        quantize_dynamic(str(directory / "fused.onnx"), str(directory / INT8_FILE), weight_type=QuantType.QInt8,
+                         per_channel=True, reduce_range=preset in REDUCED_RANGE_PRESETS,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return "s8, 7-bit" if preset in REDUCED_RANGE_PRESETS else "s8"
 
 
