@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from lmrec.cli import invoked_command
+from lmrec.export.metrics import PER_USER_METRIC, paired_bootstrap_ratio
 from lmrec.export.models.fused import settings_for_protocol
 from lmrec.export.splits import PROTOCOLS
 
@@ -27,6 +30,11 @@ LM_METHODS = ("lm-pretrained", "lm-finetuned")
 FUSED_METHODS = ("fused", "fused-int8")
 ALL_METHODS = BASELINES + LM_METHODS + FUSED_METHODS
 FUSED_SIGNALS = ("als", "ease", "itemknn", "sequential")
+# Each NDCG@10 ratio bar also gets a paired bootstrap interval over the test users: a few hundred users
+# with one target each move a ratio by several percent, and the interval says whether a bar's margin
+# (or shortfall) is more than that.
+INTERVAL_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,10 +123,24 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
                 record["n_items"] = dataset.n_items
                 out["records"].append(record)
             out["seconds"] = round(time.perf_counter() - started, 1)
-            merged = dict(out, records=out["records"] + _not_measured(reused, out["records"]))
+            merged = dict(out, records=_in_table_order(out["records"] + _not_measured(reused, out["records"])))
             merged["bars"] = bar_checks(merged["records"])
             write_results(merged, config.out_dir, config.name)  # partial results survive a long run
     return merged
+
+
+def _in_table_order(records: list[dict]) -> list[dict]:
+    """Measured and carried-over records together, by data set, protocol and method as the suite runs them,
+    so a run that re-measures one protocol writes its tables where they were."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+
+    def position(record: dict) -> tuple:
+        protocol, method = record["protocol"], record["method"]
+        return (datasets.index(record["dataset"]),
+                PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS), protocol,
+                ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS), method)
+
+    return sorted(records, key=position)
 
 
 def _reusable_records(config: QualityConfig) -> list[dict]:
@@ -160,6 +182,16 @@ def bar_checks(records: list[dict]) -> list[dict]:
                        "inputs": [list(key) for key in inputs],
                        "uses_reused": any(by[key].get("reused_from") for key in inputs)})
 
+    def interval(numerator: tuple, denominator: tuple) -> dict:
+        """The ratio's paired bootstrap interval, when both records kept per-user NDCG@10 of one test set."""
+        a, b = by[numerator], by[denominator]
+        values = [r.get("per_user", {}).get(PER_USER_METRIC) for r in (a, b)]
+        if not all(values) or len(values[0]) != len(values[1]) or a["seed"] != b["seed"]:
+            return {}
+        bounds = paired_bootstrap_ratio(np.asarray(values[0]), np.asarray(values[1]), level=INTERVAL_LEVEL,
+                                        resamples=BOOTSTRAP_RESAMPLES)
+        return {} if bounds is None else {"interval": [round(bounds[0], 4), round(bounds[1], 4)]}
+
     for dataset in sorted({r["dataset"] for r in records}):
         for protocol, needed in (("temporal-loo", 1.10), ("random-811", 1.0)):
             fused = ndcg(dataset, protocol, "fused")
@@ -168,12 +200,14 @@ def bar_checks(records: list[dict]) -> list[dict]:
                 best, best_method = max(base)
                 add(f"fused ndcg@10 vs best baseline ({best_method}), {dataset} {protocol}",
                     fused / best if best else float("inf"), needed,
-                    [(dataset, protocol, "fused")] + [(dataset, protocol, m) for _, m in base])
+                    [(dataset, protocol, "fused")] + [(dataset, protocol, m) for _, m in base],
+                    **interval((dataset, protocol, "fused"), (dataset, protocol, best_method)))
         pre, fine = ndcg(dataset, "temporal-loo", "lm-pretrained"), ndcg(dataset, "temporal-loo", "lm-finetuned")
         if pre and fine is not None:
             # The issue sets this bar on ml-100k; elsewhere the ratio is reported, not judged.
             add(f"lm-finetuned vs lm-pretrained ndcg@10, {dataset} temporal-loo", fine / pre, 1.5,
                 [(dataset, "temporal-loo", "lm-pretrained"), (dataset, "temporal-loo", "lm-finetuned")],
+                **interval((dataset, "temporal-loo", "lm-finetuned"), (dataset, "temporal-loo", "lm-pretrained")),
                 **({} if dataset in ("ml-100k", "synthetic") else {"met": None, "note": "bar set for ml-100k only"}))
         cold = by.get((dataset, "cold-items", "fused"))
         if cold and cold.get("cold_metrics"):
@@ -195,7 +229,8 @@ def bar_checks(records: list[dict]) -> list[dict]:
             fp32, int8 = ndcg(dataset, protocol, "fused"), ndcg(dataset, protocol, "fused-int8")
             if fp32 and int8 is not None:
                 add(f"fused-int8 vs fused ndcg@10, {dataset} {protocol}", int8 / fp32, 0.99,
-                    [(dataset, protocol, "fused"), (dataset, protocol, "fused-int8")])
+                    [(dataset, protocol, "fused"), (dataset, protocol, "fused-int8")],
+                    **interval((dataset, protocol, "fused-int8"), (dataset, protocol, "fused")))
     for check in checks:
         if check["value"] is not None and "note" not in check:
             check["met"] = bool(check["value"] >= check["needed"])
@@ -230,10 +265,15 @@ def render_markdown(payload: dict) -> str:
         lines += markdown_table(["method"] + columns + ["seconds"], rows) + [""]
     if payload.get("bars"):
         lines += ["## Bars", ""]
-        lines += markdown_table(["bar", "measured", "needed", "met"],
+        lines += markdown_table(["bar", "measured", f"{INTERVAL_LEVEL:.0%} interval ²", "needed", "met"],
                                 [[b["bar"] + (" ¹" if b.get("uses_reused") else ""), "unbounded" if b["value"] is None else f"{b['value']:.3f}",
+                                  "{:.3f}–{:.3f}".format(*b["interval"]) if b.get("interval") else "–",
                                   f"{b['needed']:.2f}", b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
                                  for b in payload["bars"]]) + [""]
+        lines.append(f"² Of the ratio, with the test users drawn again with replacement (paired: the same users for "
+                     f"both methods, {BOOTSTRAP_RESAMPLES} resamples), from each record's per-user NDCG@10; – where "
+                     "a record has none (carried over from a run before they were kept) or the ratio is not one of "
+                     "NDCG@10. The bar is judged on the measured ratio.  ")
     sources = {(r["reused_from"]["file"], r["reused_from"]["command"], r["reused_from"].get("date"))
                for r in payload["records"] if r.get("reused_from")}
     for file, command, date in sorted(sources, key=str):

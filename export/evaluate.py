@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from lmrec.export.dataset import Dataset, Interactions, Split, concat, histories_of, targets_by_user
-from lmrec.export.metrics import compute_metrics, rank_top_k
+from lmrec.export.metrics import PER_USER_METRIC, compute_metrics, per_user_values, rank_top_k
 from lmrec.export.models.base import Recommender, make_model, model_param_grid
 from lmrec.export.splits import Protocol
 
@@ -66,6 +66,9 @@ class EvaluationRecord:
     # cold-items protocol: metrics over the test cases whose target is a cold item only (`cold_` keys)
     cold_metrics: dict[str, float] = field(default_factory=dict)
     n_cold_test_users: int = 0
+    # PER_USER_METRIC (kept when it is among the metrics) of each test user, in the order of the sorted test user indices: two methods on one
+    # split can then be compared user by user (a paired interval, see `paired_bootstrap_ratio`).
+    per_user: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ def _evaluate_method(
     model = _build(method, chosen, config.seed).fit(dataset, train_valid)
     test_metrics, top = _rank_and_measure(model, dataset, test_task, config.ks, return_top=True)
     cold_metrics, n_cold = _cold_target_metrics(top, test_task, split.cold_items, dataset.n_items, config.ks)
+    per_user = ({PER_USER_METRIC: tuple(per_user_values(top, test_task.targets, n_items=dataset.n_items,
+                                                         metric=PER_USER_METRIC).tolist())}
+                if PER_USER_METRIC in test_metrics else {})
     progress(
         f"  {method} {_format_params(chosen)}: test {config.tune_metric}={test_metrics[config.tune_metric]:.4f} "
         f"recall@{config.ks[0]}={test_metrics[f'recall@{config.ks[0]}']:.4f} "
@@ -171,6 +177,7 @@ def _evaluate_method(
         seconds=time.perf_counter() - started,
         cold_metrics=cold_metrics,
         n_cold_test_users=n_cold,
+        per_user=per_user,
     )
 
 
@@ -278,6 +285,9 @@ def records_to_json(records: Sequence[EvaluationRecord], *, command: str | None 
             "seconds": round(float(record.seconds), 3),
             **({"cold_metrics": {k: float(v) for k, v in record.cold_metrics.items()},
                 "n_cold_test_users": int(record.n_cold_test_users)} if record.cold_metrics else {}),
+            # 6 decimals: exact enough for an interval, a tenth of the JSON of full floats.
+            **({"per_user": {key: [round(float(v), 6) for v in values] for key, values in record.per_user.items()}}
+               if record.per_user else {}),
         }
         for record in records
     ]

@@ -127,7 +127,47 @@ def _hit_matrix(top: np.ndarray, targets: Sequence[np.ndarray], n_items: int) ->
     return hits, n_targets
 
 
-def _metrics_at(hits: np.ndarray, n_targets: np.ndarray, top: np.ndarray, k: int, n_items: int) -> dict[str, float]:
+# The metric each evaluation record keeps per test user (the quality bars' metric).
+PER_USER_METRIC = "ndcg@10"
+
+
+def per_user_values(top_items: np.ndarray, targets: Sequence[np.ndarray], *, n_items: int, metric: str = "ndcg@10") -> np.ndarray:
+    """One user's value of `metric` (e.g. "ndcg@10") per row: what `compute_metrics` averages, kept per user
+    so that two methods measured on the same test users can be compared user by user."""
+    name, _, k_text = metric.partition("@")
+    if not k_text.isdigit() or int(k_text) < 1:
+        raise ValueError(f"metric {metric!r} must look like 'ndcg@10'")
+    k = int(k_text)
+    top_items = np.asarray(top_items, dtype=np.int64)
+    if top_items.ndim != 2 or top_items.shape[0] != len(targets) or top_items.shape[1] < k:
+        raise ValueError(f"top_items shape {top_items.shape} does not fit {len(targets)} users at K={k}")
+    hits, n_targets = _hit_matrix(top_items[:, :k], targets, n_items)
+    values = _per_user_at(hits, n_targets, k)
+    if name not in values:
+        raise ValueError(f"no per-user value for {name!r}; one of {', '.join(sorted(values))}")
+    return values[name]
+
+
+def paired_bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, *, resamples: int = 2000, level: float = 0.95,
+                           seed: int = 0) -> tuple[float, float] | None:
+    """Percentile interval of mean(numerator) / mean(denominator) when the test users are drawn again with
+    replacement, the same users for both: per-user values of two methods on one test set. None when a
+    resample's denominator is 0 (the ratio is undefined there)."""
+    numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+    if numerator.shape != denominator.shape or numerator.ndim != 1 or not len(numerator):
+        raise ValueError(f"paired values need one equal, non-empty length; got {numerator.shape} and {denominator.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    draws = np.random.default_rng(seed).integers(0, len(numerator), size=(resamples, len(numerator)))
+    below = denominator[draws].mean(axis=1)
+    if (below <= 0).any():
+        return None
+    ratios = numerator[draws].mean(axis=1) / below
+    tail = (1 - level) / 2
+    return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail))
+
+
+def _per_user_at(hits: np.ndarray, n_targets: np.ndarray, k: int) -> dict[str, np.ndarray]:
     n_hits = hits.sum(axis=1)
     recall = n_hits / n_targets
     precision = n_hits / k
@@ -141,17 +181,20 @@ def _metrics_at(hits: np.ndarray, n_targets: np.ndarray, top: np.ndarray, k: int
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = hits @ discounts
     ideal_dcg = np.cumsum(discounts)[np.minimum(n_targets, k) - 1]
-    ndcg = dcg / ideal_dcg
+    return {"recall": recall, "ndcg": dcg / ideal_dcg, "precision": precision, "f1": f1,
+            "hit": any_hit.astype(np.float64), "mrr": mrr}
 
+
+def _metrics_at(hits: np.ndarray, n_targets: np.ndarray, top: np.ndarray, k: int, n_items: int) -> dict[str, float]:
+    per_user = _per_user_at(hits, n_targets, k)
     shown = np.unique(top)
     coverage = np.count_nonzero(shown != NO_ITEM) / n_items
-
     return {
-        f"recall@{k}": float(recall.mean()),
-        f"ndcg@{k}": float(ndcg.mean()),
-        f"precision@{k}": float(precision.mean()),
-        f"f1@{k}": float(f1.mean()),
-        f"hit@{k}": float(any_hit.mean()),
-        f"mrr@{k}": float(mrr.mean()),
+        f"recall@{k}": float(per_user["recall"].mean()),
+        f"ndcg@{k}": float(per_user["ndcg"].mean()),
+        f"precision@{k}": float(per_user["precision"].mean()),
+        f"f1@{k}": float(per_user["f1"].mean()),
+        f"hit@{k}": float(per_user["hit"].mean()),
+        f"mrr@{k}": float(per_user["mrr"].mean()),
         f"coverage@{k}": float(coverage),
     }
