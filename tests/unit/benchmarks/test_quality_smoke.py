@@ -22,6 +22,7 @@ def test_quality_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
         (p, m) for p in ("temporal-loo", "cold-items") for m in config.methods}
     for record in saved["records"]:
         assert 0.0 <= record["metrics"]["ndcg@10"] <= 1.0
+        assert len(record["per_user"]["ndcg@10"]) == record["n_test_users"]  # for the bars' paired intervals
         if record["protocol"] == "cold-items":
             assert "cold_hit@10" in record["cold_metrics"]
     assert saved["machine"]["cores"] >= 1 and "numpy" in saved["machine"]["packages"]
@@ -203,3 +204,43 @@ def test_a_split_that_cannot_work_stops_the_run_before_any_training(tmp_path):
     with pytest.raises(ValueError, match="sparse-users split of 'short' has an empty valid set"):
         run_quality(config, progress=lambda *_: None)
     assert not (tmp_path / "out").exists()  # temporal-loo, first in line, did not run
+
+
+def test_ndcg_ratio_bars_carry_a_paired_interval_when_both_records_kept_per_user_values():
+    from lmrec.benchmarks.quality import render_markdown
+
+    def record(method, per_user, protocol="random-811", seed=42):
+        return {"dataset": "d", "protocol": protocol, "method": method, "seed": seed, "n_items": 100,
+                "n_test_users": len(per_user), "seconds": 0,
+                "metrics": {"ndcg@10": sum(per_user) / len(per_user)}, "per_user": {"ndcg@10": per_user}}
+
+    ease = [0.2, 0.4, 0.0, 0.6] * 50
+    fused = [0.2, 0.5, 0.0, 0.5] * 50  # the same mean: ratio 1.0, its interval around it
+    bars = bar_checks([record("ease", ease), record("fused", fused), record("fused-int8", [v * 1.1 for v in fused])])
+    by = {b["bar"].split(",")[0]: b for b in bars}
+    low, high = by["fused ndcg@10 vs best baseline (ease)"]["interval"]
+    assert low < 1.0 < high and high - low < 0.2
+    assert by["fused-int8 vs fused ndcg@10"]["interval"] == pytest.approx([1.1, 1.1])
+    # A record without per-user values (carried over from an older run), or from another seed's split: none.
+    old = record("ease", ease)
+    del old["per_user"]
+    assert "interval" not in bar_checks([old, record("fused", fused)])[0]
+    assert "interval" not in bar_checks([record("ease", ease, seed=7), record("fused", fused)])[0]
+    markdown = render_markdown({"machine": {"cpu_model": "cpu", "cores": 2}, "config": {"seed": 42},
+                                "records": [record("ease", ease), record("fused", fused)],
+                                "bars": bar_checks([record("ease", ease), record("fused", fused)])})
+    assert "| 95% interval ² |" in markdown and f"{low:.3f}–{high:.3f}" in markdown and "² Of the ratio" in markdown
+
+
+def test_records_are_written_in_suite_order_whatever_was_re_measured():
+    from lmrec.benchmarks.quality import _in_table_order
+
+    def record(dataset, protocol, method):
+        return {"dataset": dataset, "protocol": protocol, "method": method}
+
+    measured = [record("a", "random-811", "fused"), record("a", "random-811", "ease")]
+    carried = [record("a", "temporal-loo", "fused"), record("a", "temporal-loo", "lm-finetuned"),
+               record("b", "temporal-loo", "pop"), record("a", "cold-items", "pop")]
+    assert [(r["dataset"], r["protocol"], r["method"]) for r in _in_table_order(measured + carried)] == [
+        ("a", "temporal-loo", "lm-finetuned"), ("a", "temporal-loo", "fused"), ("a", "random-811", "ease"),
+        ("a", "random-811", "fused"), ("a", "cold-items", "pop"), ("b", "temporal-loo", "pop")]

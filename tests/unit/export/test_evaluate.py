@@ -236,3 +236,16 @@ def test_unknown_methods_fail_before_any_data_is_loaded():
 def test_tune_metric_must_be_measured(tune_metric):
     with pytest.raises(ValueError, match="tune_metric"):
         EvaluateConfig(data=None, protocol="temporal-loo", methods=("pop",), ks=(2, 4), tune_metric=tune_metric)
+
+
+def test_records_keep_each_test_users_ndcg_at_10_in_json_when_measured():
+    dataset, split = two_group_split()
+    with_ten = run_evaluation(replace(_config(("pop",)), ks=(2, 10)), dataset=dataset, split=split,
+                              progress=lambda *_: None)[0]
+    values = with_ten.per_user["ndcg@10"]
+    assert len(values) == with_ten.n_test_users and np.mean(values) == pytest.approx(with_ten.metrics["ndcg@10"])
+    entry = records_to_json([with_ten])["records"][0]
+    assert entry["per_user"]["ndcg@10"] == pytest.approx(list(values), abs=1e-6)
+    # Without 10 among the cutoffs there is nothing to keep, and the JSON says nothing.
+    without = run_evaluation(_config(("pop",)), dataset=dataset, split=split, progress=lambda *_: None)[0]
+    assert without.per_user == {} and "per_user" not in records_to_json([without])["records"][0]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lmrec.export.metrics import NO_ITEM, compute_metrics, rank_top_k
+from lmrec.export.metrics import NO_ITEM, compute_metrics, paired_bootstrap_ratio, per_user_values, rank_top_k
 
 
 def _log2_discount(rank: int) -> float:
@@ -178,3 +178,43 @@ def test_does_not_modify_the_callers_scores():
     scores = np.array([[1.0, 2.0, 3.0]], np.float32)
     rank_top_k(scores, [np.array([1])], 2)
     assert scores.tolist() == [[1.0, 2.0, 3.0]]
+
+
+# --- per-user values and the paired interval ----------------------------------------------------
+
+
+def test_per_user_values_average_to_the_reported_metric():
+    rng = np.random.default_rng(3)
+    top = np.stack([rng.permutation(30)[:12] for _ in range(25)])
+    targets = [rng.choice(30, size=rng.integers(1, 5), replace=False) for _ in range(25)]
+    reported = compute_metrics(top, targets, n_items=30, ks=(5, 10))
+    for metric in ("ndcg@10", "recall@5", "hit@10", "mrr@5", "precision@10", "f1@5"):
+        values = per_user_values(top, targets, n_items=30, metric=metric)
+        assert values.shape == (25,)
+        assert values.mean() == pytest.approx(reported[metric])
+
+
+@pytest.mark.parametrize("metric, message", [("ndcg", "look like"), ("ndcg@0", "look like"),
+                                             ("coverage@10", "no per-user value"), ("ndcg@20", "does not fit")])
+def test_per_user_values_name_what_they_cannot_give(metric, message):
+    with pytest.raises(ValueError, match=message):
+        per_user_values(np.zeros((2, 10), np.int64), [np.array([1]), np.array([2])], n_items=5, metric=metric)
+
+
+def test_paired_bootstrap_ratio():
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    # A method that doubles every user's value doubles the ratio in every resample.
+    assert paired_bootstrap_ratio(2 * base, base) == pytest.approx((2.0, 2.0))
+    # Noise around equality: the interval holds the measured ratio and shrinks with more users.
+    other = base + rng.normal(0, 0.2, 400)
+    low, high = paired_bootstrap_ratio(other, base)
+    assert low < other.mean() / base.mean() < high
+    wide = paired_bootstrap_ratio(other[:40], base[:40])
+    assert wide[1] - wide[0] > high - low
+    assert paired_bootstrap_ratio(other, base) == (low, high)  # seeded: the same interval every time
+    assert paired_bootstrap_ratio(base, np.zeros(400)) is None  # undefined ratio
+    with pytest.raises(ValueError, match="equal, non-empty length"):
+        paired_bootstrap_ratio(base, base[:10])
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap_ratio(base, base, level=1.0)
