@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("settings", nargs="*", help="JSON objects of FusedRecommender settings")
     args = parser.parse_args(argv)
     if not args.settings:  # argparse's own message ("settings are required") hides the usual cause
-        parser.error("give at least one JSON object of FusedRecommender settings (e.g. '{}'), before "
-                     "--rankers: --rankers takes every argument after it")
+        parser.error("give at least one JSON object of FusedRecommender settings (e.g. '{}'); with --rankers, "
+                     "put them before it: --rankers takes every argument after it")
     dataset = load_dataset(DataConfig(dataset=args.dataset, data_dir=Path(args.data_dir))).dataset
     split = split_dataset(dataset, args.protocol, seed=42)
     valid = _ranking_task(split.train, split.valid, dataset.n_users)

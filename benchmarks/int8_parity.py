@@ -8,9 +8,9 @@ preset as it comes (lmrec's recipe before this suite compared them), and lmrec's
 with per-tensor and per-channel weight scales. Two more routes to a faster or closer int8 model are
 measured beside them, neither served: attention fused into ONNX Runtime's `Attention` op and quantised
 as `QAttention` (from an eager-attention export: the default SDPA export has no pattern ONNX Runtime's
-fusion recognises), and weight-only 8-bit blocks (`MatMulNBits`, blocks of 32, int8 products).
-Reports each int8 model's cosine to the fp32 embeddings
-of the same texts (the first 400 item texts and the profiles of the first 200 users, from their last 20
+fusion recognises), and `MatMulNBits` (8-bit weights with a scale per block of 32 inputs, activations
+quantised per block, int8 products). Reports each int8 model's cosine to the fp32 embeddings of the
+same texts (the first 400 item texts and the profiles of the first 200 users, from their last 20
 items) and its speed on 256 of them (half items, half profiles), the recipes alternating round by round
 so machine noise hits all alike. Writes `benchmarks/results/int8-parity.{json,md}`.
 """
@@ -70,6 +70,7 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
         cosines = row_cosines(reference, encoders[name].encode(texts))
         rows[name] = {"recipe": name, "preset": preset, **facts,
                       "matmuls_quantised": _count_quantised_matmuls(directory / INT8_FILE),
+                      "attention_fused": _count_ops(directory / INT8_FILE, "QAttention"),
                       "mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()),
                       "p01_cosine": float(np.quantile(cosines, 0.01))}
 
@@ -81,7 +82,8 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
                 activation_matmuls=len(activation_matmuls(directory / FP32_FILE)))
     for name, build in ((FUSED_ATTENTION, _fused_attention_int8), (BLOCKWISE, _blockwise_int8)):
         directory = _fp32_copy(export.directory, work / f"recipe-{len(rows)}")
-        measure(name, directory, per_channel=None, weights=build(export, directory, preset), activation_matmuls=None)
+        measure(name, directory, per_channel=build is _fused_attention_int8, weights=build(export, directory, preset),
+                activation_matmuls=None)
     rows["fp32"] = {"recipe": "fp32", "preset": None, "per_channel": None, "weights": "fp32", "matmuls_quantised": 0,
                     "activation_matmuls": None, "mean_cosine": 1.0, "min_cosine": 1.0, "p01_cosine": 1.0}
     half = len(texts) // 2
@@ -185,10 +187,14 @@ def _weights_label(qconfig) -> str:
 
 def _count_quantised_matmuls(onnx_path: Path) -> int:
     """Weight products in int8; a QAttention holds three (query, key and value), as in the unfused graph."""
+    return (_count_ops(onnx_path, "MatMulInteger") + _count_ops(onnx_path, "MatMulNBits")
+            + 3 * _count_ops(onnx_path, "QAttention"))
+
+
+def _count_ops(onnx_path: Path, op_type: str) -> int:
     import onnx
 
-    per_op = {"MatMulInteger": 1, "MatMulNBits": 1, "QAttention": 3}
-    return sum(per_op.get(n.op_type, 0) for n in onnx.load(str(onnx_path)).graph.node)
+    return sum(n.op_type == op_type for n in onnx.load(str(onnx_path)).graph.node)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,11 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m lmrec.benchmarks.int8_parity " + shlex.join(sys.argv[1:] if argv is None else argv)
     payload = {"suite": "int8-parity", "command": command, "machine": machine_facts(),
                "n_texts": len(texts), "recipes": rows}
+    fused_layers = next((r["attention_fused"] for r in rows if r["recipe"] == FUSED_ATTENTION), "–")
     lines = ["# int8 recipes against fp32", "",
              f"{len(texts)} ml-100k texts (400 items, 200 profiles); speed on 256 of them (half items, half "
              "profiles), batches of 32, median of the rounds, recipes alternating. Served: lmrec's per-channel "
-             f"recipe. Not served: `{FUSED_ATTENTION}` (ONNX Runtime's fused attention, quantised) and "
-             f"`{BLOCKWISE}` (weight-only 8-bit with a scale per {BLOCK_SIZE} inputs, int8 products).", ""]
+             f"recipe. Not served: `{FUSED_ATTENTION}` (ONNX Runtime's fused attention, quantised; layers fused: "
+             f"{fused_layers}) and `{BLOCKWISE}` (8-bit weights with a scale per {BLOCK_SIZE} inputs, activations "
+             "quantised per block, int8 products).", ""]
     lines += markdown_table(
         ["recipe", "weights", "MatMuls in int8", "mean cosine", "1st percentile", "min cosine", "texts/s",
          "speed vs Optimum's preset"],

@@ -35,6 +35,11 @@ FUSED_SIGNALS = ("als", "ease", "itemknn", "sequential")
 # (or shortfall) is more than that.
 INTERVAL_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 2000
+INTERVAL_NOTE = (f"² Of the ratio, with the test users drawn again with replacement (paired: the same users for both "
+                 f"methods, {BOOTSTRAP_RESAMPLES} resamples), from each record's per-user NDCG@10; – where a record "
+                 "has none (carried over from a run before they were kept), the two records are not of one test "
+                 "set, the ratio is undefined in a resample, or it is not one of NDCG@10. The bar is judged on the "
+                 "measured ratio.  ")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,16 +128,19 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
                 record["n_items"] = dataset.n_items
                 out["records"].append(record)
             out["seconds"] = round(time.perf_counter() - started, 1)
-            merged = dict(out, records=_in_table_order(out["records"] + _not_measured(reused, out["records"])))
+            carried = _not_measured(reused, out["records"])
+            datasets = [r["dataset"] for r in reused] + [d.name for _, d, _ in work]
+            merged = dict(out, records=_in_table_order(out["records"] + carried, datasets))
             merged["bars"] = bar_checks(merged["records"])
             write_results(merged, config.out_dir, config.name)  # partial results survive a long run
     return merged
 
 
-def _in_table_order(records: list[dict]) -> list[dict]:
-    """Measured and carried-over records together, by data set, protocol and method as the suite runs them,
-    so a run that re-measures one protocol writes its tables where they were."""
-    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+def _in_table_order(records: list[dict], datasets: list[str] = ()) -> list[dict]:
+    """Measured and carried-over records together, by data set (in the order of `datasets`: the carried-over
+    files' first, then this run's), protocol and method as the suite runs them, so a run that re-measures
+    one protocol writes its tables where they were."""
+    datasets = list(dict.fromkeys([*datasets, *(r["dataset"] for r in records)]))
 
     def position(record: dict) -> tuple:
         protocol, method = record["protocol"], record["method"]
@@ -183,10 +191,18 @@ def bar_checks(records: list[dict]) -> list[dict]:
                        "uses_reused": any(by[key].get("reused_from") for key in inputs)})
 
     def interval(numerator: tuple, denominator: tuple) -> dict:
-        """The ratio's paired bootstrap interval, when both records kept per-user NDCG@10 of one test set."""
+        """The ratio's paired bootstrap interval, when both records kept per-user NDCG@10 of one test set:
+        the same test-set fingerprint, or (records written before fingerprints were kept) the same seed,
+        catalogue and number of test users."""
         a, b = by[numerator], by[denominator]
         values = [r.get("per_user", {}).get(PER_USER_METRIC) for r in (a, b)]
-        if not all(values) or len(values[0]) != len(values[1]) or a["seed"] != b["seed"]:
+        if not all(values) or len(values[0]) != len(values[1]):
+            return {}
+        if a.get("test_set") and b.get("test_set"):
+            paired = a["test_set"] == b["test_set"]
+        else:
+            paired = all(a.get(key) == b.get(key) for key in ("seed", "n_items", "n_test_users"))
+        if not paired:
             return {}
         bounds = paired_bootstrap_ratio(np.asarray(values[0]), np.asarray(values[1]), level=INTERVAL_LEVEL,
                                         resamples=BOOTSTRAP_RESAMPLES)
@@ -270,15 +286,13 @@ def render_markdown(payload: dict) -> str:
                                   "{:.3f}–{:.3f}".format(*b["interval"]) if b.get("interval") else "–",
                                   f"{b['needed']:.2f}", b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
                                  for b in payload["bars"]]) + [""]
-        lines.append(f"² Of the ratio, with the test users drawn again with replacement (paired: the same users for "
-                     f"both methods, {BOOTSTRAP_RESAMPLES} resamples), from each record's per-user NDCG@10; – where "
-                     "a record has none (carried over from a run before they were kept) or the ratio is not one of "
-                     "NDCG@10. The bar is judged on the measured ratio.  ")
     sources = {(r["reused_from"]["file"], r["reused_from"]["command"], r["reused_from"].get("date"))
                for r in payload["records"] if r.get("reused_from")}
     for file, command, date in sorted(sources, key=str):
         lines.append(f"¹ Carried over from `{file}` (measured by `{command}`{', ' + date if date else ''}), not "
                      "re-measured in this run; a bar marked ¹ uses such a row.  ")
+    if payload.get("bars"):
+        lines.append(INTERVAL_NOTE)
     for note in payload.get("notes", []):
         lines.append(f"Note: {note}  ")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ setting is refit on train + valid and scored once on test.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -66,9 +67,11 @@ class EvaluationRecord:
     # cold-items protocol: metrics over the test cases whose target is a cold item only (`cold_` keys)
     cold_metrics: dict[str, float] = field(default_factory=dict)
     n_cold_test_users: int = 0
-    # PER_USER_METRIC (kept when it is among the metrics) of each test user, in the order of the sorted test user indices: two methods on one
-    # split can then be compared user by user (a paired interval, see `paired_bootstrap_ratio`).
+    # PER_USER_METRIC (when measured) of each test user, in the order of the sorted test user indices:
+    # two methods on one split can then be compared user by user (`paired_bootstrap_ratio`).
     per_user: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # sha1 of the test users and their targets: what makes two records' per-user values a pair.
+    test_set: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,7 @@ def _evaluate_method(
     model = _build(method, chosen, config.seed).fit(dataset, train_valid)
     test_metrics, top = _rank_and_measure(model, dataset, test_task, config.ks, return_top=True)
     cold_metrics, n_cold = _cold_target_metrics(top, test_task, split.cold_items, dataset.n_items, config.ks)
-    per_user = ({PER_USER_METRIC: tuple(per_user_values(top, test_task.targets, n_items=dataset.n_items,
-                                                         metric=PER_USER_METRIC).tolist())}
+    per_user = ({PER_USER_METRIC: tuple(per_user_values(top, test_task.targets, n_items=dataset.n_items).tolist())}
                 if PER_USER_METRIC in test_metrics else {})
     progress(
         f"  {method} {_format_params(chosen)}: test {config.tune_metric}={test_metrics[config.tune_metric]:.4f} "
@@ -178,6 +180,7 @@ def _evaluate_method(
         cold_metrics=cold_metrics,
         n_cold_test_users=n_cold,
         per_user=per_user,
+        test_set=test_set_fingerprint(test_task),
     )
 
 
@@ -196,6 +199,14 @@ def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.nda
         return {}, 0
     metrics = compute_metrics(top[rows], targets, n_items=n_items, ks=ks)
     return {f"cold_{key}": value for key, value in metrics.items()}, len(rows)
+
+
+def test_set_fingerprint(task: _RankingTask) -> str:
+    """sha1 over the test users and each one's targets, in scoring order."""
+    digest = hashlib.sha1(np.asarray(task.users, np.int64).tobytes())
+    for targets in task.targets:
+        digest.update(np.asarray(len(targets), np.int64).tobytes() + np.sort(np.asarray(targets, np.int64)).tobytes())
+    return digest.hexdigest()
 
 
 def _build(method: str, params: dict[str, Any], seed: int) -> Recommender:
@@ -285,9 +296,9 @@ def records_to_json(records: Sequence[EvaluationRecord], *, command: str | None 
             "seconds": round(float(record.seconds), 3),
             **({"cold_metrics": {k: float(v) for k, v in record.cold_metrics.items()},
                 "n_cold_test_users": int(record.n_cold_test_users)} if record.cold_metrics else {}),
-            # 6 decimals: exact enough for an interval, a tenth of the JSON of full floats.
-            **({"per_user": {key: [round(float(v), 6) for v in values] for key, values in record.per_user.items()}}
-               if record.per_user else {}),
+            # 6 decimals: exact enough for an interval, half the JSON of full floats.
+            **({"per_user": {key: [round(float(v), 6) for v in values] for key, values in record.per_user.items()},
+                "test_set": record.test_set} if record.per_user else {}),
         }
         for record in records
     ]

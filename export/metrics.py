@@ -131,7 +131,8 @@ def _hit_matrix(top: np.ndarray, targets: Sequence[np.ndarray], n_items: int) ->
 PER_USER_METRIC = "ndcg@10"
 
 
-def per_user_values(top_items: np.ndarray, targets: Sequence[np.ndarray], *, n_items: int, metric: str = "ndcg@10") -> np.ndarray:
+def per_user_values(top_items: np.ndarray, targets: Sequence[np.ndarray], *, n_items: int,
+                    metric: str = PER_USER_METRIC) -> np.ndarray:
     """One user's value of `metric` (e.g. "ndcg@10") per row: what `compute_metrics` averages, kept per user
     so that two methods measured on the same test users can be compared user by user."""
     name, _, k_text = metric.partition("@")
@@ -142,27 +143,38 @@ def per_user_values(top_items: np.ndarray, targets: Sequence[np.ndarray], *, n_i
     if top_items.ndim != 2 or top_items.shape[0] != len(targets) or top_items.shape[1] < k:
         raise ValueError(f"top_items shape {top_items.shape} does not fit {len(targets)} users at K={k}")
     hits, n_targets = _hit_matrix(top_items[:, :k], targets, n_items)
+    if (n_targets == 0).any():
+        raise ValueError("every evaluated user needs at least one target item")
     values = _per_user_at(hits, n_targets, k)
     if name not in values:
         raise ValueError(f"no per-user value for {name!r}; one of {', '.join(sorted(values))}")
     return values[name]
 
 
-def paired_bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, *, resamples: int = 2000, level: float = 0.95,
-                           seed: int = 0) -> tuple[float, float] | None:
+def paired_bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, *, resamples: int = 2000,
+                           level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Percentile interval of mean(numerator) / mean(denominator) when the test users are drawn again with
     replacement, the same users for both: per-user values of two methods on one test set. None when a
     resample's denominator is 0 (the ratio is undefined there)."""
     numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
     if numerator.shape != denominator.shape or numerator.ndim != 1 or not len(numerator):
-        raise ValueError(f"paired values need one equal, non-empty length; got {numerator.shape} and {denominator.shape}")
+        raise ValueError(f"paired values need one equal, non-empty length; got {numerator.shape} and "
+                         f"{denominator.shape}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    draws = np.random.default_rng(seed).integers(0, len(numerator), size=(resamples, len(numerator)))
-    below = denominator[draws].mean(axis=1)
-    if (below <= 0).any():
-        return None
-    ratios = numerator[draws].mean(axis=1) / below
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    rng = np.random.default_rng(seed)
+    ratios = []
+    # In chunks: a (resamples, users) index matrix for 100k test users would take gigabytes at once.
+    chunk = max(1, 2_000_000 // len(numerator))
+    for start in range(0, resamples, chunk):
+        draws = rng.integers(0, len(numerator), size=(min(chunk, resamples - start), len(numerator)))
+        below = denominator[draws].mean(axis=1)
+        if (below <= 0).any():
+            return None
+        ratios.append(numerator[draws].mean(axis=1) / below)
+    ratios = np.concatenate(ratios)
     tail = (1 - level) / 2
     return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail))
 

@@ -226,6 +226,10 @@ def test_ndcg_ratio_bars_carry_a_paired_interval_when_both_records_kept_per_user
     del old["per_user"]
     assert "interval" not in bar_checks([old, record("fused", fused)])[0]
     assert "interval" not in bar_checks([record("ease", ease, seed=7), record("fused", fused)])[0]
+    # With test-set fingerprints, they decide: the same users and targets, or no pair.
+    same, other = {"test_set": "a" * 40}, {"test_set": "b" * 40}
+    assert "interval" in bar_checks([{**record("ease", ease), **same}, {**record("fused", fused), **same}])[0]
+    assert "interval" not in bar_checks([{**record("ease", ease), **same}, {**record("fused", fused), **other}])[0]
     markdown = render_markdown({"machine": {"cpu_model": "cpu", "cores": 2}, "config": {"seed": 42},
                                 "records": [record("ease", ease), record("fused", fused)],
                                 "bars": bar_checks([record("ease", ease), record("fused", fused)])})
@@ -238,9 +242,11 @@ def test_records_are_written_in_suite_order_whatever_was_re_measured():
     def record(dataset, protocol, method):
         return {"dataset": dataset, "protocol": protocol, "method": method}
 
-    measured = [record("a", "random-811", "fused"), record("a", "random-811", "ease")]
-    carried = [record("a", "temporal-loo", "fused"), record("a", "temporal-loo", "lm-finetuned"),
-               record("b", "temporal-loo", "pop"), record("a", "cold-items", "pop")]
-    assert [(r["dataset"], r["protocol"], r["method"]) for r in _in_table_order(measured + carried)] == [
-        ("a", "temporal-loo", "lm-finetuned"), ("a", "temporal-loo", "fused"), ("a", "random-811", "ease"),
-        ("a", "random-811", "fused"), ("a", "cold-items", "pop"), ("b", "temporal-loo", "pop")]
+    measured = [record("b", "random-811", "fused"), record("b", "random-811", "ease")]
+    carried = [record("a", "temporal-loo", "pop"), record("b", "temporal-loo", "fused"),
+               record("b", "temporal-loo", "lm-finetuned"), record("b", "cold-items", "pop")]
+    # Data set "a" came first in the carried-over file: re-measuring "b" leaves it first.
+    order = _in_table_order(measured + carried, [r["dataset"] for r in carried] + ["b"])
+    assert [(r["dataset"], r["protocol"], r["method"]) for r in order] == [
+        ("a", "temporal-loo", "pop"), ("b", "temporal-loo", "lm-finetuned"), ("b", "temporal-loo", "fused"),
+        ("b", "random-811", "ease"), ("b", "random-811", "fused"), ("b", "cold-items", "pop")]

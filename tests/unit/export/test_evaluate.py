@@ -244,8 +244,19 @@ def test_records_keep_each_test_users_ndcg_at_10_in_json_when_measured():
                               progress=lambda *_: None)[0]
     values = with_ten.per_user["ndcg@10"]
     assert len(values) == with_ten.n_test_users and np.mean(values) == pytest.approx(with_ten.metrics["ndcg@10"])
+    # In the order of the sorted test users, each one's own value, recomputed from the ranked list by hand.
+    test_users = sorted(set(split.test.user.tolist()))
+    known = histories_of(concat(split.train, split.valid), dataset.n_users)
+    popularity = np.bincount(concat(split.train, split.valid).item, minlength=dataset.n_items)
+    for position, user in enumerate(test_users):
+        ranked = [i for i in np.argsort(-popularity, kind="stable") if i not in set(known[user].tolist())][:10]
+        targets = set(split.test.item[split.test.user == user].tolist())
+        dcg = sum(1 / np.log2(rank + 2) for rank, item in enumerate(ranked) if item in targets)
+        ideal = sum(1 / np.log2(rank + 2) for rank in range(min(len(targets), 10)))
+        assert values[position] == pytest.approx(dcg / ideal)
     entry = records_to_json([with_ten])["records"][0]
     assert entry["per_user"]["ndcg@10"] == pytest.approx(list(values), abs=1e-6)
+    assert entry["test_set"] == with_ten.test_set and len(with_ten.test_set) == 40
     # Without 10 among the cutoffs there is nothing to keep, and the JSON says nothing.
     without = run_evaluation(_config(("pop",)), dataset=dataset, split=split, progress=lambda *_: None)[0]
     assert without.per_user == {} and "per_user" not in records_to_json([without])["records"][0]

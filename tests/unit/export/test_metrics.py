@@ -199,6 +199,8 @@ def test_per_user_values_average_to_the_reported_metric():
 def test_per_user_values_name_what_they_cannot_give(metric, message):
     with pytest.raises(ValueError, match=message):
         per_user_values(np.zeros((2, 10), np.int64), [np.array([1]), np.array([2])], n_items=5, metric=metric)
+    with pytest.raises(ValueError, match="at least one target"):
+        per_user_values(np.zeros((2, 10), np.int64), [np.array([1]), np.array([], np.int64)], n_items=5)
 
 
 def test_paired_bootstrap_ratio():
@@ -218,3 +220,8 @@ def test_paired_bootstrap_ratio():
         paired_bootstrap_ratio(base, base[:10])
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap_ratio(base, base, level=1.0)
+    with pytest.raises(ValueError, match="resamples"):
+        paired_bootstrap_ratio(base, base, resamples=0)
+    # Drawn in chunks for large test sets: still every resample, still one interval.
+    many = rng.random(300_000)
+    assert paired_bootstrap_ratio(many, many, resamples=20) == pytest.approx((1.0, 1.0))
