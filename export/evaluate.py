@@ -180,7 +180,7 @@ def _evaluate_method(
         cold_metrics=cold_metrics,
         n_cold_test_users=n_cold,
         per_user=per_user,
-        test_set=test_set_fingerprint(test_task),
+        test_set=fingerprint_of_test_set(test_task),
     )
 
 
@@ -201,7 +201,7 @@ def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.nda
     return {f"cold_{key}": value for key, value in metrics.items()}, len(rows)
 
 
-def test_set_fingerprint(task: _RankingTask) -> str:
+def fingerprint_of_test_set(task: _RankingTask) -> str:
     """sha1 over the test users and each one's targets, in scoring order."""
     digest = hashlib.sha1(np.asarray(task.users, np.int64).tobytes())
     for targets in task.targets:
