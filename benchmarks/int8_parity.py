@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,9 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
     def measure(name: str, directory: Path, **facts) -> None:
         encoders[name] = OnnxTextEncoder(directory, onnx_file=INT8_FILE)
         cosines = row_cosines(reference, encoders[name].encode(texts))
+        ops = _op_counts(directory / INT8_FILE)
         rows[name] = {"recipe": name, "preset": preset, **facts,
-                      "matmuls_quantised": _count_quantised_matmuls(directory / INT8_FILE),
-                      "attention_fused": _count_ops(directory / INT8_FILE, "QAttention"),
+                      "matmuls_quantised": _quantised_matmuls(ops), "attention_fused": ops["QAttention"],
                       "mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()),
                       "p01_cosine": float(np.quantile(cosines, 0.01))}
 
@@ -185,16 +186,15 @@ def _weights_label(qconfig) -> str:
     return f"{kind}, 7-bit" if qconfig.reduce_range else kind
 
 
-def _count_quantised_matmuls(onnx_path: Path) -> int:
+def _quantised_matmuls(ops: Counter) -> int:
     """Weight products in int8; a QAttention holds three (query, key and value), as in the unfused graph."""
-    return (_count_ops(onnx_path, "MatMulInteger") + _count_ops(onnx_path, "MatMulNBits")
-            + 3 * _count_ops(onnx_path, "QAttention"))
+    return ops["MatMulInteger"] + ops["MatMulNBits"] + 3 * ops["QAttention"]
 
 
-def _count_ops(onnx_path: Path, op_type: str) -> int:
+def _op_counts(onnx_path: Path) -> Counter:
     import onnx
 
-    return sum(n.op_type == op_type for n in onnx.load(str(onnx_path)).graph.node)
+    return Counter(node.op_type for node in onnx.load(str(onnx_path)).graph.node)
 
 
 def main(argv: list[str] | None = None) -> None:
