@@ -23,7 +23,8 @@ def prepare_export(config: EncoderBenchConfig, *, progress=print):
                              int8_file=INT8_FILE, quantization_preset=info.get("quantization_preset"),
                              parity=info.get("parity", {}), checksums=info.get("checksums", {}),
                              model=info.get("model", config.model), seconds=float(info.get("seconds", 0.0)),
-                             quantization_per_channel=info.get("quantization_per_channel"))
+                             quantization_per_channel=info.get("quantization_per_channel"),
+                             outlier_smoothing=info.get("outlier_smoothing"))
 
     if config.export_dir is not None:
         directory = Path(config.export_dir)

@@ -2,10 +2,11 @@
 
     .venv/bin/python -m lmrec.benchmarks.int8_parity --data-dir ../shared/data/ml-100k
 
-Exports the packaged MiniLM once and quantises it three ways for the preset this CPU runs: Optimum's
+Exports the packaged MiniLM once and quantises it four ways for the preset this CPU runs: Optimum's
 preset as it comes (lmrec's recipe before this suite compared them), and lmrec's recipe
 (`quantization_config`: signed weights, 7-bit where the kernel saturates, attention products in fp32)
-with per-tensor and per-channel weight scales. Two more routes to a faster or closer int8 model are
+with per-tensor and per-channel weight scales, and the served one: per-channel, with the activations'
+outlier channels shrunk first (export/outlier_smoothing.py). Two more routes to a faster or closer int8 model are
 measured beside them, neither served: attention fused into ONNX Runtime's `Attention` op and quantised
 as `QAttention` (from an eager-attention export: the default SDPA export has no pattern ONNX Runtime's
 fusion recognises), and `MatMulNBits` (8-bit weights with a scale per block of 32 inputs, activations
@@ -51,17 +52,20 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     from lmrec.encoder import OnnxTextEncoder
-    from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, OPTIMUM_PRESETS, EncoderExportConfig, activation_matmuls,
-                                             export_encoder, quantization_config, quantize_int8, row_cosines)
+    from lmrec.export.encoder_export import (FP32_FILE, INT8_FILE, OPTIMUM_PRESETS, PARITY_TEXTS, EncoderExportConfig,
+                                             activation_matmuls, export_encoder, quantization_config, quantize_int8,
+                                             row_cosines)
 
     export = export_encoder(EncoderExportConfig(output_dir=work / "export"), progress=lambda *_: None)
     preset = export.quantization_preset
     reference = OnnxTextEncoder(export.directory, onnx_file=FP32_FILE).encode(texts)
+    # name: (per-channel weight scales, Optimum config or None for lmrec's, outlier channels smoothed)
     recipes = {
         "optimum preset": (True, getattr(AutoQuantizationConfig, OPTIMUM_PRESETS.get(preset, preset))(
-            is_static=False, per_channel=True)),
-        "lmrec, per-tensor": (False, None),
-        "lmrec, per-channel (served)": (True, None),
+            is_static=False, per_channel=True), False),
+        "lmrec, per-tensor": (False, None, False),
+        "lmrec, per-channel": (True, None, False),
+        SERVED: (True, None, True),
     }
     encoders = {"fp32": OnnxTextEncoder(export.directory, onnx_file=FP32_FILE)}
     rows: dict[str, dict] = {}
@@ -75,12 +79,14 @@ def measure_recipes(texts: list[str], work: Path, *, rounds: int = 8) -> list[di
                       "mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()),
                       "p01_cosine": float(np.quantile(cosines, 0.01))}
 
-    for name, (per_channel, qconfig) in recipes.items():
+    for name, (per_channel, qconfig, smoothed) in recipes.items():
         directory = _fp32_copy(export.directory, work / f"recipe-{len(rows)}")
-        qconfig = qconfig or quantization_config(directory / FP32_FILE, preset, per_channel=per_channel)
-        quantize_int8(directory, preset, per_channel=per_channel, qconfig=qconfig)
-        measure(name, directory, per_channel=per_channel, weights=_weights_label(qconfig),
-                activation_matmuls=len(activation_matmuls(directory / FP32_FILE)))
+        weights = _weights_label(qconfig or quantization_config(directory / FP32_FILE, preset, per_channel=per_channel))
+        report = quantize_int8(directory, preset, per_channel=per_channel, qconfig=qconfig,
+                               smoothing_texts=PARITY_TEXTS if smoothed else ())
+        measure(name, directory, per_channel=per_channel, weights=weights,
+                activation_matmuls=len(activation_matmuls(directory / FP32_FILE)),
+                outlier_smoothing=report.to_manifest() if report else None)
     for name, build in ((FUSED_ATTENTION, _fused_attention_int8), (BLOCKWISE, _blockwise_int8)):
         directory = _fp32_copy(export.directory, work / f"recipe-{len(rows)}")
         measure(name, directory, per_channel=build is _fused_attention_int8, weights=build(export, directory, preset),
@@ -122,6 +128,7 @@ def _fp32_copy(exported: Path, directory: Path) -> Path:
     return directory
 
 
+SERVED = "lmrec, per-channel, outliers smoothed (served)"
 FUSED_ATTENTION = "fused attention (QAttention)"
 BLOCKWISE = "8-bit blocks (MatMulNBits)"
 BLOCK_SIZE = 32
@@ -179,6 +186,13 @@ def _blockwise_int8(export, directory: Path, preset: str) -> str:
     return f"s8, blocks of {BLOCK_SIZE}"
 
 
+def _smoothed_label(rows: list[dict]) -> str:
+    served = next((r for r in rows if r["recipe"] == SERVED), {})
+    report = served.get("outlier_smoothing") or {}
+    return (f"{report.get('tensors_smoothed', '–')} activation tensors, channels divided by up to "
+            f"{report.get('largest_factor', '–')}")
+
+
 def _weights_label(qconfig) -> str:
     from onnxruntime.quantization import QuantType
 
@@ -212,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# int8 recipes against fp32", "",
              f"{len(texts)} ml-100k texts (400 items, 200 profiles); speed on 256 of them (half items, half "
              "profiles), batches of 32, median of the rounds, recipes alternating. Served: lmrec's per-channel "
-             f"recipe. Not served: `{FUSED_ATTENTION}` (ONNX Runtime's fused attention, quantised; layers fused: "
+             f"recipe with outlier channels smoothed ({_smoothed_label(rows)}). Not served: `{FUSED_ATTENTION}` (ONNX Runtime's fused attention, quantised; layers fused: "
              f"{fused_layers}) and `{BLOCKWISE}` (8-bit weights with a scale per {BLOCK_SIZE} inputs, activations "
              "quantised per block, int8 products).", ""]
     lines += markdown_table(

@@ -96,6 +96,10 @@ class EncoderExportConfig:
     # serve int8.
     int8_min_cosine: float | None = 0.96
     extra_parity_texts: tuple[str, ...] = ()
+    # Outlier channels of the activations shrunk before quantising (export/outlier_smoothing.py), their
+    # ranges measured on PARITY_TEXTS: a fixed sample, so that an int8 model depends only on the weights
+    # and the recipe (the offline suites and `lmrec build` then serve the same int8 model).
+    smooth_outliers: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +114,7 @@ class EncoderExport:
     model: str
     seconds: float
     quantization_per_channel: bool | None = None  # None: not quantised
+    outlier_smoothing: dict | None = None  # SmoothingReport.to_manifest(); None: not smoothed
 
     def to_manifest(self) -> dict:
         data = asdict(self)
@@ -123,8 +128,9 @@ def export_recipe(config: EncoderExportConfig) -> str:
     if not config.quantize:
         return f"opset{config.opset}-fp32"
     scales = "per-channel" if config.per_channel else "per-tensor"
+    smoothing = "-smoothed" if config.smooth_outliers else ""
     # The resolved preset: a cache shared between CPUs keeps one int8 model per preset.
-    return f"opset{config.opset}-int8-{resolved_preset(config)}-{scales}-{QUANTIZATION_RECIPE}"
+    return f"opset{config.opset}-int8-{resolved_preset(config)}-{scales}-{QUANTIZATION_RECIPE}{smoothing}"
 
 
 def resolved_preset(config: EncoderExportConfig) -> str:
@@ -201,17 +207,35 @@ def quantization_config(onnx_path: Path, preset: str, *, per_channel: bool):
                           operators_to_quantize=["MatMul"], nodes_to_exclude=activation_matmuls(onnx_path))
 
 
-def quantize_int8(directory: Path, preset: str, *, per_channel: bool, qconfig=None) -> None:
+SMOOTHED_FILE = "model_smoothed.onnx"  # the fp32 graph with outliers shrunk; only quantisation reads it
+
+
+def quantize_int8(directory: Path, preset: str, *, per_channel: bool, qconfig=None,
+                  smoothing_texts: tuple[str, ...] = ()):
     """`directory`'s fp32 model quantised to dynamic int8 as its INT8_FILE (with `qconfig`, an Optimum
-    QuantizationConfig, in place of lmrec's `quantization_config`: the parity suite compares recipes)."""
+    QuantizationConfig, in place of lmrec's `quantization_config`: the parity suite compares recipes).
+    With `smoothing_texts`, activation outliers measured on them are shrunk first; returns that
+    SmoothingReport, or None."""
     from optimum.onnxruntime import ORTQuantizer
 
-    qconfig = qconfig or quantization_config(directory / FP32_FILE, preset, per_channel=per_channel)
-    with tempfile.TemporaryDirectory() as tmp:
-        quantizer = ORTQuantizer.from_pretrained(directory, file_name=FP32_FILE)
-        quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
-        produced = next(Path(tmp).glob("*quantized*.onnx"))
-        shutil.move(str(produced), directory / INT8_FILE)
+    from .outlier_smoothing import smooth_activation_outliers
+
+    source, report = FP32_FILE, None
+    if smoothing_texts:
+        source = SMOOTHED_FILE
+        shutil.copy(directory / FP32_FILE, directory / SMOOTHED_FILE)
+        report = smooth_activation_outliers(directory / SMOOTHED_FILE, directory, smoothing_texts,
+                                            excluded=activation_matmuls(directory / FP32_FILE))
+    try:
+        qconfig = qconfig or quantization_config(directory / source, preset, per_channel=per_channel)
+        with tempfile.TemporaryDirectory() as tmp:
+            quantizer = ORTQuantizer.from_pretrained(directory, file_name=source)
+            quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
+            produced = next(Path(tmp).glob("*quantized*.onnx"))
+            shutil.move(str(produced), directory / INT8_FILE)
+    finally:
+        (directory / SMOOTHED_FILE).unlink(missing_ok=True)
+    return report
 
 
 def row_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -278,13 +302,15 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
     )
     (out / ENCODER_SETTINGS_FILE).write_text(settings.to_json())
 
-    preset = None
+    preset, smoothing = None, None
     if config.quantize:
         preset = resolved_preset(config)
         weights = "7-bit signed" if preset in REDUCED_RANGE_PRESETS else "signed"
         progress(f"quantising to dynamic int8 with the {preset} preset ({weights} weights, "
-                 f"{'per-channel' if config.per_channel else 'per-tensor'} scales, attention products in fp32) ...")
-        quantize_int8(out, preset, per_channel=config.per_channel)
+                 f"{'per-channel' if config.per_channel else 'per-tensor'} scales, attention products in fp32"
+                 f"{', outlier channels smoothed' if config.smooth_outliers else ''}) ...")
+        smoothing = quantize_int8(out, preset, per_channel=config.per_channel,
+                                  smoothing_texts=PARITY_TEXTS if config.smooth_outliers else ())
 
     texts = list(PARITY_TEXTS) + list(config.extra_parity_texts)
     expected = reference.encode(texts, batch_size=32, convert_to_numpy=True)
@@ -320,4 +346,5 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
         model=config.model,
         seconds=time.perf_counter() - started,
         quantization_per_channel=config.per_channel if config.quantize else None,
+        outlier_smoothing=smoothing.to_manifest() if smoothing else None,
     )

@@ -85,22 +85,29 @@ def execution_providers(device: str = "cpu", *, device_id: int = 0, available: l
     return [("CUDAExecutionProvider", {"device_id": int(device_id), "use_tf32": 0}), "CPUExecutionProvider"]
 
 
+def load_tokenizer(directory: Path, settings: EncoderSettings):
+    """The export's tokenizer, unpadded and truncated where the PyTorch model truncates."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(directory) / TOKENIZER_FILE))
+    # The shipped tokenizer.json pads every text to 128; pad per batch instead and truncate where
+    # the PyTorch model does, so served embeddings equal the reference ones.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(settings.max_length)
+    return tokenizer
+
+
 class OnnxTextEncoder:
     """Tokenizer + ONNX Runtime session for one exported encoder directory."""
 
     def __init__(self, directory: Path | str, *, onnx_file: str | None = None, threads: int | None = None,
                  providers: list | None = None, spin: bool = True, profile_prefix: str | None = None) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         directory = Path(directory)
         self.settings = EncoderSettings.read(directory)
         self.onnx_file = onnx_file or self.settings.onnx_file
-        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-        # The shipped tokenizer.json pads every text to 128; pad per batch instead and truncate where
-        # the PyTorch model does, so served embeddings equal the reference ones.
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.settings.max_length)
+        self.tokenizer = load_tokenizer(directory, self.settings)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or int(os.environ.get("LMREC_ORT_THREADS", "0"))
