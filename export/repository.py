@@ -99,6 +99,7 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
         "instance_kind": spec.kind,
         "onnx_file": onnx_file,
         "quantization_preset": export.quantization_preset,
+        "outlier_smoothing": export.outlier_smoothing if precision == "int8" else None,
         "max_length": settings.max_length,
         "embedding_dim": settings.embedding_dim,
         "parity": export.parity,

@@ -113,6 +113,9 @@ def test_int8_uses_per_channel_scales_and_passes_its_accuracy_gate(encoder_expor
     assert encoder_export.quantization_per_channel is True
     assert encoder_export.parity["int8_min_cosine"] >= EncoderExportConfig(output_dir=encoder_export.directory).int8_min_cosine
     assert encoder_export.to_manifest()["quantization_per_channel"] is True
+    # The served recipe shrinks the activations' outlier channels first, and the manifest says how much.
+    smoothing = encoder_export.to_manifest()["outlier_smoothing"]
+    assert smoothing["tensors_smoothed"] > 0 and smoothing["largest_factor"] > 1
 
 
 def test_an_int8_model_below_its_accuracy_gate_is_refused(tmp_path):
@@ -126,9 +129,9 @@ def test_the_export_recipe_tells_apart_what_changes_the_files(tmp_path):
     from lmrec.export.encoder_export import export_recipe
 
     recipes = {export_recipe(EncoderExportConfig(output_dir=tmp_path, **settings)) for settings in
-               ({}, {"per_channel": False}, {"quantize": False}, {"opset": 17},
+               ({}, {"per_channel": False}, {"quantize": False}, {"opset": 17}, {"smooth_outliers": False},
                  {"quantization_preset": "arm64" if pick_quantization_preset() != "arm64" else "avx2"})}
-    assert len(recipes) == 5
+    assert len(recipes) == 6
     # "auto" names the preset it resolves to on this CPU.
     auto = export_recipe(EncoderExportConfig(output_dir=tmp_path))
     assert pick_quantization_preset() in auto and "auto" not in auto
