@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/results/tmp/encoder"),
                         help="the encoder suite's export cache, reused")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default="encoder-profile", help="result file stem")
     args = parser.parse_args(argv)
     for name in ("n_texts", "batch", "passes"):
         if getattr(args, name) < 1:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = run_profile(config, batch=args.batch, passes=args.passes)
     payload["command"] = "python -m lmrec.benchmarks.encoder_profile " + shlex.join(sys.argv[1:] if argv is None else argv)
     markdown = render_markdown(payload)
-    write_report(payload, args.out_dir, "encoder-profile", markdown=markdown + "\n", plot=None)
+    write_report(payload, args.out_dir, args.name, markdown=markdown + "\n", plot=None)
     print(markdown)
 
 
