@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from lmrec.encoder import ENCODER_SETTINGS_FILE, EMBEDDING_OUTPUT, TOKENIZER_FILE, EncoderSettings, OnnxTextEncoder
+from lmrec.export.outlier_smoothing import OUTLIER_RATIO, TARGET_RATIO, smooth_activation_outliers
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
@@ -128,7 +129,8 @@ def export_recipe(config: EncoderExportConfig) -> str:
     if not config.quantize:
         return f"opset{config.opset}-fp32"
     scales = "per-channel" if config.per_channel else "per-tensor"
-    smoothing = "-smoothed" if config.smooth_outliers else ""
+    # The smoothing thresholds too: a changed threshold changes the int8 file.
+    smoothing = f"-smoothed{OUTLIER_RATIO:g}x{TARGET_RATIO:g}" if config.smooth_outliers else ""
     # The resolved preset: a cache shared between CPUs keeps one int8 model per preset.
     return f"opset{config.opset}-int8-{resolved_preset(config)}-{scales}-{QUANTIZATION_RECIPE}{smoothing}"
 
@@ -218,15 +220,13 @@ def quantize_int8(directory: Path, preset: str, *, per_channel: bool, qconfig=No
     SmoothingReport, or None."""
     from optimum.onnxruntime import ORTQuantizer
 
-    from .outlier_smoothing import smooth_activation_outliers
-
     source, report = FP32_FILE, None
-    if smoothing_texts:
-        source = SMOOTHED_FILE
-        shutil.copy(directory / FP32_FILE, directory / SMOOTHED_FILE)
-        report = smooth_activation_outliers(directory / SMOOTHED_FILE, directory, smoothing_texts,
-                                            excluded=activation_matmuls(directory / FP32_FILE))
-    try:
+    try:  # the smoothed copy never outlives this call, failed or not
+        if smoothing_texts:
+            source = SMOOTHED_FILE
+            shutil.copy(directory / FP32_FILE, directory / SMOOTHED_FILE)
+            report = smooth_activation_outliers(directory / SMOOTHED_FILE, directory, smoothing_texts,
+                                                excluded=activation_matmuls(directory / FP32_FILE))
         qconfig = qconfig or quantization_config(directory / source, preset, per_channel=per_channel)
         with tempfile.TemporaryDirectory() as tmp:
             quantizer = ORTQuantizer.from_pretrained(directory, file_name=source)

@@ -59,7 +59,7 @@ def channel_ranges(model, tensors: Sequence[str], tokenizer_dir: Path, texts: Se
     import onnx
     import onnxruntime as ort
 
-    from lmrec.encoder import EncoderSettings, load_tokenizer
+    from lmrec.encoder import EncoderSettings, load_tokenizer, padded_feeds
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -73,17 +73,10 @@ def channel_ranges(model, tensors: Sequence[str], tokenizer_dir: Path, texts: Se
     tokenizer = load_tokenizer(tokenizer_dir, settings)
     ranges: dict[str, np.ndarray] = {}
     for start in range(0, len(texts), 32):
-        encodings = tokenizer.encode_batch(list(texts[start:start + 32]))
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), np.int64)
-        mask = np.zeros_like(ids)
-        for row, encoding in enumerate(encodings):
-            ids[row, :len(encoding.ids)], mask[row, :len(encoding.ids)] = encoding.ids, 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in settings.input_names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
+        feeds = padded_feeds(tokenizer.encode_batch(list(texts[start:start + 32])), settings.input_names)
+        real_tokens = feeds["attention_mask"].astype(bool)
         for name, value in zip(tensors, session.run(list(tensors), feeds)):
-            batch = np.abs(value[mask.astype(bool)]).max(axis=0)
+            batch = np.abs(value[real_tokens]).max(axis=0)
             ranges[name] = batch if name not in ranges else np.maximum(ranges[name], batch)
     return ranges
 
@@ -128,12 +121,13 @@ def smooth_activation_outliers(onnx_path: Path, tokenizer_dir: Path, texts: Sequ
             scaled = numpy_helper.to_array(weight) * factors[:, None]
             weight.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), weight.name))
             matmul.input[0] = smoothed
-    # Each Mul right after the node that produces its input, so the graph stays topologically sorted.
-    nodes = []
+    # Each Mul right after the node that produces its input (first, for a graph input), so the graph
+    # stays topologically sorted.
+    graph_inputs = {i.name for i in model.graph.input}
+    nodes = [mul for name, mul in inserted.items() if name in graph_inputs]
     for node in model.graph.node:
         nodes.append(node)
         nodes.extend(inserted[name] for name in node.output if name in inserted)
-    nodes = [inserted[name] for name in inserted if name in {i.name for i in model.graph.input}] + nodes
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     onnx.checker.check_model(model)

@@ -97,6 +97,20 @@ def load_tokenizer(directory: Path, settings: EncoderSettings):
     return tokenizer
 
 
+def padded_feeds(encodings, input_names) -> dict[str, np.ndarray]:
+    """The encoder's inputs for one batch of tokenizer encodings, padded to the longest of them."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), np.int64)
+    mask = np.zeros((len(encodings), width), np.int64)
+    for row, encoding in enumerate(encodings):
+        ids[row, :len(encoding.ids)] = encoding.ids
+        mask[row, :len(encoding.ids)] = 1
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    return feeds
+
+
 class OnnxTextEncoder:
     """Tokenizer + ONNX Runtime session for one exported encoder directory."""
 
@@ -137,15 +151,6 @@ class OnnxTextEncoder:
         lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         order = np.argsort(lengths, kind="stable")
         for chunk in length_buckets(lengths, order, batch_size):
-            width = int(lengths[chunk].max())
-            ids = np.zeros((len(chunk), width), np.int64)
-            mask = np.zeros((len(chunk), width), np.int64)
-            for row, index in enumerate(chunk):
-                n = lengths[index]
-                ids[row, :n] = encodings[index].ids
-                mask[row, :n] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self.settings.input_names:
-                feeds["token_type_ids"] = np.zeros_like(ids)
+            feeds = padded_feeds([encodings[index] for index in chunk], self.settings.input_names)
             out[chunk] = self.session.run([EMBEDDING_OUTPUT], feeds)[0]
         return out
