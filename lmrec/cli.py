@@ -142,15 +142,17 @@ def cmd_gateway(args) -> int:
     def ready(port: int) -> None:
         print(f"gateway serving on {args.host}:{port}", flush=True)
 
+    # The whole config first: a bad value is refused before logging is reconfigured or anything starts.
+    serving = ServingConfig(cache_user_vectors=not args.no_user_cache, **(
+        {} if args.candidate_cache_users is None else {"candidate_cache_users": args.candidate_cache_users}))
+    config = GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
+                           port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,
+                           state_dir=Path(args.state_dir) if args.state_dir else None,
+                           event_store=args.event_store, metrics_port=args.metrics_port, serving=serving)
     for handler in list(logging.getLogger().handlers):  # one format on the root logger: the JSON lines
         logging.getLogger().removeHandler(handler)
     configure_logging("DEBUG" if args.verbose else "INFO")
-    serve_gateway(GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
-                                port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,
-                                state_dir=Path(args.state_dir) if args.state_dir else None,
-                                event_store=args.event_store, metrics_port=args.metrics_port,
-                                serving=ServingConfig(cache_user_vectors=not args.no_user_cache)),
-                  on_ready=ready)
+    serve_gateway(config, on_ready=ready)
     return 0
 
 
@@ -318,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
-    p.add_argument("--no-user-cache", action="store_true", help="encode every profile (benchmark baseline)")
+    p.add_argument("--no-user-cache", action="store_true",
+                   help="encode every profile and compute every candidate set (benchmark baseline)")
+    p.add_argument("--candidate-cache-users", type=int, default=None,
+                   help="returning users whose candidates and features are kept for their next request "
+                        "(0: off; default 4096, ServingConfig.candidate_cache_users)")
     p.set_defaults(run=cmd_gateway)
 
     p = verbs.add_parser("demo", help="build (if needed), serve, send example requests, shut down")

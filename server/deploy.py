@@ -105,7 +105,7 @@ class Deployer:
                     raise RequestError("ABORTED", f"deploy of bundle {version} failed ({error}); "
                                                   f"bundle {old.label} keeps serving") from None
                 self.recommender.state = state  # the switch: new requests take the new state from here on
-                self.recommender.cache.clear()
+                self.recommender.forget_cached()
                 metrics.set_bundle_version(bundle.version)
             await self._drain(old)
             for model in old_models:

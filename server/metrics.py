@@ -45,6 +45,9 @@ class GatewayMetrics:
         self._cache = Counter(
             "lmrec_gateway_user_vector_cache", "User-vector cache look-ups.",
             ["result"], registry=self.registry)
+        self._candidate_cache = Counter(
+            "lmrec_gateway_candidate_cache", "Look-ups of a returning user's cached candidates and features.",
+            ["result"], registry=self.registry)
         self._fallbacks = Counter(
             "lmrec_gateway_fallbacks", "Requests served by a fallback path, by reason.",
             ["reason"], registry=self.registry)
@@ -60,6 +63,7 @@ class GatewayMetrics:
         # dashboards need the series to exist before the first hit, miss or deploy.
         for result in ("hit", "miss"):
             self._cache.labels(result=result)
+            self._candidate_cache.labels(result=result)
         for result in DEPLOY_RESULTS:
             self._deploys.labels(result=result)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
@@ -88,6 +92,9 @@ class GatewayMetrics:
 
     def cache_miss(self) -> None:
         self._cache.labels(result="miss").inc()
+
+    def candidate_cache(self, hit: bool) -> None:
+        self._candidate_cache.labels(result="hit" if hit else "miss").inc()
 
     def cache_hit_ratio(self) -> float:
         hits = self.sample("lmrec_gateway_user_vector_cache_total", {"result": "hit"}) or 0.0

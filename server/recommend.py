@@ -25,7 +25,7 @@ from .explain import ItemExplanation, explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
 from .state import ServingState
-from .user_cache import UserVectorCache
+from .user_cache import PerUserCache, UserVectorCache
 from .users import ResolvedUser, resolve_user
 
 log = logging.getLogger("lmrec.recommend")
@@ -53,6 +53,14 @@ class ServingConfig:
     encoder_deadline_share: float = 0.6
     # Off only for the naive baseline of the gateway benchmark: every request then encodes its profile.
     cache_user_vectors: bool = True
+    # Users whose candidates and signal features are kept for their next request (0: none). Only where
+    # the profile vector is cached too. One user's entry is ~300 candidates x ~20 float32 features with a
+    # fused bundle (about 25 KB), so 4096 users hold about 100 MB.
+    candidate_cache_users: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.candidate_cache_users < 0:
+            raise ValueError(f"candidate_cache_users must be 0 (off) or more, got {self.candidate_cache_users}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,10 +120,18 @@ class Recommender:
         self.config = config
         self.metrics = metrics or GatewayMetrics()
         self.cache = cache if cache is not None else UserVectorCache()
+        # A returning user's candidates with their features (the blend's or the ranker's input): what the
+        # signals say about them changes only with their events, added items or a deploy.
+        self.candidates = PerUserCache(max_entries=config.candidate_cache_users)
         self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
         self.metrics.set_bundle_version(state.bundle.version)
 
     # -- helpers ------------------------------------------------------------------------------------
+    def forget_cached(self, user_ids=None) -> None:
+        """Drop what was cached for `user_ids` (their events changed), or for everyone (a deploy)."""
+        for cache in (self.cache, self.candidates):
+            cache.clear() if user_ids is None else cache.invalidate(user_ids)
+
     @staticmethod
     def _rows(state: ServingState, field_name: str, item_ids: Sequence[str]) -> np.ndarray:
         rows = []
@@ -194,6 +210,7 @@ class Recommender:
 
     async def _recommend(self, state: ServingState, query: RecommendQuery, timeout_s: float) -> Recommendation:
         started = time.perf_counter()
+        generation = state.catalogue_generation  # read first: an AddItems during the awaits below makes it stale
         recent, excluded, eligible = self._validate(state, query)
         user = await asyncio.to_thread(resolve_user, state, self.events, query.user_id) if query.user_id else None
         if query.user_id and user is None and not (len(recent) or query.text.strip() or query.attributes):
@@ -217,9 +234,11 @@ class Recommender:
         k = min(query.k, int((~blocked).sum()))
 
         vector, degraded = None, False
+        # A known user asking as themselves: their profile vector, and what the signals computed for them,
+        # may come from the last request (each cache checks it was computed from the same inputs).
+        cacheable = self.config.cache_user_vectors and user is not None and not (
+            len(recent) or query.text or query.attributes)
         if profile_text:
-            cacheable = self.config.cache_user_vectors and user is not None and not (
-                len(recent) or query.text or query.attributes)
             try:
                 vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
                                                     timeout_s - (time.perf_counter() - started), "Recommend")
@@ -228,21 +247,41 @@ class Recommender:
                 self.metrics.fallback("encoder_unavailable")
                 log.warning("degraded answer (CF and popularity only): %s", error)
         user_tags = [tag for tag, _ in self._user_tags(state, vector)]
+        # What the candidates and their features depend on: the bundle, the catalogue's added items, the
+        # user's history (events also drop the entry; the counts and the profile text catch a request that
+        # resolved the user before an event and stores after it), and the request's exclusions and filters.
+        stamp = (state.label, generation, user.recorded_events, len(user.history), profile_text, query.include_seen,
+                 query.exclude_item_ids, query.require) if cacheable and vector is not None else None
         if state.fused is not None and vector is not None:
             try:
                 ranked = await self._rank_with_ranker(state, user, history, blocked, vector, k,
-                                                      timeout_s - (time.perf_counter() - started))
+                                                      timeout_s - (time.perf_counter() - started), stamp)
                 return self._result(state, ranked, history, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
                 self.metrics.fallback("ranker_unavailable")
                 log.warning("ranker unavailable, answering with the fixed blend: %s", error)
         with self.metrics.time_stage("Recommend", "blend"):
-            ranked = self._blend(state, user, history, recent, blocked, eligible, vector, k)
+            blend_stamp = stamp + (k,) if stamp is not None and not degraded else None
+            inputs = self._cached_candidates(user, blend_stamp, lambda: self._blend_inputs(
+                state, user, history, recent, blocked, eligible, vector, k))
+            ranked = rank_candidates(*inputs, self.config.weights, k)
         return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
 
-    def _blend(self, state, user: ResolvedUser | None, history, recent, blocked, eligible, vector, k):
-        """The fixed blend of text similarity, ALS and popularity (and the fallback when Triton is away)."""
+    def _cached_candidates(self, user: ResolvedUser | None, stamp, compute):
+        """`compute()`, or what it returned for this user last time under the same stamp."""
+        if stamp is None:
+            return compute()
+        found = self.candidates.lookup(user.user_id, stamp)
+        self.metrics.candidate_cache(found is not None)
+        if found is None:
+            found = compute()
+            self.candidates.store(user.user_id, stamp, found)
+        return found
+
+    def _blend_inputs(self, state, user: ResolvedUser | None, history, recent, blocked, eligible, vector, k):
+        """The fixed blend's candidates and their raw signal scores: text similarity, ALS and popularity.
+        The blend is also the ranker's fallback when Triton is away."""
         n = self.config.candidates_per_signal
         candidate_sets, features_source = [], {}
         if vector is not None:
@@ -275,16 +314,20 @@ class Recommender:
             features["lm"] = state.item_embeddings[candidates] @ vector
         if user_vector is not None:
             features["als"] = state.item_factors[candidates] @ user_vector
-        return rank_candidates(candidates, features, self.config.weights, k)
+        return candidates, features
 
-    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s):
+    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s, stamp=None):
         """The neural fusion ranker (served by Triton) over the fused model's candidates."""
         fused = state.fused
         user_index = user.cf_index if user is not None and user.cf_index is not None else -1
-        with self.metrics.time_stage("Recommend", "cf"):
+
+        def features_of_candidates():
             candidates, features, names = fused.features(np.array([user_index]), [history], profile=profile[None, :],
                                                          excluded=[np.flatnonzero(blocked)])
-        candidates, features = candidates[0], features[0]
+            return candidates[0], features[0], names
+
+        with self.metrics.time_stage("Recommend", "cf"):
+            candidates, features, names = self._cached_candidates(user, stamp, features_of_candidates)
         ranked = []
         if len(candidates):
             with self.metrics.time_stage("Recommend", "rank"):
@@ -359,7 +402,7 @@ class Recommender:
             stored = await asyncio.to_thread(self.events.record, ready)  # committed (fsync) before we answer
         except ValueError as error:
             raise RequestError("INVALID_ARGUMENT", str(error)) from None
-        self.cache.invalidate({event.user_id for event in ready})
+        self.forget_cached({event.user_id for event in ready})
         self.metrics.events_recorded(stored)
         return stored
 
@@ -368,7 +411,7 @@ class Recommender:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
         was_known = await asyncio.to_thread(resolve_user, self.state, self.events, user_id) is not None
         deleted = await asyncio.to_thread(self.events.forget, user_id)
-        self.cache.invalidate([user_id])
+        self.forget_cached([user_id])
         return deleted, was_known
 
     async def profile(self, user_id: str, *, max_tags: int = 5, max_recent: int = 10,

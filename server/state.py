@@ -49,6 +49,9 @@ class ServingState:
     popular_order: np.ndarray = field(init=False)
     cf_rows: np.ndarray = field(init=False)  # items with CF factors: the only ones ALS can propose
     inflight: int = 0  # requests using this state right now (a deploy waits for 0 before unloading)
+    # Bumped by every AddItems: what was computed against the catalogue before it (a user's cached
+    # candidates) is stale after it.
+    catalogue_generation: int = 0
 
     def __post_init__(self) -> None:
         self._index_rows()
@@ -115,6 +118,7 @@ class ServingState:
         self.graph = self.graph.with_items(new_infos) if added else self.graph
         self.item_embeddings = embeddings
         self._index_rows()
+        self.catalogue_generation += 1
         return added, replaced
 
 

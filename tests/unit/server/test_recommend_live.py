@@ -60,6 +60,48 @@ def test_events_invalidate_the_cached_vector(live):
     assert len(live.encoder.calls) == calls + 1  # recomputed, not served from the cache
 
 
+def candidate_lookups(recommender) -> dict[str, float]:
+    return {result: recommender.metrics.sample("lmrec_gateway_candidate_cache_total", {"result": result}) or 0.0
+            for result in ("hit", "miss")}
+
+
+def test_a_returning_user_reuses_their_candidates_until_an_event(live):
+    user_id = live.state.bundle.dataset.user_ids[5]
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    second = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert candidate_lookups(live) == {"hit": 1.0, "miss": 1.0}
+    assert ids(second) == ids(first) and [r.score for r in second.items] == [r.score for r in first.items]
+    item_id = next(i for i in live.state.catalogue.item_ids if i not in ids(first))
+    run(live.record_events([Event(user_id=user_id, item_id=item_id)]))
+    after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert candidate_lookups(live)["miss"] == 2.0 and item_id not in ids(after)  # recomputed: now seen
+
+
+def test_cached_candidates_are_not_reused_for_other_exclusions_k_or_after_added_items(live):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[1]
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    excluding = run(live.recommend(RecommendQuery(user_id=user_id, k=5, exclude_item_ids=tuple(ids(first)[:2]))))
+    assert not set(ids(first)[:2]) & set(ids(excluding))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=7)))
+    assert candidate_lookups(live) == {"hit": 0.0, "miss": 3.0}
+    run(live.recommend(RecommendQuery(user_id=user_id, k=7)))
+    assert candidate_lookups(live)["hit"] == 1.0
+    template = state.catalogue.items[0]
+    run(live.add_items([("new-x", ItemInfo(title=f"{template.title} II", categories=template.categories))]))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=7)))
+    assert candidate_lookups(live) == {"hit": 1.0, "miss": 4.0}  # the catalogue changed under the entry
+
+
+def test_requests_with_their_own_items_or_text_are_not_cached(live):
+    user_id = live.state.bundle.dataset.user_ids[4]
+    recent = (live.state.catalogue.item_ids[2],)
+    for _ in range(2):
+        run(live.recommend(RecommendQuery(user_id=user_id, k=5, recent_item_ids=recent)))
+        run(live.recommend(RecommendQuery(user_id=user_id, k=5, text="space operas")))
+    assert candidate_lookups(live) == {"hit": 0.0, "miss": 0.0} and len(live.candidates) == 0
+
+
 def test_a_new_user_from_events_alone(live):
     item_ids = category_items(live.state, "Space Adventure")[:3]
     run(live.record_events([Event(user_id="brand-new", item_id=i, timestamp=100 + n) for n, i in enumerate(item_ids)]))
@@ -88,9 +130,10 @@ def test_forget_user_removes_snapshot_history_events_and_cache(live):
     run(live.record_events([Event(user_id=user_id, item_id=live.state.catalogue.item_ids[1])]))
     run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert len(live.cache) == 1
+    assert len(live.candidates) == 1
     deleted, was_known = run(live.forget_user(user_id))
     assert (deleted, was_known) == (1, True)
-    assert len(live.cache) == 0
+    assert len(live.cache) == 0 and len(live.candidates) == 0
     with pytest.raises(RequestError) as raised:
         run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert raised.value.code == "NOT_FOUND"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmrec.server.user_cache import UserVectorCache
+from lmrec.server.user_cache import PerUserCache, UserVectorCache
 
 
 def test_a_vector_is_served_only_for_the_same_bundle_and_profile_text():
@@ -22,3 +22,15 @@ def test_invalidate_clear_and_bound():
     assert cache.get("1", "b", "t") is None and cache.get("1", "c", "t") is not None
     cache.clear()
     assert len(cache) == 0
+
+
+def test_an_entry_is_served_only_for_its_stamp_and_a_zero_bound_keeps_nothing():
+    cache = PerUserCache(max_entries=2)
+    cache.store("u", ("1", 0, ("x",)), "candidates")
+    assert cache.lookup("u", ("1", 0, ("x",))) == "candidates"
+    assert cache.lookup("u", ("1", 1, ("x",))) is None and cache.lookup("v", ("1", 0, ("x",))) is None
+    cache.store("u", ("1", 1, ()), "newer")  # one entry per user: the latest stamp replaces the older
+    assert len(cache) == 1 and cache.lookup("u", ("1", 0, ("x",))) is None
+    off = PerUserCache(max_entries=0)
+    off.store("u", "stamp", "value")
+    assert len(off) == 0 and off.lookup("u", "stamp") is None
