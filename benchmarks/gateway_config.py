@@ -33,6 +33,9 @@ class GatewayLoadConfig:
     dataset: str | None = None  # None: the build folder's name (build/ml-100k → ml-100k)
     data_dir: Path | None = None  # None: ../shared/data/<dataset>
     cached_users: int = 16
+    # The lmrec gateway's --candidate-cache-users (None: its default). 0 measures "cached" users with only
+    # their profile vector cached, their candidates and features computed on every request.
+    candidate_cache_users: int | None = None
     arrivals: str = "poisson"  # open-loop schedule: "poisson" or "fixed"
     warmup_s: float = 1.0  # unrecorded closed-loop traffic per path and population before measuring
     parts_repeats: int = 200  # calls per unavoidable part measured alone (median)
@@ -65,6 +68,8 @@ def reproduce_command(config: GatewayLoadConfig) -> str:
         parts.append(f"--arrivals {config.arrivals}")
     if config.cached_users != defaults.cached_users:
         parts.append(f"--cached-users {config.cached_users}")
+    if config.candidate_cache_users is not None:
+        parts.append(f"--candidate-cache-users {config.candidate_cache_users}")
     if config.seed != defaults.seed:
         parts.append(f"--seed {config.seed}")
     if config.scale_items:

@@ -18,7 +18,9 @@ Every measurement alternates the two paths cell by cell (the first path of a cel
 slow drifts of the machine hit both alike. Two request populations:
 
 * `cached`: a small fixed set of known users (`cached_users`), each requested once before measuring,
-  so the lmrec gateway answers them from its user-vector cache (no Triton call).
+  so the lmrec gateway answers them from its user-vector cache (no encoder call) and, unless
+  `--candidate-cache-users 0`, from its candidate cache (no retrieval or feature computation; the
+  blend, or the Triton ranker call, and the explanations still run per request).
 * `uncached`: anonymous sessions, each with 3 random `recent_item_ids`: the profile is encoded by
   Triton on every request.
 
@@ -278,6 +280,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arrivals", choices=("poisson", "fixed"), default=defaults.arrivals)
     parser.add_argument("-k", type=int, default=defaults.k, help="items per Recommend (default: 10)")
     parser.add_argument("--cached-users", type=int, default=defaults.cached_users)
+    parser.add_argument("--candidate-cache-users", type=int, default=None,
+                        help="the lmrec gateway's --candidate-cache-users (0: candidates computed on every request)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline path")
     parser.add_argument("--scale-items", type=_ints, default=(), metavar="N,N,...",
                         help="bar 5: also pad the bundle to these catalogue sizes and measure each "
@@ -295,5 +299,5 @@ def config_from_args(args) -> GatewayLoadConfig:
         open_loop_shares=tuple(args.open_loop_shares), k=args.k, naive=not args.no_naive, out_dir=Path(args.out),
         name=args.name, seed=args.seed, dataset=args.dataset,
         data_dir=Path(args.data_dir) if args.data_dir else None, cached_users=args.cached_users,
-        arrivals=args.arrivals, scale_items=tuple(args.scale_items),
+        arrivals=args.arrivals, scale_items=tuple(args.scale_items), candidate_cache_users=args.candidate_cache_users,
         scale_dir=Path(args.scale_dir) if args.scale_dir else None)
