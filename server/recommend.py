@@ -150,7 +150,7 @@ class Recommender:
         return max(min(self.config.encoder_timeout_s, timeout_s * self.config.encoder_deadline_share), 0.001)
 
     async def _profile_vector(self, state: ServingState, user_id: str, cacheable: bool, profile_text: str,
-                              timeout_s: float, method: str) -> np.ndarray:
+                              timeout_s: float, method: str, as_of: int) -> np.ndarray:
         if cacheable:
             cached = self.cache.get(state.label, user_id, profile_text)
             if cached is not None:
@@ -160,7 +160,7 @@ class Recommender:
         with self.metrics.time_stage(method, "encode"):
             vector = (await self.encode(state, [profile_text], self._encoder_budget(timeout_s)))[0]
         if cacheable:
-            self.cache.put(state.label, user_id, profile_text, vector)
+            self.cache.put(state.label, user_id, profile_text, vector, as_of=as_of)
         return vector
 
     def _result(self, state, ranked, history, user_tags, **kwargs) -> Recommendation:
@@ -211,6 +211,8 @@ class Recommender:
     async def _recommend(self, state: ServingState, query: RecommendQuery, timeout_s: float) -> Recommendation:
         started = time.perf_counter()
         generation = state.catalogue_generation  # read first: an AddItems during the awaits below makes it stale
+        # Before the user's history is read: what this request caches is dropped if they change meanwhile.
+        as_of = (self.cache.clock(), self.candidates.clock())
         recent, excluded, eligible = self._validate(state, query)
         user = await asyncio.to_thread(resolve_user, state, self.events, query.user_id) if query.user_id else None
         if query.user_id and user is None and not (len(recent) or query.text.strip() or query.attributes):
@@ -241,7 +243,8 @@ class Recommender:
         if profile_text:
             try:
                 vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
-                                                    timeout_s - (time.perf_counter() - started), "Recommend")
+                                                    timeout_s - (time.perf_counter() - started), "Recommend",
+                                                    as_of[0])
             except EncoderUnavailable as error:
                 degraded = True
                 self.metrics.fallback("encoder_unavailable")
@@ -255,7 +258,7 @@ class Recommender:
         if state.fused is not None and vector is not None:
             try:
                 ranked = await self._rank_with_ranker(state, user, history, blocked, vector, k,
-                                                      timeout_s - (time.perf_counter() - started), stamp)
+                                                      timeout_s - (time.perf_counter() - started), stamp, as_of[1])
                 return self._result(state, ranked, history, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
@@ -263,12 +266,12 @@ class Recommender:
                 log.warning("ranker unavailable, answering with the fixed blend: %s", error)
         with self.metrics.time_stage("Recommend", "blend"):
             blend_stamp = stamp + (k,) if stamp is not None and not degraded else None
-            inputs = self._cached_candidates(user, blend_stamp, lambda: self._blend_inputs(
+            inputs = self._cached_candidates(user, blend_stamp, as_of[1], lambda: self._blend_inputs(
                 state, user, history, recent, blocked, eligible, vector, k))
             ranked = rank_candidates(*inputs, self.config.weights, k)
         return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
 
-    def _cached_candidates(self, user: ResolvedUser | None, stamp, compute):
+    def _cached_candidates(self, user: ResolvedUser | None, stamp, as_of: int, compute):
         """`compute()`, or what it returned for this user last time under the same stamp."""
         if stamp is None:
             return compute()
@@ -276,7 +279,7 @@ class Recommender:
         self.metrics.candidate_cache(found is not None)
         if found is None:
             found = compute()
-            self.candidates.store(user.user_id, stamp, found)
+            self.candidates.store(user.user_id, stamp, found, as_of=as_of)
         return found
 
     def _blend_inputs(self, state, user: ResolvedUser | None, history, recent, blocked, eligible, vector, k):
@@ -316,7 +319,8 @@ class Recommender:
             features["als"] = state.item_factors[candidates] @ user_vector
         return candidates, features
 
-    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s, stamp=None):
+    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s, stamp=None,
+                                as_of: int = 0):
         """The neural fusion ranker (served by Triton) over the fused model's candidates."""
         fused = state.fused
         user_index = user.cf_index if user is not None and user.cf_index is not None else -1
@@ -327,7 +331,7 @@ class Recommender:
             return candidates[0], features[0], names
 
         with self.metrics.time_stage("Recommend", "cf"):
-            candidates, features, names = self._cached_candidates(user, stamp, features_of_candidates)
+            candidates, features, names = self._cached_candidates(user, stamp, as_of, features_of_candidates)
         ranked = []
         if len(candidates):
             with self.metrics.time_stage("Recommend", "rank"):
@@ -422,6 +426,7 @@ class Recommender:
         if not 0 <= max_tags <= 50 or not 0 <= max_recent <= MAX_PROFILE_ITEMS * 10:
             raise RequestError("INVALID_ARGUMENT", f"max_tags must be in [0, 50] and max_recent_items in "
                                                    f"[0, {MAX_PROFILE_ITEMS * 10}]")
+        as_of = self.cache.clock()
         user = await asyncio.to_thread(resolve_user, state, self.events, user_id)
         if user is None:
             raise RequestError("NOT_FOUND", f"user_id '{user_id}' is not known")
@@ -432,7 +437,7 @@ class Recommender:
         if profile_text and max_tags:
             try:
                 vector = await self._profile_vector(state, user_id, self.config.cache_user_vectors, profile_text,
-                                                    timeout_s, "GetUserProfile")
+                                                    timeout_s, "GetUserProfile", as_of)
             except EncoderUnavailable as error:
                 raise RequestError("UNAVAILABLE", f"the text encoder is unavailable: {error}") from None
             tags = self._user_tags(state, vector, max_tags)

@@ -23,6 +23,12 @@ class PerUserCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[Hashable, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        # A request reads `clock()` before it reads the user's history, and stores `as_of` it: a value
+        # computed from a history that an invalidation (an event, ForgetUser, a deploy) has since replaced
+        # is then not stored. Recent invalidations are remembered per user; older ones only as a bound.
+        self._clock = 0
+        self._invalidated: OrderedDict[str, int] = OrderedDict()
+        self._remembered_since = 0
 
     def lookup(self, user_id: str, stamp: Hashable) -> Any | None:
         with self._lock:
@@ -32,10 +38,15 @@ class PerUserCache:
             self._entries.move_to_end(user_id)
             return entry[1]
 
-    def store(self, user_id: str, stamp: Hashable, value: Any) -> None:
+    def clock(self) -> int:
+        return self._clock
+
+    def store(self, user_id: str, stamp: Hashable, value: Any, *, as_of: int | None = None) -> None:
         if self.max_entries <= 0:
             return
         with self._lock:
+            if as_of is not None and (self._remembered_since > as_of or self._invalidated.get(user_id, -1) > as_of):
+                return  # invalidated while the request ran: the value may come from the old history
             self._entries[user_id] = (stamp, value)
             self._entries.move_to_end(user_id)
             while len(self._entries) > self.max_entries:
@@ -43,12 +54,21 @@ class PerUserCache:
 
     def invalidate(self, user_ids) -> None:
         with self._lock:
+            self._clock += 1
             for user_id in user_ids:
                 self._entries.pop(user_id, None)
+                self._invalidated[user_id] = self._clock
+                self._invalidated.move_to_end(user_id)
+            while len(self._invalidated) > max(self.max_entries, 1024):
+                _, when = self._invalidated.popitem(last=False)
+                self._remembered_since = when
 
     def clear(self) -> None:
         with self._lock:
+            self._clock += 1
             self._entries.clear()
+            self._invalidated.clear()
+            self._remembered_since = self._clock
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -60,5 +80,6 @@ class UserVectorCache(PerUserCache):
     def get(self, bundle_label: str, user_id: str, profile_text: str) -> np.ndarray | None:
         return self.lookup(user_id, (bundle_label, profile_text))
 
-    def put(self, bundle_label: str, user_id: str, profile_text: str, vector: np.ndarray) -> None:
-        self.store(user_id, (bundle_label, profile_text), vector)
+    def put(self, bundle_label: str, user_id: str, profile_text: str, vector: np.ndarray, *,
+            as_of: int | None = None) -> None:
+        self.store(user_id, (bundle_label, profile_text), vector, as_of=as_of)
