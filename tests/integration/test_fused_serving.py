@@ -91,6 +91,8 @@ def test_recommend_goes_through_the_ranker(fused_build, fused_stack):
             assert response.items[0].found_by in cf_signals
             scores = [item.score for item in response.items]
             assert scores == sorted(scores, reverse=True)
+            again = client.recommend(user_id, k=8)  # from the candidate cache: the same answer
+            assert [(i.item_id, i.score) for i in again.items] == [(i.item_id, i.score) for i in response.items]
         anonymous = client.recommend(recent_item_ids=[dataset.item_ids[0], dataset.item_ids[1]], k=5)
         assert len(anonymous.items) == 5
 
@@ -104,6 +106,7 @@ def test_ranker_path_serves_added_items_events_and_filters(fused_build, fused_st
     history = dataset.histories()[user]
     last = dataset.items[int(history[-1])]
     with RecommenderClient(address) as client:
+        client.recommend(user_id, k=len(dataset.item_ids))  # cached: the added item must still reach this user
         added = client.add_items([{"item_id": "fused-new", "title": f"{last.title} Forever",
                                    "categories": list(last.categories), "description": last.description,
                                    "year": last.year}])
@@ -111,6 +114,8 @@ def test_ranker_path_serves_added_items_events_and_filters(fused_build, fused_st
         response = client.recommend(user_id, k=len(dataset.item_ids))
         ids = [item.item_id for item in response.items]
         assert "fused-new" in ids and not response.degraded
+        new_item = response.items[ids.index("fused-new")]  # ranked as a candidate, not topped up by popularity
+        assert new_item.found_by != "popular" and len(new_item.signals) > 1
         assert all(item.explanation.text for item in response.items)
         client.record_event(user_id, "fused-new")
         eligible = {dataset.item_ids[i] for i, info in enumerate(dataset.items)
