@@ -202,11 +202,27 @@ class Recommender:
         for position, (key, values) in enumerate(query.require):
             if not key.strip() or not values:
                 raise RequestError("INVALID_ARGUMENT", f"require[{position}] needs a key and at least one value")
+        return recent, excluded, self._eligible(state, query)
+
+    @staticmethod
+    def _eligible(state: ServingState, query: RecommendQuery) -> np.ndarray | None:
         try:
-            eligible = state.catalogue.eligible(query.require)
+            return state.catalogue.eligible(query.require)
         except UnknownFilter as error:
             raise RequestError("INVALID_ARGUMENT", str(error)) from None
-        return recent, excluded, eligible
+
+    @staticmethod
+    def _blocked(state: ServingState, query: RecommendQuery, user, history, excluded, eligible) -> np.ndarray:
+        """Items this answer must not contain: seen (unless include_seen), excluded, or failing a filter."""
+        blocked = np.zeros(len(state.catalogue), bool)
+        if not query.include_seen:
+            blocked[history] = True
+            if user is not None:
+                blocked[user.seen] = True
+        blocked[excluded] = True
+        if eligible is not None:
+            blocked[: len(eligible)] |= ~eligible
+        return blocked
 
     async def _recommend(self, state: ServingState, query: RecommendQuery, timeout_s: float) -> Recommendation:
         started = time.perf_counter()
@@ -223,14 +239,7 @@ class Recommender:
         items = state.catalogue.items
         profile_text = profile_text_of([items[i] for i in history[::-1]], attributes=attributes, free_text=query.text)
 
-        blocked = np.zeros(len(state.catalogue), bool)
-        if not query.include_seen:
-            blocked[history] = True
-            if user is not None:
-                blocked[user.seen] = True
-        blocked[excluded] = True
-        if eligible is not None:
-            blocked[: len(eligible)] |= ~eligible
+        blocked = self._blocked(state, query, user, history, excluded, eligible)
         if blocked.all():
             return Recommendation(items=[], bundle_version=state.label, profile_text=profile_text)
         k = min(query.k, int((~blocked).sum()))
@@ -249,6 +258,13 @@ class Recommender:
                 degraded = True
                 self.metrics.fallback("encoder_unavailable")
                 log.warning("degraded answer (CF and popularity only): %s", error)
+        if state.catalogue_generation != generation:
+            # Items were added while this request awaited the event store or the encoder: the filters
+            # and the mask must cover them too (the state is updated in place).
+            generation = state.catalogue_generation
+            eligible = self._eligible(state, query)
+            blocked = self._blocked(state, query, user, history, excluded, eligible)
+            k = min(query.k, int((~blocked).sum()))
         user_tags = [tag for tag, _ in self._user_tags(state, vector)]
         # What the candidates and their features depend on: the bundle, the catalogue's added items, the
         # user's history (events also drop the entry; the counts and the profile text catch a request that

@@ -69,6 +69,8 @@ class ServingState:
         size = max(at_least * 2, 64)
         while True:
             prefix = self.popular_order[:size]
+            # Items added after the request built `blocked` (during its ranker call) are not for it.
+            prefix = prefix[prefix < len(blocked)]
             allowed = prefix[~blocked[prefix]]
             if len(allowed) >= at_least or size >= len(self.popular_order):
                 return allowed

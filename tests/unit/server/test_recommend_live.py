@@ -165,6 +165,43 @@ def test_excluded_ids_never_come_back_and_k_still_holds(live):
     assert len(again.items) == 10 and not set(ids(first)) & set(ids(again))
 
 
+class AddingEncoder:
+    """Encodes like the local encoder, but an AddItems lands while the first profile is being encoded."""
+
+    def __init__(self, encoder, recommender, item) -> None:
+        self.encoder, self.recommender, self.item, self.added = encoder, recommender, item, False
+
+    async def encode(self, texts, *, model, version, timeout_s):
+        vectors = await self.encoder.encode(texts, model=model, version=version, timeout_s=timeout_s)
+        if not self.added:
+            self.added = True
+            new = await self.encoder.encode([self.item[1].title], model=model, version=version, timeout_s=timeout_s)
+            self.recommender.state.add_items([self.item], new)
+        return vectors
+
+
+def test_items_added_while_a_request_runs_are_held_to_its_filters(live):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    comedy = set(category_items(state, "Comedy"))
+    live.encoder = AddingEncoder(live.encoder, live, ("added-during", ItemInfo(title="Night of the Ghosts",
+                                                                              categories=("Horror",))))
+    result = run(live.recommend(RecommendQuery(user_id=user_id, k=5, require=(("genre", ("Comedy",)),))))
+    assert live.encoder.added and "added-during" in state.catalogue.index
+    assert len(result.items) == 5 and set(ids(result)) <= comedy
+
+
+def test_the_popularity_top_up_skips_items_added_after_the_mask_was_built(live):
+    state = live.state
+    blocked = np.zeros(len(state.catalogue), bool)  # a request's mask, built before the AddItems below
+    template = state.catalogue.items[0]
+    run(live.add_items([("later", ItemInfo(title=f"{template.title} Again", categories=template.categories))]))
+    state.popularity[-1] = state.popularity.max() + 1  # make the added row the most popular one
+    state._index_rows()
+    allowed = state.allowed_popular(blocked, len(blocked) + 5)
+    assert len(allowed) == len(blocked) and allowed.max() < len(blocked)
+
+
 def test_filters_hold_in_degraded_mode(live):
     degraded = Recommender(live.state, live.events, DownEncoder())
     user_id = live.state.bundle.dataset.user_ids[0]
