@@ -50,7 +50,7 @@ class ServingState:
     cf_rows: np.ndarray = field(init=False)  # items with CF factors: the only ones ALS can propose
     inflight: int = 0  # requests using this state right now (a deploy waits for 0 before unloading)
     # Bumped by every AddItems: what was computed against the catalogue before it (a user's cached
-    # candidates) is stale after it.
+    # candidates) is stale after it, and a request that awaited across it rebuilds its filter and mask.
     catalogue_generation: int = 0
 
     def __post_init__(self) -> None:
