@@ -124,27 +124,42 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _serving_config(args):
+    """The gateway's caching options (`lmrec serve` and `lmrec gateway` take the same ones)."""
+    from lmrec.server.recommend import ServingConfig
+
+    return ServingConfig(cache_user_vectors=not args.no_user_cache, **(
+        {} if args.candidate_cache_users is None else {"candidate_cache_users": args.candidate_cache_users}))
+
+
+def _add_cache_arguments(p) -> None:
+    p.add_argument("--no-user-cache", action="store_true",
+                   help="encode every profile and compute every candidate set (benchmark baseline)")
+    p.add_argument("--candidate-cache-users", type=int, default=None,
+                   help="returning users whose candidates and features are kept for their next request "
+                        "(0: off; default 4096, ServingConfig.candidate_cache_users)")
+
+
 def cmd_serve(args) -> int:
     from lmrec.server.serve import ServeConfig, serve
 
-    serve(ServeConfig(build_dir=Path(args.build_dir), host=args.host, port=args.port,
-                      bundle_version=args.bundle_version, metrics_port=args.metrics_port,
-                      state_dir=Path(args.state_dir) if args.state_dir else None))
+    # The whole config first: a bad value is refused before Triton starts.
+    config = ServeConfig(build_dir=Path(args.build_dir), host=args.host, port=args.port,
+                         bundle_version=args.bundle_version, metrics_port=args.metrics_port,
+                         state_dir=Path(args.state_dir) if args.state_dir else None, serving=_serving_config(args))
+    serve(config)
     return 0
 
 
 def cmd_gateway(args) -> int:
     from lmrec.server.gateway import GatewayConfig, serve_gateway
-    from lmrec.server.recommend import ServingConfig
-
     from lmrec.server.metrics import configure_logging
 
     def ready(port: int) -> None:
         print(f"gateway serving on {args.host}:{port}", flush=True)
 
     # The whole config first: a bad value is refused before logging is reconfigured or anything starts.
-    serving = ServingConfig(cache_user_vectors=not args.no_user_cache, **(
-        {} if args.candidate_cache_users is None else {"candidate_cache_users": args.candidate_cache_users}))
+    serving = _serving_config(args)
     config = GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
                            port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,
                            state_dir=Path(args.state_dir) if args.state_dir else None,
@@ -308,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle-version", type=int, default=None)
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
+    _add_cache_arguments(p)
     p.set_defaults(run=cmd_serve)
 
     p = verbs.add_parser("gateway", help="start only the gateway, against a running Triton")
@@ -320,11 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
-    p.add_argument("--no-user-cache", action="store_true",
-                   help="encode every profile and compute every candidate set (benchmark baseline)")
-    p.add_argument("--candidate-cache-users", type=int, default=None,
-                   help="returning users whose candidates and features are kept for their next request "
-                        "(0: off; default 4096, ServingConfig.candidate_cache_users)")
+    _add_cache_arguments(p)
     p.set_defaults(run=cmd_gateway)
 
     p = verbs.add_parser("demo", help="build (if needed), serve, send example requests, shut down")

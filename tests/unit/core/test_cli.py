@@ -143,8 +143,8 @@ def test_a_gpu_build_of_the_int8_encoder_is_refused_by_name(capsys, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_a_negative_candidate_cache_size_is_refused_by_name_before_the_gateway_starts(capsys, tmp_path):
-    code, err = run_cli(capsys, "gateway", "--build-dir", str(tmp_path), "--triton-url", "127.0.0.1:1",
-                        "--candidate-cache-users", "-3")
-    line = assert_one_line_error(code, err, "gateway")
+@pytest.mark.parametrize("verb, extra", [("gateway", ("--triton-url", "127.0.0.1:1")), ("serve", ())])
+def test_a_negative_candidate_cache_size_is_refused_by_name_before_anything_starts(capsys, tmp_path, verb, extra):
+    code, err = run_cli(capsys, verb, "--build-dir", str(tmp_path), *extra, "--candidate-cache-users", "-3")
+    line = assert_one_line_error(code, err, verb)
     assert "candidate_cache_users" in line and "-3" in line
