@@ -25,7 +25,7 @@ from .explain import ItemExplanation, explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
 from .state import ServingState
-from .user_cache import PerUserCache, UserVectorCache
+from .user_cache import InvalidationLog, PerUserCache, UserVectorCache
 from .users import ResolvedUser, resolve_user
 
 log = logging.getLogger("lmrec.recommend")
@@ -119,10 +119,12 @@ class Recommender:
         self.encoder = encoder
         self.config = config
         self.metrics = metrics or GatewayMetrics()
-        self.cache = cache if cache is not None else UserVectorCache()
+        # Both per-user caches go stale together (events, ForgetUser, deploys): one log of when.
+        self.invalidations = InvalidationLog()
+        self.cache = cache if cache is not None else UserVectorCache(log=self.invalidations)
         # A returning user's candidates with their features (the blend's or the ranker's input): what the
         # signals say about them changes only with their events, added items or a deploy.
-        self.candidates = PerUserCache(max_entries=config.candidate_cache_users)
+        self.candidates = PerUserCache(max_entries=config.candidate_cache_users, log=self.invalidations)
         self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
         self.metrics.set_bundle_version(state.bundle.version)
 
@@ -228,7 +230,7 @@ class Recommender:
         started = time.perf_counter()
         generation = state.catalogue_generation  # read first: an AddItems during the awaits below makes it stale
         # Before the user's history is read: what this request caches is dropped if they change meanwhile.
-        as_of = (self.cache.clock(), self.candidates.clock())
+        as_of = self.invalidations.clock()
         recent, excluded, eligible = self._validate(state, query)
         user = await asyncio.to_thread(resolve_user, state, self.events, query.user_id) if query.user_id else None
         if query.user_id and user is None and not (len(recent) or query.text.strip() or query.attributes):
@@ -252,8 +254,7 @@ class Recommender:
         if profile_text:
             try:
                 vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
-                                                    timeout_s - (time.perf_counter() - started), "Recommend",
-                                                    as_of[0])
+                                                    timeout_s - (time.perf_counter() - started), "Recommend", as_of)
             except EncoderUnavailable as error:
                 degraded = True
                 self.metrics.fallback("encoder_unavailable")
@@ -274,7 +275,7 @@ class Recommender:
         if state.fused is not None and vector is not None:
             try:
                 ranked = await self._rank_with_ranker(state, user, history, blocked, vector, k,
-                                                      timeout_s - (time.perf_counter() - started), stamp, as_of[1])
+                                                      timeout_s - (time.perf_counter() - started), stamp, as_of)
                 return self._result(state, ranked, history, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
@@ -282,7 +283,7 @@ class Recommender:
                 log.warning("ranker unavailable, answering with the fixed blend: %s", error)
         with self.metrics.time_stage("Recommend", "blend"):
             blend_stamp = stamp + (k,) if stamp is not None and not degraded else None
-            inputs = self._cached_candidates(user, blend_stamp, as_of[1], lambda: self._blend_inputs(
+            inputs = self._cached_candidates(user, blend_stamp, as_of, lambda: self._blend_inputs(
                 state, user, history, recent, blocked, eligible, vector, k))
             ranked = rank_candidates(*inputs, self.config.weights, k)
         return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
@@ -335,8 +336,8 @@ class Recommender:
             features["als"] = state.item_factors[candidates] @ user_vector
         return candidates, features
 
-    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s, stamp=None,
-                                as_of: int = 0):
+    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s, stamp,
+                                as_of: int):
         """The neural fusion ranker (served by Triton) over the fused model's candidates."""
         fused = state.fused
         user_index = user.cf_index if user is not None and user.cf_index is not None else -1
@@ -442,7 +443,7 @@ class Recommender:
         if not 0 <= max_tags <= 50 or not 0 <= max_recent <= MAX_PROFILE_ITEMS * 10:
             raise RequestError("INVALID_ARGUMENT", f"max_tags must be in [0, 50] and max_recent_items in "
                                                    f"[0, {MAX_PROFILE_ITEMS * 10}]")
-        as_of = self.cache.clock()
+        as_of = self.invalidations.clock()
         user = await asyncio.to_thread(resolve_user, state, self.events, user_id)
         if user is None:
             raise RequestError("NOT_FOUND", f"user_id '{user_id}' is not known")
