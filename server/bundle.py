@@ -83,6 +83,16 @@ def verify_bundle(build_dir: Path, version: int) -> dict:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
         raise BundleError(f"bundle {version}: {manifest_path} is not valid JSON ({error})") from None
+    try:
+        _verify_files(build_dir, bundle_dir, version, manifest)
+    except (KeyError, TypeError, AttributeError) as error:  # valid JSON, but not the manifest's shape
+        raise BundleError(f"bundle {version}: {manifest_path} is not a bundle manifest (bad or missing field: "
+                          f"{error!r})") from None
+    return manifest
+
+
+def _verify_files(build_dir: Path, bundle_dir: Path, version: int, manifest: dict) -> None:
+    """Every file the manifest lists matches its checksum, and the index belongs to the named encoder."""
     for name, checksum in manifest.get("files", {}).items():
         path = bundle_dir / name
         if not path.is_file() or sha256_of(path) != checksum:
@@ -102,7 +112,6 @@ def verify_bundle(build_dir: Path, version: int) -> dict:
                 raise BundleError(f"bundle {version}: ranker file {path} is missing or does not match the manifest")
     if manifest["index"]["encoder_checksum"] != encoder["checksums"][encoder["onnx_file"]]:
         raise BundleError(f"bundle {version}: the index was built with another encoder than the one it names")
-    return manifest
 
 
 def load_bundle(build_dir: Path, version: int | None = None, *, retriever: str = "hnsw") -> Bundle:

@@ -24,7 +24,7 @@ from .bundle import complete_versions, load_bundle
 from .catalogue import item_info_of
 from .deploy import Deployer, encode_with, keep_models_loaded, pin_models
 from .encoder_client import TritonTextEncoder
-from .event_store import Event, open_event_store
+from .event_store import Event, EventStoreError, open_event_store
 from .metrics import GatewayMetrics, new_request_id
 from .model_control import TritonModelControl
 from .recommend import Recommendation, RecommendQuery, Recommender, RequestError, ServingConfig
@@ -95,6 +95,11 @@ def _rpc(method: str):
                 code = error.code
                 log.info("%s failed: %s", method, error.message, extra={"fields": {"code": code}})
                 await context.abort(getattr(grpc.StatusCode, error.code), error.message)
+            except EventStoreError as error:  # the disk, not the request: the caller may retry
+                code = "UNAVAILABLE"
+                log.error("%s: %s", method, error)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"the event store failed ({error}); nothing of "
+                                                                 "this call was applied, retry later")
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise

@@ -61,6 +61,13 @@ def test_corrupt_manifest(build_copy):
         load_bundle(build_copy, 1)
 
 
+@pytest.mark.parametrize("manifest", [["half", "written"], {"files": {}, "encoder": "text_encoder"}, {"files": []}])
+def test_a_manifest_of_the_wrong_shape_is_refused_as_a_bundle_error(build_copy, manifest):
+    (_bundle_dir(build_copy) / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="is not a bundle manifest"):
+        load_bundle(build_copy)
+
+
 def test_flipped_byte_in_the_index(build_copy):
     path = _bundle_dir(build_copy) / INDEX_FILE
     data = bytearray(path.read_bytes())

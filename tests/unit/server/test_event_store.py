@@ -208,6 +208,20 @@ def test_sqlite_a_storage_failure_mid_batch_rolls_back_the_whole_batch(tmp_path)
         store.close()
 
 
+def test_sqlite_a_full_disk_is_reported_as_such_and_stores_nothing(tmp_path):
+    store = SqliteEventStore(tmp_path / "events.sqlite3")
+    store.record([Event(user_id="u", item_id="1", timestamp=1.0)])
+    connection = store._connection
+    pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    connection.execute(f"PRAGMA max_page_count={pages}")  # no page can be added: the disk is full
+    batch = [Event(user_id=f"user-{n}" * 10, item_id="1", timestamp=float(n)) for n in range(1000)]
+    with pytest.raises(EventStoreError, match="database or disk is full"):  # not "cannot rollback - no transaction is active"
+        store.record(batch)
+    assert store.n_events() == 1
+    connection.execute("PRAGMA max_page_count=1073741823")  # space freed: the store works again
+    assert store.record(batch[:2]) == 2
+
+
 def test_sqlite_uses_wal_and_records_the_schema_version(tmp_path):
     path = tmp_path / "events.sqlite3"
     SqliteEventStore(path).close()
