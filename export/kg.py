@@ -225,17 +225,30 @@ class ItemGraph:
         The attribute columns and their idf weights stay as built, so features computed for the new
         items mean what they meant when the ranker was trained; attributes the graph never had are left out.
         """
-        rows, cols = [], []
-        for offset, info in enumerate(infos):
+        added = self._incidence_of(infos, np.arange(len(infos)), len(infos))
+        return ItemGraph(sp.vstack([self.incidence, added], format="csr"), self.attribute_ids, self.weights)
+
+    def with_rows_replaced(self, rows: Sequence[int], infos: Sequence) -> "ItemGraph":
+        """This graph with the attributes of items `rows` taken from `infos` instead (an added item whose
+        description was replaced); the columns and weights stay as built, as in `with_items`."""
+        rows = np.asarray(rows, np.int64)
+        kept = np.ones(self.n_items, np.float32)
+        kept[rows] = 0.0
+        incidence = sp.diags(kept) @ self.incidence + self._incidence_of(infos, rows, self.n_items)
+        return ItemGraph(sp.csr_matrix(incidence), self.attribute_ids, self.weights)
+
+    def _incidence_of(self, infos: Sequence, rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
+        """(n_rows, n_attributes) incidence with row `rows[i]` holding the known attributes of `infos[i]`."""
+        row_ids, cols = [], []
+        for row, info in zip(rows, infos):
             for attribute in item_attribute_ids(info):
                 j = self.attribute_index.get(attribute)
                 if j is not None:
-                    rows.append(self.n_items + offset)
+                    row_ids.append(int(row))
                     cols.append(j)
-        added = sp.csr_matrix((np.ones(len(rows), np.float32), (np.asarray(rows, np.int64) - self.n_items,
-                                                                 np.asarray(cols, np.int64))),
-                              shape=(len(infos), self.n_attributes))
-        return ItemGraph(sp.vstack([self.incidence, added], format="csr"), self.attribute_ids, self.weights)
+        return sp.csr_matrix((np.ones(len(row_ids), np.float32), (np.asarray(row_ids, np.int64),
+                                                                   np.asarray(cols, np.int64))),
+                             shape=(n_rows, self.n_attributes))
 
     # --- explanations ------------------------------------------------------------------------
 

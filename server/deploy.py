@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .bundle import Bundle, BundleError, load_bundle
 from .model_control import ModelControlError, TritonModelControl
-from .recommend import RecommendQuery, Recommender, RequestError
+from .recommend import RecommendQuery, Recommender, RequestError, run_to_completion
 from .state import ServingState, prepare_state
 
 log = logging.getLogger("lmrec.deploy")
@@ -47,16 +47,28 @@ async def keep_models_loaded(deployer: "Deployer", interval_s: float = 1.0) -> N
     what its command line names): with this, the gateway leaves degraded mode by itself."""
     while True:
         await asyncio.sleep(interval_s)
+        try:
+            await _reload_lost_models(deployer)
+        except Exception:  # noqa: BLE001 - the watcher must outlive any one failed check
+            log.exception("checking Triton's served model versions failed; trying again in %.0fs", interval_s)
+
+
+async def _reload_lost_models(deployer: "Deployer") -> None:
+    bundle = deployer.recommender.state.bundle
+    for model, version in served_models(bundle).items():
         if deployer.busy:
+            return
+        if await deployer.control.is_ready(model, version) or not await deployer.control.is_live():
             continue
-        bundle = deployer.recommender.state.bundle
-        for model, version in served_models(bundle).items():
-            if not await deployer.control.is_ready(model, version) and await deployer.control.is_live():
-                try:
-                    await deployer.control.serve_versions(model, {version})
-                    log.warning("Triton had lost %s version %s; loaded it again", model, version)
-                except ModelControlError as error:
-                    log.warning("Triton is up but cannot load %s version %s yet: %s", model, version, error)
+        # A deploy may have started, or finished, during the checks above: pinning this bundle's version
+        # now would unload the versions it serves.
+        if deployer.busy or deployer.recommender.state.bundle is not bundle:
+            return
+        try:
+            await deployer.control.serve_versions(model, {version})
+            log.warning("Triton had lost %s version %s; loaded it again", model, version)
+        except ModelControlError as error:
+            log.warning("Triton is up but cannot load %s version %s yet: %s", model, version, error)
 
 
 class Deployer:
@@ -74,11 +86,20 @@ class Deployer:
         return self._lock.locked()
 
     async def deploy(self, version: int) -> tuple[str, str, float]:
-        """Returns (new version, previous version, seconds)."""
-        metrics = self.recommender.metrics
+        """Returns (new version, previous version, seconds).
+
+        A deploy, once started, runs to its end even when the call is cancelled (a client deadline, Ctrl-C
+        of `lmrec deploy`): stopping half-way would leave Triton serving two versions of each model, or the
+        old versions loaded after the switch. The caller still sees the cancellation; the log and the
+        `deploys_total` metric say how the deploy ended.
+        """
         if version <= 0:
-            metrics.deploy("refused")
+            self.recommender.metrics.deploy("refused")
             raise RequestError("INVALID_ARGUMENT", f"version must be a positive bundle number, got {version}")
+        return await run_to_completion(self._deploy(version))
+
+    async def _deploy(self, version: int) -> tuple[str, str, float]:
+        metrics = self.recommender.metrics
         async with self._lock:
             started = time.perf_counter()
             old = self.recommender.state
@@ -127,8 +148,10 @@ class Deployer:
         full. Degraded answers are retried within `budget_s`: under traffic, a failure of a request on the
         old versions opens the encoder client's short circuit breaker, and that says nothing about the new
         versions."""
-        user_ids = state.bundle.dataset.user_ids
-        query = RecommendQuery(user_id=user_ids[0], k=10) if user_ids else RecommendQuery(text="popular", k=10)
+        # A session with one catalogue item, not a known user: it needs the encoder, the index, the ALS
+        # fold-in and the ranker all the same, and no user's erasure (ForgetUser) can make it NOT_FOUND.
+        item_ids = state.catalogue.item_ids
+        query = RecommendQuery(recent_item_ids=(item_ids[0],), k=10) if item_ids else RecommendQuery(text="popular", k=10)
         deadline = time.monotonic() + budget_s
         pause = float(getattr(self.recommender.encoder, "retry_after_s", 0.5))
         while True:

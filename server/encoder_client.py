@@ -3,6 +3,8 @@
 When Triton is unreachable every call would wait for a connection error; after one such failure the
 client answers `EncoderUnavailable` at once for `retry_after_s`, then lets a call through again to see
 whether Triton is back. Deadline misses do not trip it: a slow request says nothing about the next.
+The breaker is kept per model version: during a deploy, a new version that fails (its warm-up retries
+for up to 30 s) must not turn away the calls of the old, healthy one, nor the other way round.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ class TritonTextEncoder:
         self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         self._grpc = grpcclient
         self.retry_after_s = retry_after_s
-        self._open_until = 0.0
+        self._open_until: dict[tuple[str, int], float] = {}  # (model, version) → when calls go through again
 
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self._open_until
+        """No model version's breaker is open (GetStatus reports this as `degraded`)."""
+        now = time.monotonic()
+        return all(now >= until for until in self._open_until.values())
 
     async def _infer(self, what: str, model: str, version: int, inputs, timeout_s: float):
-        if not self.available:
+        target = (model, int(version))
+        if time.monotonic() < self._open_until.get(target, 0.0):
             raise EncoderUnavailable(f"{what} {model}/{version}: Triton was unreachable moments ago")
         try:
             result = await self._client.infer(model, inputs, model_version=str(version),
@@ -42,7 +47,7 @@ class TritonTextEncoder:
         except Exception as error:  # tritonclient raises its own InferenceServerException for every failure
             status = str(getattr(error, "status", lambda: "")() or "")
             if "DEADLINE" not in status:
-                self._open_until = time.monotonic() + self.retry_after_s
+                self._open_until[target] = time.monotonic() + self.retry_after_s
             raise EncoderUnavailable(f"{what} {model}/{version} failed: {error}") from error
         return result
 

@@ -8,10 +8,12 @@ that one: a deploy that swaps states meanwhile never mixes two bundles in one an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from lmrec.text import MAX_PROFILE_ITEMS, item_text_of, profile_text_of
 
 from .catalogue import UnknownFilter, fields_of
 from .encoder_client import EncoderUnavailable
-from .event_store import Event, EventStore, StoredItem
+from .event_store import MAX_ID_LENGTH, Event, EventStore, StoredItem
 from .explain import ItemExplanation, explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
@@ -30,7 +32,23 @@ from .users import ResolvedUser, resolve_user
 
 log = logging.getLogger("lmrec.recommend")
 MAX_K = 1000
+T = TypeVar("T")
 MAX_BATCH = 1000
+
+
+async def run_to_completion(work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`, which keeps running to its end if the caller is cancelled (the caller still sees the
+    cancellation). For changes that must not stop half-way: a deploy, an AddItems after its commit."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_note_unawaited_failure)
+    return await asyncio.shield(task)
+
+
+def _note_unawaited_failure(task: asyncio.Task) -> None:
+    # Retrieving the exception keeps asyncio from warning about it when the caller was cancelled; a
+    # caller still waiting gets it from the shield as usual.
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("work finished with %r", task.exception())
 
 
 class RequestError(Exception):
@@ -181,10 +199,17 @@ class Recommender:
 
     # -- Recommend ----------------------------------------------------------------------------------
     async def recommend(self, query: RecommendQuery, *, timeout_s: float = 5.0) -> Recommendation:
+        with self._holding_state() as state:
+            return await self._recommend(state, query, timeout_s)
+
+    @contextlib.contextmanager
+    def _holding_state(self):
+        """The serving state, counted in use until the block ends: a deploy waits for every request that
+        took the old state (and may still call its model versions) before Triton unloads them."""
         state = self.state
         state.inflight += 1
         try:
-            return await self._recommend(state, query, timeout_s)
+            yield state
         finally:
             state.inflight -= 1
 
@@ -259,13 +284,10 @@ class Recommender:
                 degraded = True
                 self.metrics.fallback("encoder_unavailable")
                 log.warning("degraded answer (CF and popularity only): %s", error)
-        if state.catalogue_generation != generation:
-            # Items were added while this request awaited the event store or the encoder: the filters
-            # and the mask must cover them too (the state is updated in place).
-            generation = state.catalogue_generation
-            eligible = self._eligible(state, query)
-            blocked = self._blocked(state, query, user, history, excluded, eligible)
-            k = min(query.k, int((~blocked).sum()))
+        # Items added while this request awaited the event store or the encoder: the filters and the mask
+        # must cover them too (the state is updated in place).
+        generation, eligible, blocked, k = self._current_masks(state, query, user, history, excluded,
+                                                               (generation, eligible, blocked, k))
         user_tags = [tag for tag, _ in self._user_tags(state, vector)]
         # What the candidates and their features depend on: the bundle, the catalogue's added items, the
         # user's history (events also drop the entry; the counts and the profile text catch a request that
@@ -281,12 +303,25 @@ class Recommender:
                 degraded = True  # the fixed blend below is the ranker's fallback
                 self.metrics.fallback("ranker_unavailable")
                 log.warning("ranker unavailable, answering with the fixed blend: %s", error)
+                # Items may have been added while the ranker call was awaited.
+                generation, eligible, blocked, k = self._current_masks(state, query, user, history, excluded,
+                                                                       (generation, eligible, blocked, k))
         with self.metrics.time_stage("Recommend", "blend"):
             blend_stamp = stamp + (k,) if stamp is not None and not degraded else None
             inputs = self._cached_candidates(user, blend_stamp, as_of, lambda: self._blend_inputs(
                 state, user, history, recent, blocked, eligible, vector, k))
             ranked = rank_candidates(*inputs, self.config.weights, k)
         return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
+
+    def _current_masks(self, state: ServingState, query: RecommendQuery, user, history, excluded, masks):
+        """`masks` (generation, eligible, blocked, k) as they are, or built again if AddItems changed the
+        catalogue since they were."""
+        if state.catalogue_generation == masks[0]:
+            return masks
+        generation = state.catalogue_generation
+        eligible = self._eligible(state, query)
+        blocked = self._blocked(state, query, user, history, excluded, eligible)
+        return generation, eligible, blocked, min(query.k, int((~blocked).sum()))
 
     def _cached_candidates(self, user: ResolvedUser | None, stamp, as_of: int, compute):
         """`compute()`, or what it returned for this user last time under the same stamp."""
@@ -373,7 +408,10 @@ class Recommender:
     # -- SimilarItems ---------------------------------------------------------------------------------
     async def similar(self, *, item_id: str = "", text: str = "", k: int = 10,
                       timeout_s: float = 5.0) -> Recommendation:
-        state = self.state
+        with self._holding_state() as state:
+            return await self._similar(state, item_id, text, k, timeout_s)
+
+    async def _similar(self, state: ServingState, item_id: str, text: str, k: int, timeout_s: float) -> Recommendation:
         check_k(k)
         check_text("text", text, self.config.max_text_chars)
         if item_id:
@@ -430,6 +468,8 @@ class Recommender:
     async def forget_user(self, user_id: str) -> tuple[int, bool]:
         if not user_id:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
+        if len(user_id) > MAX_ID_LENGTH:
+            raise RequestError("INVALID_ARGUMENT", f"user_id has {len(user_id)} characters; the limit is {MAX_ID_LENGTH}")
         was_known = await asyncio.to_thread(resolve_user, self.state, self.events, user_id) is not None
         deleted = await asyncio.to_thread(self.events.forget, user_id)
         self.forget_cached([user_id])
@@ -437,7 +477,11 @@ class Recommender:
 
     async def profile(self, user_id: str, *, max_tags: int = 5, max_recent: int = 10,
                       timeout_s: float = 5.0) -> ProfileView:
-        state = self.state
+        with self._holding_state() as state:
+            return await self._profile(state, user_id, max_tags, max_recent, timeout_s)
+
+    async def _profile(self, state: ServingState, user_id: str, max_tags: int, max_recent: int,
+                       timeout_s: float) -> ProfileView:
         if not user_id:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
         if not 0 <= max_tags <= 50 or not 0 <= max_recent <= MAX_PROFILE_ITEMS * 10:
@@ -463,6 +507,13 @@ class Recommender:
                            bundle_version=state.label, recorded_events=user.recorded_events)
 
     async def add_items(self, items: Sequence[tuple[str, ItemInfo]], *, timeout_s: float = 30.0) -> tuple[int, int, str]:
+        """Validate, encode, store, insert. Once validated, the call runs to its end even if cancelled (a
+        client deadline): an item stored but not inserted would be refused by RecordEvents until a restart."""
+        self._check_new_items(items)
+        return await run_to_completion(self._add_items(items, timeout_s))
+
+    @staticmethod
+    def _check_new_items(items: Sequence[tuple[str, ItemInfo]]) -> None:
         if not items:
             raise RequestError("INVALID_ARGUMENT", "no items given")
         if len(items) > MAX_BATCH:
@@ -477,6 +528,8 @@ class Recommender:
             if not item_text_of(info).strip() or not info.title.strip():
                 raise RequestError("INVALID_ARGUMENT", f"items[{position}].title is empty: an item needs text "
                                                        "for the encoder")
+
+    async def _add_items(self, items: Sequence[tuple[str, ItemInfo]], timeout_s: float) -> tuple[int, int, str]:
         async with self.catalogue_lock:  # a deploy cannot start between encoding and inserting
             state = self.state
             for position, (item_id, _) in enumerate(items):

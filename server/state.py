@@ -92,6 +92,7 @@ class ServingState:
         """
         vectors = np.asarray(vectors, np.float32)
         embeddings, rows, new_infos = self.item_embeddings, [], []
+        replaced_rows, replaced_infos = [], []
         added = replaced = 0
         for (item_id, info), vector in zip(items, vectors):
             row = self.catalogue.index.get(item_id)
@@ -101,6 +102,8 @@ class ServingState:
                 added += 1
             else:
                 self.catalogue.replace(row, info)
+                replaced_rows.append(row)
+                replaced_infos.append(info)
                 replaced += 1
             rows.append(row)
         if added:
@@ -117,7 +120,11 @@ class ServingState:
                 if added else self.fused
             if replaced:  # a replaced item's text changed: its embedding row in the ranker changes too
                 self.fused.item_embeddings = embeddings
+                if getattr(self.fused, "graph", None) is not None:  # and so may its attributes
+                    self.fused.graph = self.fused.graph.with_rows_replaced(replaced_rows, replaced_infos)
         self.graph = self.graph.with_items(new_infos) if added else self.graph
+        if replaced:
+            self.graph = self.graph.with_rows_replaced(replaced_rows, replaced_infos)
         self.item_embeddings = embeddings
         self._index_rows()
         self.catalogue_generation += 1

@@ -18,7 +18,7 @@ from .state import ServingState
 class ResolvedUser:
     user_id: str
     attributes: dict[str, str] = field(default_factory=dict)
-    history: np.ndarray  # positive interactions, item rows of the state's catalogue, oldest first
+    history: np.ndarray  # positive interactions, item rows of the state's catalogue, oldest first, each item once
     seen: np.ndarray  # every item the user interacted with (negative weights too)
     cf_index: int | None  # the bundle's trained ALS row, when nothing happened since the snapshot
     recorded_events: int
@@ -39,8 +39,18 @@ def resolve_user(state: ServingState, events: EventStore, user_id: str) -> Resol
     return ResolvedUser(
         user_id=user_id,
         attributes=dict(snapshot.attributes) if snapshot is not None else {},
-        history=np.concatenate([base, positive]),
+        history=latest_occurrences(np.concatenate([base, positive])),
         seen=np.unique(np.concatenate([base, everything])),
         cf_index=snapshot.cf_index if snapshot is not None and not recorded else None,
         recorded_events=len(recorded),
     )
+
+
+def latest_occurrences(rows: np.ndarray) -> np.ndarray:
+    """Each item once, where it last occurs (order kept, oldest first). Training data counts an item once
+    per user, so a repeated view, or a RecordEvents retried after a deadline, must not fill the profile
+    text with one title."""
+    if len(rows) < 2:
+        return rows
+    _, first_from_end = np.unique(rows[::-1], return_index=True)
+    return rows[np.sort(len(rows) - 1 - first_from_end)]

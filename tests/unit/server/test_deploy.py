@@ -26,7 +26,7 @@ class _Recommender:
 
 
 def _state():
-    return SimpleNamespace(bundle=SimpleNamespace(dataset=SimpleNamespace(user_ids=("u1",))))
+    return SimpleNamespace(catalogue=SimpleNamespace(item_ids=("i1",)))
 
 
 def test_a_breaker_left_open_by_old_traffic_does_not_fail_the_warm_up(tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from lmrec.export.dataset import ItemInfo
 from lmrec.server.bundle import load_bundle
+from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import Event, MemoryEventStore
 from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
 
@@ -296,6 +299,73 @@ def test_replacing_an_added_item_reencodes_it(live):
     assert float(first @ second) < 0.9
     horror = run(live.recommend(RecommendQuery(text="haunted graveyard zombies", k=5)))
     assert "swap" in ids(horror)
+
+
+def test_replacing_an_added_item_replaces_its_graph_attributes(live):
+    state = live.state
+    run(live.add_items([("swap", ItemInfo(title="starship nebula galaxy", categories=("Comedy",)))]))
+    run(live.add_items([("swap", ItemInfo(title="haunted graveyard zombies", categories=("Horror",)))]))
+    row = state.catalogue.index["swap"]
+    attributes = {state.graph.attribute_ids[j] for j in state.graph.incidence[row].indices}
+    # Explanations and the ranker's graph features read the graph: it must say what the filters say.
+    assert any("Horror" in str(a) for a in attributes) and not any("Comedy" in str(a) for a in attributes)
+    assert state.graph.incidence.shape[0] == len(state.catalogue)
+
+
+def test_a_cancelled_add_items_is_still_inserted(live):
+    """The client's deadline passes while the commit runs: what was stored must also be served."""
+    async def cancel_while_storing():
+        call = asyncio.ensure_future(live.add_items([("late", ItemInfo(title="A Late Arrival",
+                                                                       categories=("Comedy",)))]))
+        while not live.catalogue_lock.locked():
+            await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        async with live.catalogue_lock:  # the add, still running, holds the lock until it has inserted
+            pass
+
+    run(cancel_while_storing())
+    assert "late" in live.state.catalogue.index
+    assert [item.item_id for item in live.events.items()] == ["late"]
+    assert run(live.record_events([Event(user_id="u-late", item_id="late", timestamp=1.0)])) == 1
+
+
+def test_a_ranker_failure_after_items_were_added_answers_from_the_blend_with_fresh_masks(live, monkeypatch):
+    """A fused request awaits the ranker; AddItems lands; the ranker call then fails: the blend fallback
+    must hold the added items to the request's filter, not index them with the mask built before."""
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    comedy = set(category_items(state, "Comedy"))
+
+    async def ranker_fails_after_an_add(*args, **kwargs):
+        state.fused = None  # the stand-in has served its purpose; AddItems would extend a real fused model
+        await live.add_items([("added-during-ranking", ItemInfo(title="Laughs in Space", categories=("Comedy",)))])
+        raise EncoderUnavailable("ranker: deadline exceeded")
+
+    monkeypatch.setattr(state, "fused", object())  # as if fused: the ranker branch runs, then falls back
+    monkeypatch.setattr(live, "_rank_with_ranker", ranker_fails_after_an_add)
+    result = run(live.recommend(RecommendQuery(user_id=user_id, k=5, require=(("genre", ("Comedy",)),))))
+    assert result.degraded and len(result.items) == 5
+    assert set(ids(result)) <= comedy | {"added-during-ranking"}
+
+
+def test_repeated_events_on_one_item_count_once_in_the_profile(live):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[1]
+    item = state.catalogue.items[0]
+    events = [Event(user_id=user_id, item_id=state.catalogue.item_ids[0], event_type="view", timestamp=2e9 + n)
+              for n in range(10)]
+    run(live.record_events(events))
+    answer = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert answer.profile_text.count(item.title) == 1
+    assert answer.profile_text.index(item.title) < len(answer.profile_text) // 2  # the newest item comes first
+
+
+def test_forget_user_refuses_an_overlong_id_by_name(live):
+    with pytest.raises(RequestError) as raised:
+        run(live.forget_user("u" * 300))
+    assert raised.value.code == "INVALID_ARGUMENT" and "user_id" in raised.value.message
 
 
 def test_stored_items_come_back_in_a_fresh_state(tiny_build_root, local_encoder):

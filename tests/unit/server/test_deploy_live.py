@@ -1,0 +1,208 @@
+"""Deploys between two real bundles (the tiny build and a copy serving encoder version 2), with the
+encoder answered in-process and Triton's model control recorded: what the old bundle's traffic sees, and
+what a cancelled, failed or raced deploy leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from lmrec.server.bundle import MANIFEST_FILE, load_bundle
+from lmrec.server.deploy import Deployer, keep_models_loaded
+from lmrec.server.encoder_client import EncoderUnavailable
+from lmrec.server.event_store import MemoryEventStore
+from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
+
+from .test_recommend import LocalEncoder, run, state_of
+
+
+class VersionedEncoder:
+    """The local encoder, refusing model versions Triton no longer serves (as the real one would)."""
+
+    retry_after_s = 0.01
+
+    def __init__(self, local: LocalEncoder) -> None:
+        self.local = local
+        self.unloaded: set[tuple[str, int]] = set()
+        self.slow: dict[tuple[str, int], float] = {}  # seconds each call to that version takes
+
+    async def encode(self, texts, *, model, version, timeout_s):
+        await asyncio.sleep(self.slow.get((model, version), 0.0))
+        if (model, version) in self.unloaded:
+            raise EncoderUnavailable(f"text encoder {model}/{version}: not loaded")
+        return await self.local.encode(texts, model=model, version=version, timeout_s=timeout_s)
+
+
+class RecordingControl:
+    """Triton's explicit model control, as calls on a list; serving changes reach the encoder."""
+
+    def __init__(self, encoder: VersionedEncoder) -> None:
+        self.encoder = encoder
+        self.calls: list[tuple] = []
+
+    async def serve_versions(self, model, versions, *, timeout_s=300.0):
+        self.calls.append(("serve", model, tuple(sorted(versions))))
+        self.encoder.unloaded = {(m, v) for m, v in self.encoder.unloaded if m != model}
+        self.encoder.unloaded |= {(model, v) for v in (1, 2, 3) if v not in versions}
+
+    async def unload(self, model):
+        self.calls.append(("unload", model))
+
+    async def is_live(self):
+        return True
+
+    async def is_ready(self, model, version):
+        return (model, version) not in self.encoder.unloaded
+
+
+@pytest.fixture
+def two_bundles(tmp_path, tiny_build_dir):
+    """A build folder with bundle 1 and bundle 2, the same data served by text_encoder version 2."""
+    root = tmp_path / "build"
+    shutil.copytree(tiny_build_dir.bundle_dir.parent.parent, root)
+    first = root / "bundles" / str(tiny_build_dir.version)
+    shutil.copytree(first, root / "bundles" / "2")
+    repository = root / "model_repository" / "text_encoder"
+    shutil.copytree(repository / str(tiny_build_dir.version), repository / "2")
+    manifest = json.loads((root / "bundles" / "2" / MANIFEST_FILE).read_text())
+    manifest["encoder"]["triton_version"] = 2
+    (root / "bundles" / "2" / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_encoder(tiny_build_dir):
+    return LocalEncoder(tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version))
+
+
+@pytest.fixture
+def serving(two_bundles, local_encoder):
+    """(recommender on bundle 1, deployer, model control, encoder), as `lmrec gateway` wires them."""
+    encoder = VersionedEncoder(local_encoder)
+    recommender = Recommender(state_of(load_bundle(two_bundles, 1), encoder), MemoryEventStore(), encoder)
+    control = RecordingControl(encoder)
+    return recommender, Deployer(recommender, two_bundles, control, drain_timeout_s=5.0), control, encoder
+
+
+def test_a_deploy_succeeds_after_the_bundles_first_user_was_forgotten(serving):
+    recommender, deployer, _, _ = serving
+    run(recommender.forget_user(recommender.state.bundle.dataset.user_ids[0]))  # an erasure request
+    new, old, _ = run(deployer.deploy(2))
+    assert (new, old) == ("2", "1") and recommender.state.label == "2"
+
+
+@pytest.mark.parametrize("call", ["profile", "similar"])
+def test_requests_on_the_old_bundle_finish_before_its_versions_are_unloaded(serving, call):
+    recommender, deployer, control, encoder = serving
+    encoder.slow[("text_encoder", 1)] = 0.3  # the request is inside its encoder call during the swap
+    user = recommender.state.bundle.dataset.user_ids[5]
+
+    async def scenario():
+        request = asyncio.ensure_future(recommender.profile(user) if call == "profile"
+                                        else recommender.similar(text="space adventure", k=3))
+        await asyncio.sleep(0.05)  # it holds bundle 1's state now
+        deployed = await deployer.deploy(2)
+        return deployed, await request
+
+    deployed, answer = run(scenario())
+    assert deployed[0] == "2" and answer.bundle_version == "1"
+    assert ("serve", "text_encoder", (2,)) in control.calls  # version 1 was unloaded, after the request
+
+
+def test_a_deploy_cancelled_while_draining_still_unloads_the_old_versions(serving):
+    recommender, deployer, control, _ = serving
+
+    async def scenario():
+        old = recommender.state
+        old.inflight += 1  # a request still on bundle 1
+        deploy = asyncio.ensure_future(deployer.deploy(2))
+        while recommender.state is old:
+            await asyncio.sleep(0.01)
+        deploy.cancel()  # the caller's deadline, mid-drain
+        with pytest.raises(asyncio.CancelledError):
+            await deploy
+        old.inflight -= 1
+        async with deployer._lock:  # the deploy, still running, holds it until it has finished
+            pass
+
+    run(scenario())
+    assert recommender.state.label == "2"
+    assert control.calls[-1] == ("serve", "text_encoder", (2,))
+    assert recommender.metrics.sample("lmrec_gateway_deploys_total", {"result": "ok"}) == 1.0
+
+
+def test_a_deploy_cancelled_before_the_switch_still_runs_to_its_end(serving):
+    """Cancelled while it prepares (the new encoder is slow), the deploy neither stops with Triton serving
+    both versions nor leaves half a state: it finishes, and says so in its metric."""
+    recommender, deployer, control, encoder = serving
+    encoder.slow[("text_encoder", 2)] = 0.05
+
+    async def scenario():
+        deploy = asyncio.ensure_future(deployer.deploy(2))
+        await asyncio.sleep(0.1)  # preparing bundle 2 by now
+        assert recommender.state.label == "1"
+        deploy.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await deploy
+        async with deployer._lock:
+            pass
+
+    run(scenario())
+    assert recommender.state.label == "2"
+    assert control.calls[-1] == ("serve", "text_encoder", (2,))
+    assert recommender.metrics.sample("lmrec_gateway_deploys_total", {"result": "ok"}) == 1.0
+
+
+def test_the_model_watcher_does_not_undo_a_deploy_that_finished_during_its_checks(serving):
+    recommender, deployer, control, encoder = serving
+    deployed = asyncio.Event()
+
+    async def is_ready(model, version):
+        if version == 1:  # Triton is slow to answer about version 1 until the deploy is over, then it is gone
+            await deployed.wait()
+            return False
+        return (model, version) not in encoder.unloaded
+
+    control.is_ready = is_ready
+
+    async def scenario():
+        watcher = asyncio.ensure_future(keep_models_loaded(deployer, interval_s=0.01))
+        await asyncio.sleep(0.05)  # the watcher is waiting on its check of bundle 1's version
+        await deployer.deploy(2)
+        deployed.set()
+        await asyncio.sleep(0.1)  # its stale check returns, and a few more ticks on bundle 2
+        watcher.cancel()
+
+    run(scenario())
+    assert recommender.state.label == "2"
+    after_the_deploy = control.calls[control.calls.index(("serve", "text_encoder", (2,))) + 1:]
+    assert ("serve", "text_encoder", (1,)) not in after_the_deploy  # nothing pinned version 1 again
+
+
+def test_a_new_version_that_fails_does_not_degrade_the_old_bundle(serving):
+    """The breaker is per model version: the new version's failing warm-up leaves version 1's calls alone."""
+    from lmrec.server.encoder_client import TritonTextEncoder
+
+    class Failure(Exception):
+        def status(self):
+            return "StatusCode.INTERNAL"
+
+    class Client:
+        async def infer(self, model, inputs, model_version, client_timeout):
+            if model_version == "2":
+                raise Failure("model text_encoder/2: inference failed")
+            return np.ones((1, 4), np.float32)
+
+    triton = TritonTextEncoder.__new__(TritonTextEncoder)
+    triton._client, triton.retry_after_s, triton._open_until = Client(), 30.0, {}
+    with pytest.raises(EncoderUnavailable, match="inference failed"):
+        run(triton._infer("text encoder", "text_encoder", 2, [], 1.0))
+    with pytest.raises(EncoderUnavailable, match="unreachable moments ago"):  # version 2's breaker is open
+        run(triton._infer("text encoder", "text_encoder", 2, [], 1.0))
+    assert run(triton._infer("text encoder", "text_encoder", 1, [], 1.0)).shape == (1, 4)
+    assert not triton.available  # GetStatus still reports the open breaker
