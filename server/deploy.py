@@ -121,7 +121,7 @@ class Deployer:
                                                 encode_with(self.recommender.encoder, bundle))
                     await self._warm_up(state)
                 except Exception as error:  # whatever went wrong, the old bundle must keep serving
-                    await self._restore(old_models)
+                    await self._restore(old_models, new_models)
                     metrics.deploy("failed")
                     raise RequestError("ABORTED", f"deploy of bundle {version} failed ({error}); "
                                                   f"bundle {old.label} keeps serving") from None
@@ -171,9 +171,16 @@ class Deployer:
             log.warning("%d requests still on bundle %s after %.0fs; unloading anyway", old.inflight, old.label,
                         self.drain_timeout_s)
 
-    async def _restore(self, old_models: dict[str, int]) -> None:
+    async def _restore(self, old_models: dict[str, int], new_models: dict[str, int]) -> None:
+        """Triton back to serving exactly the old bundle's versions, after a failed deploy; a model only the
+        new bundle uses (a ranker, deploying a fused bundle over a blend one) is unloaded."""
         for model, version in old_models.items():
             try:
                 await self.control.serve_versions(model, {version})
             except ModelControlError as error:
                 log.error("could not restore %s version %s: %s", model, version, error)
+        for model in new_models.keys() - old_models.keys():
+            try:
+                await self.control.unload(model)
+            except ModelControlError as error:
+                log.error("could not unload %s after the failed deploy: %s", model, error)

@@ -206,3 +206,9 @@ def test_a_new_version_that_fails_does_not_degrade_the_old_bundle(serving):
         run(triton._infer("text encoder", "text_encoder", 2, [], 1.0))
     assert run(triton._infer("text encoder", "text_encoder", 1, [], 1.0)).shape == (1, 4)
     assert not triton.available  # GetStatus still reports the open breaker
+
+
+def test_a_failed_deploy_unloads_a_model_only_the_new_bundle_used(serving):
+    _, deployer, control, _ = serving
+    run(deployer._restore({"text_encoder": 1}, {"text_encoder": 2, "ranker": 1}))
+    assert control.calls == [("serve", "text_encoder", (1,)), ("unload", "ranker")]
