@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -16,9 +15,9 @@ from lmrec.server.bundle import MANIFEST_FILE, load_bundle
 from lmrec.server.deploy import Deployer, keep_models_loaded
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import MemoryEventStore
-from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
+from lmrec.server.recommend import Recommender
 
-from .test_recommend import LocalEncoder, run, state_of
+from .test_recommend import LocalEncoder, local_encoder, run, state_of  # noqa: F401 (a fixture)
 
 
 class VersionedEncoder:
@@ -75,11 +74,6 @@ def two_bundles(tmp_path, tiny_build_dir):
     return root
 
 
-@pytest.fixture(scope="module")
-def local_encoder(tiny_build_dir):
-    return LocalEncoder(tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version))
-
-
 @pytest.fixture
 def serving(two_bundles, local_encoder):
     """(recommender on bundle 1, deployer, model control, encoder), as `lmrec gateway` wires them."""
@@ -114,6 +108,21 @@ def test_requests_on_the_old_bundle_finish_before_its_versions_are_unloaded(serv
     assert ("serve", "text_encoder", (2,)) in control.calls  # version 1 was unloaded, after the request
 
 
+async def cancel_and_let_it_finish(deployer: Deployer, deploy: asyncio.Future) -> None:
+    """Cancel the Deploy call as a client deadline would, then wait for the deploy itself to end."""
+    deploy.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await deploy
+    async with deployer._lock:  # the deploy, still running, holds its lock until it has finished
+        pass
+
+
+def assert_deployed_with_version_1_unloaded(recommender: Recommender, control: RecordingControl) -> None:
+    assert recommender.state.label == "2"
+    assert control.calls[-1] == ("serve", "text_encoder", (2,))
+    assert recommender.metrics.sample("lmrec_gateway_deploys_total", {"result": "ok"}) == 1.0
+
+
 def test_a_deploy_cancelled_while_draining_still_unloads_the_old_versions(serving):
     recommender, deployer, control, _ = serving
 
@@ -123,17 +132,11 @@ def test_a_deploy_cancelled_while_draining_still_unloads_the_old_versions(servin
         deploy = asyncio.ensure_future(deployer.deploy(2))
         while recommender.state is old:
             await asyncio.sleep(0.01)
-        deploy.cancel()  # the caller's deadline, mid-drain
-        with pytest.raises(asyncio.CancelledError):
-            await deploy
-        old.inflight -= 1
-        async with deployer._lock:  # the deploy, still running, holds it until it has finished
-            pass
+        asyncio.get_running_loop().call_later(0.05, lambda: setattr(old, "inflight", old.inflight - 1))
+        await cancel_and_let_it_finish(deployer, deploy)  # the caller's deadline, mid-drain
 
     run(scenario())
-    assert recommender.state.label == "2"
-    assert control.calls[-1] == ("serve", "text_encoder", (2,))
-    assert recommender.metrics.sample("lmrec_gateway_deploys_total", {"result": "ok"}) == 1.0
+    assert_deployed_with_version_1_unloaded(recommender, control)
 
 
 def test_a_deploy_cancelled_before_the_switch_still_runs_to_its_end(serving):
@@ -146,16 +149,10 @@ def test_a_deploy_cancelled_before_the_switch_still_runs_to_its_end(serving):
         deploy = asyncio.ensure_future(deployer.deploy(2))
         await asyncio.sleep(0.1)  # preparing bundle 2 by now
         assert recommender.state.label == "1"
-        deploy.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await deploy
-        async with deployer._lock:
-            pass
+        await cancel_and_let_it_finish(deployer, deploy)
 
     run(scenario())
-    assert recommender.state.label == "2"
-    assert control.calls[-1] == ("serve", "text_encoder", (2,))
-    assert recommender.metrics.sample("lmrec_gateway_deploys_total", {"result": "ok"}) == 1.0
+    assert_deployed_with_version_1_unloaded(recommender, control)
 
 
 def test_the_model_watcher_does_not_undo_a_deploy_that_finished_during_its_checks(serving):

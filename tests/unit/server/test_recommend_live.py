@@ -13,12 +13,7 @@ from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import Event, MemoryEventStore
 from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
 
-from .test_recommend import DownEncoder, LocalEncoder, run, state_of
-
-
-@pytest.fixture(scope="module")
-def local_encoder(tiny_build_dir):
-    return LocalEncoder(tiny_build_dir.repository_dir / "text_encoder" / str(tiny_build_dir.version))
+from .test_recommend import DownEncoder, local_encoder, run, state_of  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
