@@ -24,19 +24,37 @@ def _error(error: grpc.RpcError) -> ClientError:
     return ClientError(error.code().name, error.details() or "")
 
 
+def _values(value) -> list[str]:
+    """A field's values as strings: one string (or number) is one value, not a sequence of characters."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value.decode() if isinstance(value, bytes) else str(value)]
+    return [str(v) for v in value]
+
+
+def _filters(require) -> list[pb.AttributeFilter]:
+    """`require`: a mapping {key: value(s)}, or (key, value(s)) pairs, where one key may come twice (each
+    filter must hold: genre=Comedy and genre=Horror asks for both)."""
+    pairs = require.items() if hasattr(require, "items") else (require or ())
+    return [pb.AttributeFilter(key=str(key), values=_values(values)) for key, values in pairs]
+
+
+def _id(value) -> str:
+    return "" if value is None else str(value)  # 0 is an id, not "no id"
+
+
 def _recommend_request(user_id, recent_item_ids, text, k, include_seen, attributes=None, exclude_item_ids=(),
                        require=None) -> pb.RecommendRequest:
-    filters = [pb.AttributeFilter(key=key, values=[values] if isinstance(values, str) else [str(v) for v in values])
-               for key, values in (require or {}).items()]
-    return pb.RecommendRequest(user_id=str(user_id or ""), recent_item_ids=[str(i) for i in recent_item_ids],
+    return pb.RecommendRequest(user_id=_id(user_id), recent_item_ids=[str(i) for i in recent_item_ids],
                                text=text, k=k, include_seen=include_seen,
                                attributes={str(a): str(v) for a, v in (attributes or {}).items()},
-                               exclude_item_ids=[str(i) for i in exclude_item_ids], require=filters)
+                               exclude_item_ids=[str(i) for i in exclude_item_ids], require=_filters(require))
 
 
 def _similar_request(item_id, text, k) -> pb.SimilarItemsRequest:
-    if item_id:
-        return pb.SimilarItemsRequest(item_id=str(item_id), k=k)
+    if _id(item_id):
+        return pb.SimilarItemsRequest(item_id=_id(item_id), k=k)
     return pb.SimilarItemsRequest(text=text, k=k)
 
 
@@ -55,8 +73,9 @@ def _events_request(events) -> pb.RecordEventsRequest:
 
 def new_item(item_id, title: str, *, categories=(), description: str = "", year: int | None = None, tags=(),
              attributes=None) -> pb.NewItem:
-    return pb.NewItem(item_id=str(item_id), title=title, categories=list(categories), description=description,
-                      year=int(year or 0), tags=list(tags), attributes={str(k): str(v) for k, v in (attributes or {}).items()})
+    return pb.NewItem(item_id=str(item_id), title=title, categories=_values(categories), description=description,
+                      year=int(year or 0), tags=_values(tags),
+                      attributes={str(k): str(v) for k, v in (attributes or {}).items()})
 
 
 def _items_request(items) -> pb.AddItemsRequest:
@@ -87,7 +106,7 @@ class RecommenderClient:
 
     def recommend(self, user_id: str | int = "", *, recent_item_ids: Sequence[str | int] = (), text: str = "",
                   k: int = 10, include_seen: bool = False, attributes: dict | None = None,
-                  exclude_item_ids: Sequence[str | int] = (), require: dict | None = None,
+                  exclude_item_ids: Sequence[str | int] = (), require=None,
                   request_id: str | None = None) -> pb.RecommendResponse:
         return self._call(self._stub.Recommend, _recommend_request(user_id, recent_item_ids, text, k, include_seen,
                                                                    attributes, exclude_item_ids, require),
@@ -137,11 +156,28 @@ class AsyncRecommenderClient:
     """The same RPCs for asyncio code."""
 
     def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
-        self._stub = pb_grpc.RecommenderStub(self._channel)
-        self._admin = pb_grpc.AdminStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.address = address
         self.timeout_s = timeout_s
+        self._channel = None  # opened by the first call, in its event loop (an aio channel is bound to one)
+
+    def _connected(self):
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+            self._stubs = (pb_grpc.RecommenderStub(self._channel), pb_grpc.AdminStub(self._channel),
+                           health_pb2_grpc.HealthStub(self._channel))
+        return self._stubs
+
+    @property
+    def _stub(self):
+        return self._connected()[0]
+
+    @property
+    def _admin(self):
+        return self._connected()[1]
+
+    @property
+    def _health(self):
+        return self._connected()[2]
 
     async def _call(self, method, request, timeout_s: float | None = None, request_id: str | None = None):
         metadata = (("x-request-id", request_id),) if request_id else None
@@ -152,7 +188,7 @@ class AsyncRecommenderClient:
 
     async def recommend(self, user_id: str | int = "", *, recent_item_ids: Sequence[str | int] = (),
                         text: str = "", k: int = 10, include_seen: bool = False, attributes: dict | None = None,
-                        exclude_item_ids: Sequence[str | int] = (), require: dict | None = None,
+                        exclude_item_ids: Sequence[str | int] = (), require=None,
                         request_id: str | None = None) -> pb.RecommendResponse:
         return await self._call(self._stub.Recommend, _recommend_request(
             user_id, recent_item_ids, text, k, include_seen, attributes, exclude_item_ids, require),
@@ -189,7 +225,9 @@ class AsyncRecommenderClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
 
     async def __aenter__(self) -> "AsyncRecommenderClient":
         return self

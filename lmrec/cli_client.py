@@ -18,18 +18,33 @@ class CliError(Exception):
 
 
 def _print_json(message) -> None:
-    from google.protobuf.json_format import MessageToJson
-
-    print(MessageToJson(message))
+    print(message_json(message))
 
 
-def _require_filters(pairs: list[str] | None) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
+def message_json(message) -> str:
+    """`message` as JSON with every field, zeros and false included (a status with no events says
+    `recordedEvents: "0"`, not nothing; 64-bit counts are strings, as protobuf's JSON mapping has them)."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    try:  # protobuf >= 5.26 renamed the option
+        data = MessageToDict(message, always_print_fields_with_no_presence=True)
+    except TypeError:
+        data = MessageToDict(message, including_default_value_fields=True)
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def _require_filters(pairs: list[str] | None) -> list[tuple[str, list[str]]]:
+    """One filter per --require, all of which must hold (so `genre=Horror --require genre=Comedy` asks
+    for both genres); the values of one --require are alternatives."""
+    filters: list[tuple[str, list[str]]] = []
     for pair in pairs or []:
         key, sep, values = pair.partition("=")
-        if not sep or not key.strip() or not values.strip():
+        wanted = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not wanted:
             raise CliError(f"--require {pair!r}: expected KEY=VALUE[,VALUE...], e.g. genre=Comedy")
-        filters.setdefault(key.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+        filters.append((key.strip(), wanted))
     return filters
 
 

@@ -78,7 +78,8 @@ class Catalogue:
             kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
             if kind not in by_kind:
                 known = sorted(by_kind)
-                raise UnknownFilter(f"filter key '{key}' matches no item attribute; known keys: {', '.join(known)}")
+                shown = key if len(key) <= 80 else f"{key[:80]}… ({len(key)} characters)"
+                raise UnknownFilter(f"filter key '{shown}' matches no item attribute; known keys: {', '.join(known)}")
             matching = np.zeros(len(self), bool)
             for value in values:
                 value = " ".join(str(value).split()).lower()

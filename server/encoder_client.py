@@ -23,12 +23,17 @@ class EncoderUnavailable(RuntimeError):
 
 
 class TritonTextEncoder:
-    def __init__(self, url: str, *, retry_after_s: float = 0.5) -> None:
+    def __init__(self, url: str, *, retry_after_s: float = 0.5, max_batch_size: int | None = None) -> None:
         import tritonclient.grpc.aio as grpcclient
+
+        from lmrec.export.triton_config import TextEncoderSpec
 
         self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         self._grpc = grpcclient
         self.retry_after_s = retry_after_s
+        # Triton refuses a request above the model's max_batch_size (it never splits one), and AddItems,
+        # a restart re-adding stored items or a large tag vocabulary ask for more texts than that.
+        self.max_batch_size = max_batch_size or TextEncoderSpec().max_batch_size
         self._open_until: dict[tuple[str, int], float] = {}  # (model, version) → when calls go through again
 
     @property
@@ -52,11 +57,18 @@ class TritonTextEncoder:
         return result
 
     async def encode(self, texts: list[str], *, model: str, version: int, timeout_s: float) -> np.ndarray:
-        data = np.array([[t.encode("utf-8")] for t in texts], dtype=object)
-        tensor = self._grpc.InferInput("TEXT", list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        result = await self._infer("text encoder", model, version, [tensor], timeout_s)
-        return result.as_numpy("EMBEDDING")
+        """One embedding row per text, in requests of at most `max_batch_size` texts within one deadline."""
+        deadline = time.monotonic() + timeout_s
+        parts = []
+        for start in range(0, len(texts), self.max_batch_size):
+            data = np.array([[t.encode("utf-8")] for t in texts[start:start + self.max_batch_size]], dtype=object)
+            tensor = self._grpc.InferInput("TEXT", list(data.shape), "BYTES")
+            tensor.set_data_from_numpy(data)
+            result = await self._infer("text encoder", model, version, [tensor], deadline - time.monotonic())
+            parts.append(result.as_numpy("EMBEDDING"))
+        if not parts:
+            raise ValueError("no texts to encode")
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def score(self, features: np.ndarray, *, model: str, version: int, timeout_s: float) -> np.ndarray:
         """The served fusion ranker's score for each feature row."""

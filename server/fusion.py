@@ -70,7 +70,11 @@ def rank_candidates(candidates: np.ndarray, features: dict[str, np.ndarray], wei
     ranked = []
     for position in order:
         parts = {s: float(contributions[s][position]) for s in present}
-        found_by = max(parts, key=parts.get) if parts and max(parts.values()) > 0 else "popular"
+        if parts and max(parts.values()) > 0:
+            found_by = max(parts, key=parts.get)
+        else:  # every signal ties (one candidate, say): name the heaviest one that has evidence for the item
+            evidence = [s for s in sorted(present, key=weights.of, reverse=True) if features[s][position] > 0]
+            found_by = evidence[0] if evidence else (present[0] if present else "popular")
         ranked.append(RankedItem(item=int(candidates[position]), score=float(scores[position]), signals=parts,
                                  found_by=found_by))
     return ranked

@@ -34,6 +34,16 @@ log = logging.getLogger("lmrec.gateway")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 DEFAULT_TIMEOUT_S = 5.0
+SERVER_OPTIONS = [
+    # gRPC's default lets a second process bind the same port and take half the connections: a second
+    # gateway started by mistake would then answer from its own catalogue. Refuse the port instead.
+    ("grpc.so_reuseport", 0),
+    # An AddItems of MAX_BATCH items with long descriptions exceeds gRPC's 4 MB default, and the caller
+    # would get RESOURCE_EXHAUSTED instead of the per-field checks (descriptions are capped too).
+    ("grpc.max_receive_message_length", 32 << 20),
+]
+# AddItems without a client deadline: up to 1000 items to encode (several seconds on two cores).
+ADD_ITEMS_TIMEOUT_S = 120.0
 STATE_DIR = "gateway_state"
 
 
@@ -113,9 +123,9 @@ def _rpc(method: str):
     return wrap
 
 
-def _timeout(context) -> float:
+def _timeout(context, default: float = DEFAULT_TIMEOUT_S) -> float:
     remaining = context.time_remaining()
-    return DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0)
+    return default if remaining is None else max(remaining, 0.0)
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
@@ -169,7 +179,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                                               "description": item.description, "year": item.year or None,
                                               "tags": list(item.tags), "attributes": dict(item.attributes)}))
                  for item in request.items]
-        added, replaced, version = await self.recommender.add_items(items, timeout_s=_timeout(context))
+        added, replaced, version = await self.recommender.add_items(items, timeout_s=_timeout(context, ADD_ITEMS_TIMEOUT_S))
         return pb.AddItemsResponse(added=added, replaced=replaced, bundle_version=version)
 
     @_rpc("ForgetUser")
@@ -245,12 +255,15 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
     recommender = Recommender(state, events, encoder, config.serving, metrics=GatewayMetrics())
     deployer = Deployer(recommender, build_dir, control, retriever=config.retriever)
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
     pb_grpc.add_AdminServicer_to_server(AdminServicer(recommender, deployer, encoder), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    try:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
+    except RuntimeError as error:  # grpc.aio raises where the sync server returned 0
+        raise OSError(f"cannot listen on {config.host}:{config.port} (in use by another process?): {error}") from None
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     await server.start()

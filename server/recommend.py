@@ -28,12 +28,16 @@ from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
 from .state import ServingState
 from .user_cache import InvalidationLog, PerUserCache, UserVectorCache
-from .users import ResolvedUser, resolve_user
+from .users import ResolvedUser, latest_occurrences, resolve_user
 
 log = logging.getLogger("lmrec.recommend")
 MAX_K = 1000
 T = TypeVar("T")
 MAX_BATCH = 1000
+# An added item's text is cut to the encoder's max length (256 tokens) anyway; these bounds keep a full
+# AddItems batch within the gateway's message size limit.
+MAX_TITLE_CHARS = 500
+MAX_DESCRIPTION_CHARS = 10_000
 
 
 async def run_to_completion(work: Coroutine[Any, Any, T]) -> T:
@@ -49,6 +53,13 @@ def _note_unawaited_failure(task: asyncio.Task) -> None:
     # caller still waiting gets it from the shield as usual.
     if not task.cancelled() and task.exception() is not None:
         log.debug("work finished with %r", task.exception())
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """`value` as an error message quotes it: at most `limit` characters. A caller's over-long id echoed
+    whole would push the message past gRPC's metadata limit, and the status would become
+    RESOURCE_EXHAUSTED instead of the one that names the problem."""
+    return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
 
 
 class RequestError(Exception):
@@ -124,6 +135,10 @@ def check_text(field_name: str, text: str, limit: int) -> None:
         raise RequestError("INVALID_ARGUMENT", f"{field_name} is {len(text)} characters long; the limit is {limit}")
 
 
+def check_id(field_name: str, value: str) -> None:
+    check_text(field_name, value, MAX_ID_LENGTH)
+
+
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
     n = min(n, len(scores))
     return np.argpartition(-scores, n - 1)[:n] if n > 0 else np.zeros(0, np.int64)
@@ -158,7 +173,7 @@ class Recommender:
         for position, item_id in enumerate(item_ids):
             row = state.catalogue.index.get(item_id)
             if row is None:
-                raise RequestError("INVALID_ARGUMENT", f"{field_name}[{position}] '{item_id}' is not in the catalogue")
+                raise RequestError("INVALID_ARGUMENT", f"{field_name}[{position}] '{shown(item_id)}' is not in the catalogue")
             rows.append(row)
         return np.asarray(rows, np.int64)
 
@@ -221,7 +236,8 @@ class Recommender:
                 raise RequestError("INVALID_ARGUMENT", f"{name} has {len(ids)} ids; the limit is "
                                                        f"{self.config.max_recent_items}")
         for key, value in query.attributes.items():
-            check_text(f"attributes['{key}']", value, 200)
+            check_text(f"attributes['{shown(key)}']", value, 200)
+        check_id("user_id", query.user_id)
         if not (query.user_id or query.recent_item_ids or query.text.strip() or query.attributes):
             raise RequestError("INVALID_ARGUMENT", "empty request: give user_id, recent_item_ids, attributes or text")
         recent = self._rows(state, "recent_item_ids", query.recent_item_ids)
@@ -229,6 +245,8 @@ class Recommender:
         for position, (key, values) in enumerate(query.require):
             if not key.strip() or not values:
                 raise RequestError("INVALID_ARGUMENT", f"require[{position}] needs a key and at least one value")
+            if not all(str(value).strip() for value in values):  # an empty value matches no item
+                raise RequestError("INVALID_ARGUMENT", f"require[{position}] ('{shown(key)}') has an empty value")
         return recent, excluded, self._eligible(state, query)
 
     @staticmethod
@@ -259,9 +277,12 @@ class Recommender:
         recent, excluded, eligible = self._validate(state, query)
         user = await asyncio.to_thread(resolve_user, state, self.events, query.user_id) if query.user_id else None
         if query.user_id and user is None and not (len(recent) or query.text.strip() or query.attributes):
-            raise RequestError("NOT_FOUND", f"user_id '{query.user_id}' is not known; for a new user send "
+            raise RequestError("NOT_FOUND", f"user_id '{shown(query.user_id)}' is not known; for a new user send "
                                             "recent_item_ids, attributes and/or text instead")
-        history = np.concatenate([user.history if user else np.zeros(0, np.int64), recent]).astype(np.int64)
+        # Each item once, where it last occurs: a session repeating an item, or naming one already in the
+        # user's history, describes the user as training data would.
+        history = latest_occurrences(np.concatenate([user.history if user else np.zeros(0, np.int64),
+                                                     recent]).astype(np.int64))
         attributes = {**(user.attributes if user else {}), **query.attributes}
         items = state.catalogue.items
         profile_text = profile_text_of([items[i] for i in history[::-1]], attributes=attributes, free_text=query.text)
@@ -417,7 +438,7 @@ class Recommender:
         if item_id:
             index = state.catalogue.index.get(item_id)
             if index is None:
-                raise RequestError("NOT_FOUND", f"item_id '{item_id}' is not in the catalogue")
+                raise RequestError("NOT_FOUND", f"item_id '{shown(item_id)}' is not in the catalogue")
             # The stored embedding came from this bundle's encoder: no need to ask Triton again.
             vector = state.item_embeddings[index]
             exclude = {index}
@@ -453,7 +474,7 @@ class Recommender:
                 raise RequestError("INVALID_ARGUMENT", f"events[{position}].user_id is empty")
             if event.item_id not in state.catalogue.index:
                 raise RequestError("INVALID_ARGUMENT",
-                                   f"events[{position}].item_id '{event.item_id}' is not in the catalogue")
+                                   f"events[{position}].item_id '{shown(event.item_id)}' is not in the catalogue")
             ready.append(Event(user_id=event.user_id, item_id=event.item_id,
                                event_type=event.event_type or "interaction",
                                timestamp=event.timestamp or now, weight=event.weight))
@@ -468,8 +489,7 @@ class Recommender:
     async def forget_user(self, user_id: str) -> tuple[int, bool]:
         if not user_id:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
-        if len(user_id) > MAX_ID_LENGTH:
-            raise RequestError("INVALID_ARGUMENT", f"user_id has {len(user_id)} characters; the limit is {MAX_ID_LENGTH}")
+        check_id("user_id", user_id)
         was_known = await asyncio.to_thread(resolve_user, self.state, self.events, user_id) is not None
         deleted = await asyncio.to_thread(self.events.forget, user_id)
         self.forget_cached([user_id])
@@ -484,13 +504,14 @@ class Recommender:
                        timeout_s: float) -> ProfileView:
         if not user_id:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
+        check_id("user_id", user_id)
         if not 0 <= max_tags <= 50 or not 0 <= max_recent <= MAX_PROFILE_ITEMS * 10:
             raise RequestError("INVALID_ARGUMENT", f"max_tags must be in [0, 50] and max_recent_items in "
                                                    f"[0, {MAX_PROFILE_ITEMS * 10}]")
         as_of = self.invalidations.clock()
         user = await asyncio.to_thread(resolve_user, state, self.events, user_id)
         if user is None:
-            raise RequestError("NOT_FOUND", f"user_id '{user_id}' is not known")
+            raise RequestError("NOT_FOUND", f"user_id '{shown(user_id)}' is not known")
         items = state.catalogue.items
         newest_first = user.history[::-1]
         profile_text = profile_text_of([items[i] for i in newest_first], attributes=user.attributes)
@@ -525,6 +546,8 @@ class Recommender:
             if item_id in seen_ids:
                 raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id '{item_id}' appears twice")
             seen_ids.add(item_id)
+            check_text(f"items[{position}].title", info.title, MAX_TITLE_CHARS)
+            check_text(f"items[{position}].description", info.description, MAX_DESCRIPTION_CHARS)
             if not item_text_of(info).strip() or not info.title.strip():
                 raise RequestError("INVALID_ARGUMENT", f"items[{position}].title is empty: an item needs text "
                                                        "for the encoder")

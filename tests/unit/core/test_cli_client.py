@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmrec.cli_client import CliError, _attributes, _require_filters, read_items_file
+from lmrec.cli_client import CliError, _attributes, _require_filters, message_json, read_items_file
 
 
 def test_items_from_json_lines_and_json_list(tmp_path):
@@ -39,8 +39,12 @@ def test_missing_file(tmp_path):
 
 
 def test_filters_and_attributes():
-    assert _require_filters(["genre=Comedy,Drama", "decade=1990s"]) == {"genre": ["Comedy", "Drama"],
-                                                                       "decade": ["1990s"]}
+    assert _require_filters(["genre=Comedy,Drama", "decade=1990s"]) == [("genre", ["Comedy", "Drama"]),
+                                                                       ("decade", ["1990s"])]
+    # Repeated, one key means both filters hold (the values within one --require are the alternatives).
+    assert _require_filters(["genre=Horror", "genre=Comedy"]) == [("genre", ["Horror"]), ("genre", ["Comedy"])]
+    with pytest.raises(CliError, match="--require 'genre=,'"):
+        _require_filters(["genre=,"])
     with pytest.raises(CliError, match="--require 'genre'"):
         _require_filters(["genre"])
     assert _attributes(["occupation=student"]) == {"occupation": "student"}
@@ -53,3 +57,14 @@ def test_blank_lines_keep_line_numbers_right(tmp_path):
     path.write_text('{"item_id": "a", "title": "A"}\n\n{"item_id": "b"}\n')
     with pytest.raises(CliError, match="line 3 needs"):
         read_items_file(path)
+
+
+def test_json_output_keeps_zero_and_false_fields():
+    import json
+
+    from lmrec.v1 import recommender_pb2 as pb
+
+    status = json.loads(message_json(pb.StatusResponse(bundle_version="1", n_items=80)))
+    assert status["recordedEvents"] == "0" and status["degraded"] is False and status["cacheHitRatio"] == 0.0
+    item = json.loads(message_json(pb.RecommendedItem(item_id="i1", signals=[pb.SignalScore(signal="als")])))
+    assert item["signals"] == [{"signal": "als", "score": 0.0}]

@@ -371,3 +371,42 @@ def test_stored_items_come_back_in_a_fresh_state(tiny_build_root, local_encoder)
     row = restarted.catalogue.index["kept"]
     np.testing.assert_allclose(restarted.item_embeddings[row], first.state.item_embeddings[row], atol=1e-5)
     assert restarted.retriever.search(restarted.item_embeddings[row], 1)[0][0][0] == row
+
+
+def test_an_item_nobody_has_touched_is_not_explained_as_popular(live):
+    run(live.add_items([("new-1", ItemInfo(title="Quantum Gardening Handbook", categories=("Gardening",),
+                                           description="growing vegetables with physics"))]))
+    result = run(live.recommend(RecommendQuery(text="vegetable gardening", k=1, require=(("genre", ("Gardening",)),))))
+    assert ids(result) == ["new-1"]
+    assert result.items[0].found_by != "popular" and result.explanations[0].text != "It is popular"
+
+
+def test_a_session_repeating_an_item_names_it_once(live):
+    first = live.state.catalogue.item_ids[0]
+    result = run(live.recommend(RecommendQuery(recent_item_ids=(first, first, first), k=3)))
+    assert result.profile_text.count(live.state.catalogue.items[0].title) == 1
+
+
+def test_a_filter_with_an_empty_value_is_refused_by_name(live):
+    with pytest.raises(RequestError) as raised:
+        run(live.recommend(RecommendQuery(text="comedy", k=3, require=(("genre", ("",)),))))
+    assert raised.value.code == "INVALID_ARGUMENT" and "require[0]" in raised.value.message
+
+
+def test_over_long_ids_are_refused_or_quoted_short(live):
+    with pytest.raises(RequestError) as raised:
+        run(live.recommend(RecommendQuery(user_id="u" * 20_000, k=3)))
+    assert raised.value.code == "INVALID_ARGUMENT" and len(raised.value.message) < 200
+    with pytest.raises(RequestError) as raised:
+        run(live.recommend(RecommendQuery(text="x", recent_item_ids=("i" * 20_000,), k=3)))
+    assert raised.value.code == "INVALID_ARGUMENT" and "20000 characters" in raised.value.message
+    assert len(raised.value.message) < 300  # gRPC refuses status messages over its metadata limit
+    with pytest.raises(RequestError) as raised:
+        run(live.similar(item_id="i" * 20_000, k=3))
+    assert raised.value.code == "NOT_FOUND" and len(raised.value.message) < 300
+
+
+def test_added_items_with_over_long_text_are_refused_by_field(live):
+    with pytest.raises(RequestError, match=r"items\[0\].description is 20000 characters"):
+        run(live.add_items([("long", ItemInfo(title="Long", description="d" * 20_000))]))
+    assert "long" not in live.state.catalogue.index

@@ -1,0 +1,45 @@
+"""The request messages the client builds from plain Python values."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lmrec.client.client import AsyncRecommenderClient, _recommend_request, _similar_request, new_item
+
+
+def _filters(message) -> list[tuple[str, list[str]]]:
+    return [(f.key, list(f.values)) for f in message.require]
+
+
+def test_require_takes_a_mapping_or_pairs_and_single_values():
+    by_mapping = _recommend_request("u1", (), "", 5, False, require={"genre": "Comedy", "year": 1975})
+    assert _filters(by_mapping) == [("genre", ["Comedy"]), ("year", ["1975"])]
+    by_pairs = _recommend_request("u1", (), "", 5, False, require=[("genre", ["Horror"]), ("genre", "Comedy")])
+    assert _filters(by_pairs) == [("genre", ["Horror"]), ("genre", ["Comedy"])]  # both must hold
+
+
+def test_zero_is_an_id():
+    assert _recommend_request(0, (), "", 5, False).user_id == "0"
+    assert _recommend_request(None, (), "", 5, False).user_id == ""
+    assert _similar_request(0, "", 5).item_id == "0"
+    assert _similar_request("", "space", 5).text == "space"
+
+
+def test_categories_and_tags_given_as_one_string_are_one_value():
+    item = new_item("n1", "A Title", categories="Comedy", tags="quirky")
+    assert list(item.categories) == ["Comedy"] and list(item.tags) == ["quirky"]
+    assert list(new_item("n2", "B", categories=None).categories) == []
+
+
+def test_the_async_client_can_be_made_outside_the_loop_that_uses_it():
+    asyncio.run(asyncio.sleep(0))  # an earlier loop, as in a script that ran another coroutine first
+    client = AsyncRecommenderClient("127.0.0.1:1", timeout_s=0.2)
+
+    async def use():
+        async with client:
+            try:
+                await client.status()
+            except Exception as error:  # noqa: BLE001 - nothing listens there: any ClientError will do
+                return type(error).__name__
+
+    assert asyncio.run(use()) == "ClientError"
