@@ -164,3 +164,16 @@ def test_cli_verbs_for_events_items_profile_forget(gateway, dataset, tmp_path):
     assert done.returncode == 2 and "line 1 needs a non-empty item_id and title" in done.stderr
     done = lmrec("deploy", "--version", "77")
     assert done.returncode != 0 and "bundle 77 refused" in done.stderr
+
+
+def test_more_items_than_one_triton_request_holds_are_added_in_one_call(client):
+    """The text_encoder takes at most 64 texts per request; an AddItems of 100 must still land whole."""
+    before = client.status().added_items
+    words = ("lighthouse", "glacier", "orchard", "volcano", "harbour")
+    items = [{"item_id": f"bulk-{n}", "title": f"The {words[n % 5]} chronicle, part {n}", "categories": ["Bulk"]}
+             for n in range(100)]
+    response = client.add_items(items)
+    assert (response.added, response.replaced) == (100, 0)
+    assert client.status().added_items == before + 100
+    found = ids(client.recommend(text="the volcano chronicle", k=5, require={"genre": "Bulk"}))
+    assert len(found) == 5 and all(item.startswith("bulk-") for item in found)
