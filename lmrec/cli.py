@@ -40,6 +40,17 @@ def invoked_command() -> str | None:
     return None
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: the system picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
 def _default_build_dir(dataset: str) -> Path:
     return Path("build") / dataset
 
@@ -319,10 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("serve", help="start Triton and the gateway on a build folder")
     p.add_argument("--build-dir", required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--port", type=port_number, default=50051)
     p.add_argument("--bundle-version", type=int, default=None)
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
+    p.add_argument("--metrics-port", type=port_number, default=None, help="serve Prometheus /metrics on this port (0: free)")
     _add_cache_arguments(p)
     p.set_defaults(run=cmd_serve)
 
@@ -330,12 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-dir", required=True)
     p.add_argument("--triton-url", required=True, help="Triton gRPC address, host:port")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
+    p.add_argument("--port", type=port_number, default=50051, help="0 picks a free port (printed)")
     p.add_argument("--bundle-version", type=int, default=None)
     p.add_argument("--retriever", choices=("hnsw", "exact"), default="hnsw")
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0: free)")
+    p.add_argument("--metrics-port", type=port_number, default=None, help="serve Prometheus /metrics on this port (0: free)")
     _add_cache_arguments(p)
     p.set_defaults(run=cmd_gateway)
 

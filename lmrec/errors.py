@@ -10,4 +10,4 @@ def user_facing_errors() -> tuple[type[BaseException], ...]:
     from lmrec.server.bundle import BundleError
     from lmrec.server.triton_launcher import TritonError
 
-    return (DataError, ParityError, BundleError, TritonError, ClientError, FileExistsError, ValueError)
+    return (DataError, ParityError, BundleError, TritonError, ClientError, OSError, ValueError)

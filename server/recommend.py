@@ -37,6 +37,9 @@ MAX_BATCH = 1000
 # An added item's text is cut to the encoder's max length (256 tokens) anyway; these bounds keep a full
 # AddItems batch within the gateway's message size limit.
 MAX_TITLE_CHARS = 500
+# An event this far ahead of the gateway's clock is a unit mistake (milliseconds), not clock skew: it would
+# stay the user's newest event for decades.
+MAX_CLOCK_AHEAD_S = 86_400.0
 MAX_DESCRIPTION_CHARS = 10_000
 
 
@@ -475,6 +478,10 @@ class Recommender:
             if event.item_id not in state.catalogue.index:
                 raise RequestError("INVALID_ARGUMENT",
                                    f"events[{position}].item_id '{shown(event.item_id)}' is not in the catalogue")
+            if event.timestamp > now + MAX_CLOCK_AHEAD_S:  # NaN and negatives are the store's to refuse
+                raise RequestError("INVALID_ARGUMENT", f"events[{position}].timestamp {event.timestamp:.0f} is more than a "
+                                                       "day ahead of the gateway's clock; timestamps are seconds "
+                                                       "since the epoch (not milliseconds)")
             ready.append(Event(user_id=event.user_id, item_id=event.item_id,
                                event_type=event.event_type or "interaction",
                                timestamp=event.timestamp or now, weight=event.weight))

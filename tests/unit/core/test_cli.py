@@ -148,3 +148,12 @@ def test_a_negative_candidate_cache_size_is_refused_by_name_before_anything_star
     code, err = run_cli(capsys, verb, "--build-dir", str(tmp_path), *extra, "--candidate-cache-users", "-3")
     line = assert_one_line_error(code, err, verb)
     assert "candidate_cache_users" in line and "-3" in line
+
+
+@pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--metrics-port", "-1"), ("--port", "http")])
+def test_a_port_outside_0_to_65535_is_refused_by_name(capsys, tmp_path, flag, value):
+    with pytest.raises(SystemExit) as exited:
+        main(["gateway", "--build-dir", str(tmp_path), "--triton-url", "127.0.0.1:1", flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and value in err and "port number" in err

@@ -410,3 +410,13 @@ def test_added_items_with_over_long_text_are_refused_by_field(live):
     with pytest.raises(RequestError, match=r"items\[0\].description is 20000 characters"):
         run(live.add_items([("long", ItemInfo(title="Long", description="d" * 20_000))]))
     assert "long" not in live.state.catalogue.index
+
+
+def test_an_event_timestamp_in_milliseconds_is_refused_by_name(live):
+    import time
+
+    item = live.state.catalogue.item_ids[0]
+    with pytest.raises(RequestError, match=r"events\[1\].timestamp .*not milliseconds"):
+        run(live.record_events([Event(user_id="ms", item_id=item, timestamp=time.time()),
+                                Event(user_id="ms", item_id=item, timestamp=time.time() * 1000)]))
+    assert live.events.events_of("ms") == []  # nothing of the batch was stored
