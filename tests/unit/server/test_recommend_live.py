@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -349,7 +350,7 @@ def test_repeated_events_on_one_item_count_once_in_the_profile(live):
     state = live.state
     user_id = state.bundle.dataset.user_ids[1]
     item = state.catalogue.items[0]
-    events = [Event(user_id=user_id, item_id=state.catalogue.item_ids[0], event_type="view", timestamp=2e9 + n)
+    events = [Event(user_id=user_id, item_id=state.catalogue.item_ids[0], event_type="view", timestamp=time.time() - 100 + n)
               for n in range(10)]
     run(live.record_events(events))
     answer = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
@@ -413,8 +414,6 @@ def test_added_items_with_over_long_text_are_refused_by_field(live):
 
 
 def test_an_event_timestamp_in_milliseconds_is_refused_by_name(live):
-    import time
-
     item = live.state.catalogue.item_ids[0]
     with pytest.raises(RequestError, match=r"events\[1\].timestamp .*not milliseconds"):
         run(live.record_events([Event(user_id="ms", item_id=item, timestamp=time.time()),
