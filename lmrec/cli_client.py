@@ -100,9 +100,11 @@ def read_items_file(path: Path) -> list[dict]:
     "attributes"}. Errors name the file, the line/position and the problem."""
     known = {"item_id", "title", "categories", "description", "year", "tags", "attributes"}
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the JSON
     except OSError as error:
         raise CliError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise CliError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8") from None
     if text.lstrip().startswith("["):
         where = "item"
         try:
@@ -129,7 +131,30 @@ def read_items_file(path: Path) -> list[dict]:
             raise CliError(f"{path}: {where} {position} has unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
         if not str(item.get("item_id", "")).strip() or not str(item.get("title", "")).strip():
             raise CliError(f"{path}: {where} {position} needs a non-empty item_id and title")
+        problem = _field_problem(item)
+        if problem:
+            raise CliError(f"{path}: {where} {position}: {problem}")
     return items
+
+
+def _field_problem(item: dict) -> str | None:
+    """What is wrong with the type of one of `item`'s fields, or None."""
+    for name in ("item_id", "title", "description"):
+        if name in item and not isinstance(item[name], (str, int)) or isinstance(item.get(name), bool):
+            return f"{name} must be a string, not {json.dumps(item[name])[:40]}"
+    for name in ("categories", "tags"):
+        value = item.get(name)
+        if value is not None and not isinstance(value, str) and not (
+                isinstance(value, list) and all(isinstance(v, (str, int)) for v in value)):
+            return f"{name} must be a list of strings (or one string), not {json.dumps(value)[:40]}"
+    year = item.get("year")
+    if year is not None and not (isinstance(year, int) and not isinstance(year, bool)
+                                 or isinstance(year, str) and year.strip().isdigit()):
+        return f"year must be a whole number, not {json.dumps(year)[:40]}"
+    attributes = item.get("attributes")
+    if attributes is not None and not isinstance(attributes, dict):
+        return f"attributes must be an object of name: value, not {json.dumps(attributes)[:40]}"
+    return None
 
 
 def cmd_add_items(args) -> int:

@@ -68,3 +68,27 @@ def test_json_output_keeps_zero_and_false_fields():
     assert status["recordedEvents"] == "0" and status["degraded"] is False and status["cacheHitRatio"] == 0.0
     item = json.loads(message_json(pb.RecommendedItem(item_id="i1", signals=[pb.SignalScore(signal="als")])))
     assert item["signals"] == [{"signal": "als", "score": 0.0}]
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"year": [1990]}, "year must be a whole number"),
+    ({"year": "abc"}, "year must be a whole number"),
+    ({"attributes": ["a"]}, "attributes must be an object"),
+    ({"title": 5.5}, "title must be a string"),
+    ({"categories": {"a": 1}}, "categories must be a list of strings"),
+])
+def test_a_field_of_the_wrong_type_is_named_with_its_line(tmp_path, item, message):
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"item_id": "a", "title": "A"}) + "\n" + json.dumps({"item_id": "b", "title": "B", **item}) + "\n")
+    with pytest.raises(CliError, match=rf"line 2: {message}"):
+        read_items_file(path)
+
+
+def test_a_byte_order_mark_and_a_non_utf8_file(tmp_path):
+    listed = tmp_path / "items.json"
+    listed.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"item_id": "a", "title": "A", "categories": "Drama"}]).encode())
+    assert read_items_file(listed)[0]["item_id"] == "a"
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(json.dumps({"item_id": "a", "title": "Am\u00e9lie"}).encode().replace(b"\\u00e9", b"\xe9"))
+    with pytest.raises(CliError, match="latin.jsonl is not UTF-8"):
+        read_items_file(latin)
