@@ -22,7 +22,7 @@ from lmrec.v1 import recommender_pb2_grpc as pb_grpc
 
 from .bundle import complete_versions, load_bundle
 from .catalogue import item_info_of
-from .deploy import Deployer, encode_with, keep_models_loaded, pin_models
+from .deploy import Deployer, encode_with, keep_models_loaded, pin_models, served_models
 from .encoder_client import TritonTextEncoder
 from .event_store import Event, EventStoreError, open_event_store
 from .metrics import GatewayMetrics, new_request_id
@@ -34,6 +34,7 @@ log = logging.getLogger("lmrec.gateway")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 DEFAULT_TIMEOUT_S = 5.0
+STATUS_CHECK_TIMEOUT_S = 1.0  # GetStatus's readiness check of the served model versions
 SERVER_OPTIONS = [
     # gRPC's default lets a second process bind the same port and take half the connections: a second
     # gateway started by mistake would then answer from its own catalogue. Refuse the port instead.
@@ -207,7 +208,19 @@ class AdminServicer(pb_grpc.AdminServicer):
             bundle_version=state.label, available_versions=complete_versions(self.deployer.build_dir),
             n_items=len(state.catalogue), added_items=len(state.catalogue) - state.catalogue.n_base,
             recorded_events=await asyncio.to_thread(self.recommender.events.n_events),
-            cache_hit_ratio=self.metrics.cache_hit_ratio(), degraded=not self.encoder.available)
+            cache_hit_ratio=self.metrics.cache_hit_ratio(), degraded=not await self._models_answer(state))
+
+    async def _models_answer(self, state) -> bool:
+        """Whether the serving bundle's models can answer now: no breaker open, and Triton reports each
+        version ready (asked here, so a status taken while no request has failed yet still tells)."""
+        if not self.encoder.available:
+            return False
+        try:
+            checks = [self.deployer.control.is_ready(model, version)
+                      for model, version in served_models(state.bundle).items()]
+            return all(await asyncio.wait_for(asyncio.gather(*checks), timeout=STATUS_CHECK_TIMEOUT_S))
+        except asyncio.TimeoutError:
+            return False
 
 
 @dataclass

@@ -209,3 +209,23 @@ def test_a_failed_deploy_unloads_a_model_only_the_new_bundle_used(serving):
     _, deployer, control, _ = serving
     run(deployer._restore({"text_encoder": 1}, {"text_encoder": 2, "ranker": 1}))
     assert control.calls == [("serve", "text_encoder", (1,)), ("unload", "ranker")]
+
+
+class _Context:
+    def invocation_metadata(self):
+        return ()
+
+    def time_remaining(self):
+        return 5.0
+
+
+def test_get_status_reports_degraded_when_triton_has_lost_the_served_version(serving):
+    from lmrec.server.gateway import AdminServicer
+    from lmrec.v1 import recommender_pb2 as pb
+
+    recommender, deployer, _, encoder = serving
+    encoder.available = True  # no call has failed yet: the breaker alone would say all is well
+    admin = AdminServicer(recommender, deployer, encoder)
+    assert run(admin.GetStatus(pb.StatusRequest(), _Context())).degraded is False
+    encoder.unloaded.add(("text_encoder", 1))  # Triton restarted without it, or is down
+    assert run(admin.GetStatus(pb.StatusRequest(), _Context())).degraded is True
