@@ -92,7 +92,7 @@ def method_params(protocol: str, tuned: dict[str, dict], finetune: dict, overrid
 
 
 def run_quality(config: QualityConfig, *, progress=print) -> dict:
-    from lmrec.export.evaluate import EvaluateConfig, records_to_json, run_evaluation
+    from lmrec.export.evaluate import EvaluateConfig, check_methods, records_to_json, run_evaluation
     from lmrec.export.loaders import load_dataset
     from lmrec.export.splits import split_dataset
 
@@ -109,7 +109,11 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
     work = []
     for data in _data_configs(config):
         dataset = load_dataset(data).dataset
-        work.append((data, dataset, [split_dataset(dataset, p, seed=config.seed) for p in config.protocols]))
+        splits = [split_dataset(dataset, p, seed=config.seed) for p in config.protocols]
+        for split in splits:  # and every method's settings, on every split (the baselines' grids as tuned)
+            check_methods(config.methods, method_params(split.protocol, {}, config.finetune, config.fused),
+                          dataset, split.train, config.seed)
+        work.append((data, dataset, splits))
     reused = _reusable_records(config)  # read before this run overwrites any of them
     merged = out
     for data, dataset, splits in work:

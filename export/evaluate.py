@@ -109,6 +109,7 @@ def run_evaluation(
 
     if max(config.ks) > dataset.n_items:
         raise ValueError(f"k={max(config.ks)} is larger than the catalogue of '{dataset.name}' ({dataset.n_items} items)")
+    check_methods(config.methods, config.model_params, dataset, split.train, config.seed)
     train_valid = concat(split.train, split.valid)
     valid_task = _ranking_task(split.train, split.valid, dataset.n_users)
     test_task = _ranking_task(train_valid, split.test, dataset.n_users)
@@ -207,6 +208,25 @@ def fingerprint_of_test_set(task: _RankingTask) -> str:
     for targets in task.targets:
         digest.update(np.asarray(len(targets), np.int64).tobytes() + np.sort(np.asarray(targets, np.int64)).tobytes())
     return digest.hexdigest()
+
+
+def check_methods(methods: Sequence[str], model_params: dict[str, dict], dataset: Dataset, train: Interactions,
+                  seed: int) -> None:
+    """Build every method with every setting it will be fitted with, and run its own `check` where it has
+    one: a misspelt or impossible setting stops the run before the first fit, not after hours of them."""
+    for method in methods:
+        fixed = model_params.get(method)
+        for params in [dict(fixed)] if fixed is not None else model_param_grid(method):
+            try:
+                model = _build(method, params, seed)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{method} with {_format_params(params)}: {error}") from None
+            check = getattr(model, "check", None)
+            if check is not None:
+                try:
+                    check(dataset, train)
+                except ValueError as error:
+                    raise ValueError(f"{method}: {error}") from None
 
 
 def _build(method: str, params: dict[str, Any], seed: int) -> Recommender:

@@ -137,6 +137,10 @@ class FinetunedLMRecommender(_TextEncoderRecommender):
         super().__init__(seed=seed, precision=precision)
         self.config = replace(FinetuneConfig(), seed=seed, **finetune)
 
+    def check(self, dataset: Dataset, train: Interactions) -> None:
+        """Refuse a fine-tuning set-up that cannot work, before anything long runs."""
+        self.config.check(dataset, train)
+
     def _encoder_for(self, dataset: Dataset, train: Interactions) -> OnnxTextEncoder:
         from lmrec.export.finetune import finetune_encoder
 

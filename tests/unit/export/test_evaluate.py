@@ -232,6 +232,31 @@ def test_unknown_methods_fail_before_any_data_is_loaded():
         run_evaluation(_config(("pop", "no-such-model")))  # no dataset given: loading would be next
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"ease": {"l3": 5.0}}, "ease with l3=5.0: .*unexpected keyword argument 'l3'"),
+    ({"ease": {"l2": "abc"}}, "ease with l2=abc"),
+    ({"lm-finetuned": {"steps": 0}}, "lm-finetuned: fine-tuning needs steps >= 1"),
+    ({"lm-finetuned": {"temperature": 0.0, "batch_size": 4}}, "lm-finetuned: fine-tuning needs temperature > 0"),
+    ({"fused": {"candidtes": 25}}, "fused with candidtes=25: .*unexpected keyword argument"),
+])
+def test_a_bad_setting_stops_the_run_before_the_first_fit(history_lover, params, message):
+    dataset, split = two_group_split()
+    methods = (history_lover.name, *params)
+    with pytest.raises(ValueError, match=message):
+        run_evaluation(_config(methods, model_params=params), dataset=dataset, split=split, progress=lambda line: None)
+    assert history_lover.fitted_on == []  # refused before the first method was fitted
+
+
+def test_fused_without_a_user_to_hold_out_is_refused_before_the_first_fit(history_lover):
+    dataset, split = two_group_split()
+    short = split.train.select(np.concatenate([np.flatnonzero(split.train.user == u)[:2] for u in range(N_USERS)]))
+    with pytest.raises(ValueError, match="fused: no user has 3 or more training interactions"):
+        run_evaluation(_config((history_lover.name, "fused"), model_params={"fused": {"lm": "lm-pretrained"}}),
+                       dataset=dataset, split=replace(split, train=short),
+                       progress=lambda line: None)
+    assert history_lover.fitted_on == []
+
+
 @pytest.mark.parametrize("tune_metric", ["ndcg@10", "accuracy@2", "ndcg"])
 def test_tune_metric_must_be_measured(tune_metric):
     with pytest.raises(ValueError, match="tune_metric"):
