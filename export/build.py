@@ -20,7 +20,7 @@ from lmrec.text import item_text_of
 from .encoder_export import EncoderExportConfig, default_model_path, export_encoder
 from .index_build import IndexConfig, build_index
 from .loaders import DataConfig, load_dataset
-from .repository import (MANIFEST_FILE, STAGING_DIR, next_version, publish_bundle, stage_bundle,
+from .repository import (MANIFEST_FILE, STAGING_DIR, existing_versions, next_version, publish_bundle, stage_bundle,
                          write_encoder_version, write_ranker_version)
 from .snapshot import save_snapshot
 from .triton_config import TextEncoderSpec
@@ -96,8 +96,13 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
     check_device(config.device, config.precision)
     started = time.perf_counter()
     build_dir = Path(config.output_dir)
+    if config.version is not None and config.version < 1:
+        raise ValueError(f"--version must be a positive number, got {config.version}")
     build_dir.mkdir(parents=True, exist_ok=True)
     version = config.version or next_version(build_dir)
+    if version in existing_versions(build_dir):  # refused now, not after the export and fine-tuning
+        raise FileExistsError(f"version {version} already exists in {build_dir}; versions are immutable "
+                              f"(pick another --version, or leave it out for {next_version(build_dir)})")
 
     progress(f"[1/5] loading data set '{config.data.dataset}' ...")
     loaded = load_dataset(config.data)
@@ -113,57 +118,60 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
         from .models.fused import FusedRecommender
 
         progress("[1b] fine-tuning the encoder and training the fusion ranker (internal hold-out: last item) ...")
-        fused = FusedRecommender(holdout="last", lm_params=dict(config.finetune),
-                                 signals=None).fit(dataset, dataset.interactions)
+        # The encoder to fine-tune is --encoder's, unless the fine-tuning settings name one themselves.
+        lm_params = {"base_model": config.encoder_model, **dict(config.finetune)}
+        fused = FusedRecommender(holdout="last", lm_params=lm_params, signals=None).fit(dataset, dataset.interactions)
         encoder_model = str(fused.lm_model.model_dir)
     progress(f"[2/5] exporting encoder {encoder_model} with Optimum ...")
     item_texts = [item_text_of(info) for info in dataset.items]
     export_dir = build_dir / STAGING_DIR / f"encoder-export-{version}"
-    export = export_encoder(
-        EncoderExportConfig(model=encoder_model, output_dir=export_dir, quantize=True,
-                            extra_parity_texts=tuple(item_texts[:24]),
-                            # the int8 gate only stops a build that will serve int8
-                            int8_min_cosine=EncoderExportConfig.int8_min_cosine if config.precision == "int8" else None),
-        progress=lambda line: progress("      " + line),
-    )
-    spec = replace(config.encoder_spec, kind="KIND_GPU") if config.device == "cuda" else config.encoder_spec
-    encoder_part = write_encoder_version(build_dir, spec, export, precision=config.precision, version=version)
+    try:
+        export = export_encoder(
+            EncoderExportConfig(model=encoder_model, output_dir=export_dir, quantize=True,
+                                extra_parity_texts=tuple(item_texts[:24]),
+                                # the int8 gate only stops a build that will serve int8
+                                int8_min_cosine=EncoderExportConfig.int8_min_cosine if config.precision == "int8" else None),
+            progress=lambda line: progress("      " + line),
+        )
+        spec = replace(config.encoder_spec, kind="KIND_GPU") if config.device == "cuda" else config.encoder_spec
+        encoder_part = write_encoder_version(build_dir, spec, export, precision=config.precision, version=version)
 
-    progress(f"[3/5] encoding {dataset.n_items} item texts ({config.precision}) ...")
-    encoder = OnnxTextEncoder(export_dir, onnx_file=encoder_part["onnx_file"])
-    embeddings = encoder.encode(item_texts, batch_size=64)
-    encoder_checksum = encoder_part["checksums"][encoder_part["onnx_file"]]
+        progress(f"[3/5] encoding {dataset.n_items} item texts ({config.precision}) ...")
+        encoder = OnnxTextEncoder(export_dir, onnx_file=encoder_part["onnx_file"])
+        embeddings = encoder.encode(item_texts, batch_size=64)
+        encoder_checksum = encoder_part["checksums"][encoder_part["onnx_file"]]
 
-    staged = stage_bundle(build_dir, version)
-    progress(f"[4/5] building the hnswlib index over {dataset.n_items} items ...")
-    index_meta = build_index(embeddings, list(dataset.item_ids), staged, encoder_checksum=encoder_checksum,
-                             encoder_version=version, config=config.index)
+        staged = stage_bundle(build_dir, version)
+        progress(f"[4/5] building the hnswlib index over {dataset.n_items} items ...")
+        index_meta = build_index(embeddings, list(dataset.item_ids), staged, encoder_checksum=encoder_checksum,
+                                 encoder_version=version, config=config.index)
 
-    progress(f"[5/5] fitting ALS ({config.als.factors} factors) on {len(dataset.interactions)} interactions ...")
-    np.savez(staged / CF_FILE, **fit_cf(dataset, config.als))
-    save_snapshot(dataset, staged)
-    np.save(staged / "item_embeddings.npy", embeddings)
-    ranker_part = None
-    if fused is not None:
-        # The ranker's LM features must come from the encoder that serves (fused-int8 measures the same swap).
-        fused = fused.with_encoder(encoder, embeddings)
-        ranker_part = write_ranker_version(build_dir, fused, version=version)
-        with open(staged / FUSED_FILE, "wb") as handle:
-            pickle.dump(fused, handle)
+        progress(f"[5/5] fitting ALS ({config.als.factors} factors) on {len(dataset.interactions)} interactions ...")
+        np.savez(staged / CF_FILE, **fit_cf(dataset, config.als))
+        save_snapshot(dataset, staged)
+        np.save(staged / "item_embeddings.npy", embeddings)
+        ranker_part = None
+        if fused is not None:
+            # The ranker's LM features must come from the encoder that serves (fused-int8 measures the same swap).
+            fused = fused.with_encoder(encoder, embeddings)
+            ranker_part = write_ranker_version(build_dir, fused, version=version)
+            with open(staged / FUSED_FILE, "wb") as handle:
+                pickle.dump(fused, handle)
 
-    manifest = {
-        "dataset": dataset.name,
-        "n_users": dataset.n_users,
-        "n_items": dataset.n_items,
-        "n_interactions": len(dataset.interactions),
-        "encoder": encoder_part,
-        "index": {k: v for k, v in index_meta.items() if k != "item_ids"},
-        "cf": {"method": "als", **config.als.__dict__},
-    }
-    if ranker_part is not None:
-        manifest["ranker"] = ranker_part
-    bundle_dir = publish_bundle(build_dir, staged, version, manifest)
-    shutil.rmtree(export_dir, ignore_errors=True)
+        manifest = {
+            "dataset": dataset.name,
+            "n_users": dataset.n_users,
+            "n_items": dataset.n_items,
+            "n_interactions": len(dataset.interactions),
+            "encoder": encoder_part,
+            "index": {k: v for k, v in index_meta.items() if k != "item_ids"},
+            "cf": {"method": "als", **config.als.__dict__},
+        }
+        if ranker_part is not None:
+            manifest["ranker"] = ranker_part
+        bundle_dir = publish_bundle(build_dir, staged, version, manifest)
+    finally:  # a failed build leaves no half export behind either (it holds ~150 MB)
+        shutil.rmtree(export_dir, ignore_errors=True)
     seconds = time.perf_counter() - started
     progress(f"built version {version} in {seconds:.1f}s: {bundle_dir / MANIFEST_FILE}")
     return BuildResult(version=version, bundle_dir=bundle_dir, repository_dir=build_dir / "model_repository",

@@ -126,3 +126,41 @@ def test_a_device_the_build_cannot_serve_on_stops_it_before_any_work(tmp_path, d
     with pytest.raises(ValueError, match=message):
         build_bundle(config, progress=lambda line: None)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("version, error, message", [
+    (1, FileExistsError, "version 1 already exists.*leave it out for 2"),
+    (0, ValueError, "--version must be a positive number, got 0"),
+    (-3, ValueError, "--version must be a positive number, got -3"),
+])
+def test_a_version_that_cannot_be_published_stops_the_build_before_any_work(tmp_path, version, error, message):
+    from lmrec.export.build import BuildConfig, build_bundle
+    from lmrec.export.loaders import DataConfig
+
+    (tmp_path / "out" / "bundles" / "1").mkdir(parents=True)  # an earlier build's version 1
+    # The data folder does not exist: the version check must come first.
+    config = BuildConfig(data=DataConfig(dataset="ml-100k", data_dir=tmp_path / "missing"), output_dir=tmp_path / "out",
+                         version=version)
+    with pytest.raises(error, match=message):
+        build_bundle(config, progress=lambda line: None)
+
+
+def test_a_fused_build_fine_tunes_the_encoder_it_was_given(tmp_path, tiny_data_config, monkeypatch):
+    import lmrec.export.models.fused as fused_module
+    from lmrec.export.build import BuildConfig, build_bundle
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, dataset, train):
+        asked.update(self.lm_params)
+        raise Stop
+
+    monkeypatch.setattr(fused_module.FusedRecommender, "fit", capture)
+    with pytest.raises(Stop):
+        build_bundle(BuildConfig(data=tiny_data_config, output_dir=tmp_path, fused=True, encoder_model="/my/encoder"),
+                     progress=lambda line: None)
+    assert asked["base_model"] == "/my/encoder"
+    assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
