@@ -74,6 +74,9 @@ class ProblemLog:
             self.examples.extend(examples[:room])
 
 
+# Seconds since the epoch: year ~292 billion is int64's end; 10^15 is already far beyond any real date.
+MAX_TIMESTAMP = 10**15
+
 @dataclass(frozen=True, kw_only=True)
 class CleaningReport:
     """What cleaning dropped and why, with up to MAX_EXAMPLES (file, line, problem) examples."""
@@ -193,6 +196,9 @@ class InteractionRows:
                     self.malformed(line, f"timestamp {timestamp!r} is not an integer")
                     return
                 when = int(as_float)
+            if not -MAX_TIMESTAMP <= when <= MAX_TIMESTAMP:  # beyond int64 (and any calendar): one bad row
+                self.malformed(line, f"timestamp {timestamp!r} is out of range")
+                return
         self._user.append(user)
         self._item.append(item)
         self._rating.append(weight)

@@ -60,6 +60,9 @@ def _data_config(args):
 
     if args.dataset != "synthetic" and args.data_dir is None:
         raise CliError(f"--dataset {args.dataset} needs --data-dir (the folder holding its files)")
+    if args.dataset == "synthetic" and args.data_dir is not None:  # the synthetic data would be used instead
+        raise CliError(f"--data-dir {args.data_dir} needs --dataset naming how to read it "
+                       f"({', '.join(d for d in DATASETS if d != 'synthetic')})")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise CliError(f"--data-dir {args.data_dir} is not a directory")
     return DataConfig(dataset=args.dataset, data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -91,8 +94,25 @@ def _csv_columns(pairs: list[str] | None, dataset: str):
             except ValueError:
                 raise CliError(f"--csv rating_range={value!r}: expected LOW,HIGH (e.g. 1,5)") from None
             values[key] = (low, high)
+        elif key == "delimiter":
+            delimiter = {"\\t": "\t", "tab": "\t"}.get(value, value)
+            if len(delimiter) != 1:
+                raise CliError(f"--csv delimiter={value!r}: expected one character (or tab)")
+            values[key] = delimiter
+        elif key == "encoding":
+            import codecs
+
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise CliError(f"--csv encoding={value!r}: not a text encoding Python knows (e.g. utf-8, latin-1)") from None
+            values[key] = value
+        elif value.lower() == "none":
+            if known[key].default is not None and "None" not in str(known[key].type):
+                raise CliError(f"--csv {key}=none: {key} is required (it names the column or file to read)")
+            values[key] = None
         else:
-            values[key] = None if value.lower() == "none" else value
+            values[key] = value
     return CsvColumns(**values)
 
 

@@ -157,3 +157,14 @@ def test_a_port_outside_0_to_65535_is_refused_by_name(capsys, tmp_path, flag, va
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and value in err and "port number" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--data-dir", "."), "--data-dir . needs --dataset"),
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "user=none"), "--csv user=none: user is required"),
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "delimiter="), "--csv delimiter='': expected one character"),
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "encoding=utf9"), "--csv encoding='utf9': not a text encoding"),
+])
+def test_data_options_that_would_be_ignored_or_fail_later_are_refused_by_name(capsys, argv, message):
+    code, err = run_cli(capsys, "evaluate", *argv, "--method", "pop")
+    assert message in assert_one_line_error(code, err, "evaluate")

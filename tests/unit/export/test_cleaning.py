@@ -183,3 +183,10 @@ def test_report_is_frozen():
     report = CleaningReport(rows_read=1, kept=1)
     with pytest.raises(AttributeError):
         report.kept = 2  # type: ignore[misc]
+
+
+def test_a_timestamp_beyond_any_date_is_one_malformed_row(tmp_path):
+    ratings = "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.5,99999999999999999999\n2,1,3.0,200\n"
+    report = load_movielens(movielens_folder(tmp_path, ratings)).report
+    assert (report.rows_read, report.kept, report.malformed) == (3, 2, 1)
+    assert any(ex.line == 3 and "out of range" in ex.problem for ex in report.examples)
