@@ -43,19 +43,10 @@ class FinetuneConfig:
         if self.batch_size > dataset.n_items:
             raise ValueError(f"batch_size {self.batch_size} is larger than the catalogue ({dataset.n_items} items): "
                              "in-batch negatives need distinct items")
-        if not self.temperature > 0:
-            raise ValueError(f"fine-tuning needs temperature > 0 (got {self.temperature})")
-        if self.max_length < MIN_MAX_LENGTH:
-            raise ValueError(f"fine-tuning needs max_length >= {MIN_MAX_LENGTH} tokens (got {self.max_length}): "
-                             "shorter texts cannot tell items apart")
         if len(train) == 0:
             raise ValueError("the training split is empty: nothing to fine-tune on")
-        if not any(info.title.strip() or info.description.strip() for info in dataset.items):
-            raise ValueError(f"data set '{dataset.name}' has no item text (titles and descriptions are empty)")
-
-
-# A title alone takes 10-20 tokens; below this the profile → item pairs are mostly truncated away.
-MIN_MAX_LENGTH = 16
+        if not any(info.title.strip() for info in dataset.items):
+            raise ValueError(f"data set '{dataset.name}' has no item text (titles are empty)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -266,7 +266,9 @@ class FusedRecommender:
         if self.lm == "lm-finetuned":
             from lmrec.export.finetune import FinetuneConfig
 
-            replace(FinetuneConfig(), **self.lm_params).check(dataset, train)
+            from .lm import check_finetuning
+
+            check_finetuning(replace(FinetuneConfig(), **self.lm_params), dataset, train)
         if not np.any(np.bincount(train.user, minlength=dataset.n_users) >= 3):
             raise ValueError("no user has 3 or more training interactions: nothing to train the fused ranker on")
 

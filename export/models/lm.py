@@ -105,6 +105,23 @@ class PretrainedLMRecommender(_TextEncoderRecommender):
         return exported_encoder(self.model, self.precision)
 
 
+# A title alone takes 10-20 tokens; below this the profile → item pairs are mostly truncated away.
+MIN_MAX_LENGTH = 16
+
+
+def check_finetuning(config, dataset: Dataset, train: Interactions) -> None:
+    """`FinetuneConfig.check`, and settings it lets through that fail late or train nothing: a zero
+    temperature (the int8 export fails after training), a max length that truncates every text to a few
+    tokens. (Kept out of export/finetune.py on purpose: its source keys the cache of fine-tuned models,
+    and a check that trains nothing differently should not invalidate them.)"""
+    config.check(dataset, train)
+    if not config.temperature > 0:
+        raise ValueError(f"fine-tuning needs temperature > 0 (got {config.temperature})")
+    if config.max_length < MIN_MAX_LENGTH:
+        raise ValueError(f"fine-tuning needs max_length >= {MIN_MAX_LENGTH} tokens (got {config.max_length}): "
+                         "shorter texts cannot tell items apart")
+
+
 def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
     digest = hashlib.sha256()
     digest.update(dataset.name.encode())
@@ -139,7 +156,7 @@ class FinetunedLMRecommender(_TextEncoderRecommender):
 
     def check(self, dataset: Dataset, train: Interactions) -> None:
         """Refuse a fine-tuning set-up that cannot work, before anything long runs."""
-        self.config.check(dataset, train)
+        check_finetuning(self.config, dataset, train)
 
     def _encoder_for(self, dataset: Dataset, train: Interactions) -> OnnxTextEncoder:
         from lmrec.export.finetune import finetune_encoder
