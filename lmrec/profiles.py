@@ -46,8 +46,10 @@ def build_profile(config: ProfileConfig) -> UserProfile:
     text = profile_text_of([dataset.items[i] for i in history], attributes=dataset.users[user].attributes)
     encoder_dir = Path(config.build_dir) / REPOSITORY_DIR / bundle.encoder_model / str(bundle.encoder_version)
     encoder = OnnxTextEncoder(encoder_dir)
-    tagger = InterestTagger(encoder, tag_vocabulary(dataset))
-    tags = tagger.tag_users(encoder.encode([text]), top_n=config.top_tags)[0]
+    vocabulary = tag_vocabulary(dataset)
+    tags = []  # a catalogue without genres, decades or tags has no interest tags; the rest still shows
+    if vocabulary and text:
+        tags = InterestTagger(encoder, vocabulary).tag_users(encoder.encode([text]), top_n=config.top_tags)[0]
     recent = [(dataset.item_ids[i], dataset.items[i].title) for i in np.asarray(history)[:MAX_PROFILE_ITEMS]]
     return UserProfile(user_id=config.user_id, bundle_version=bundle.version, profile_text=text,
                        recent_items=recent, interest_tags=tags)
@@ -56,7 +58,8 @@ def build_profile(config: ProfileConfig) -> UserProfile:
 def describe_profile(config: ProfileConfig) -> str:
     profile = build_profile(config)
     lines = [f"user {profile.user_id} (bundle {profile.bundle_version})",
-             "interest tags: " + ", ".join(f"{tag} {weight:.2f}" for tag, weight in profile.interest_tags),
+             "interest tags: " + (", ".join(f"{tag} {weight:.2f}" for tag, weight in profile.interest_tags)
+                                  or "none (the catalogue has no genres, decades or tags)"),
              "recent items (newest first):"]
     lines += [f"  {item_id:>8}  {title}" for item_id, title in profile.recent_items]
     lines += ["profile text:", "  " + profile.profile_text]
