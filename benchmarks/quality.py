@@ -160,14 +160,35 @@ def _reusable_records(config: QualityConfig) -> list[dict]:
     (data set, protocol, method) wins, so a key is never carried over twice."""
     carried: dict[tuple, dict] = {}
     for path in config.reuse:
-        previous = json.loads(Path(path).read_text())
+        previous = _read_quality_results(Path(path))
         source = {"file": str(path), "command": previous.get("command"),
                   "date": previous.get("machine", {}).get("date")}
         for record in previous["records"]:
+            if record.get("seed", config.seed) != config.seed:  # another seed: other test sets
+                raise ValueError(f"--reuse {path}: its {record['dataset']} {record['protocol']} {record['method']} "
+                                 f"record has seed {record['seed']}, this run seed {config.seed}")
             key = (record["dataset"], record["protocol"], record["method"])
             if key not in carried:
                 carried[key] = record if record.get("reused_from") else {**record, "reused_from": source}
     return list(carried.values())
+
+
+def _read_quality_results(path: Path) -> dict:
+    """A results file of this suite, or a ValueError naming the file and what is wrong with it."""
+    try:
+        previous = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(f"--reuse {path}: cannot read it ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--reuse {path}: not JSON (line {error.lineno}: {error.msg})") from None
+    if not isinstance(previous, dict) or previous.get("suite") != "quality":
+        raise ValueError(f"--reuse {path}: not a results file of the quality suite (an `lmrec evaluate --json` file "
+                         "lacks what the bars need; run `lmrec bench quality` instead)")
+    records = previous.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"dataset", "protocol", "method", "metrics",
+                                                                         "n_items"} <= set(r) for r in records):
+        raise ValueError(f"--reuse {path}: its records lack dataset, protocol, method, metrics or n_items")
+    return previous
 
 
 def _not_measured(reused: list[dict], measured: list[dict]) -> list[dict]:

@@ -51,7 +51,7 @@ def test_bar_checks_compare_against_the_best_baseline():
 def test_reused_records_fill_only_what_the_run_did_not_measure_and_are_marked(tmp_path):
     from lmrec.benchmarks.quality import render_markdown
 
-    previous = {"command": "lmrec bench quality --old", "records": [
+    previous = {"suite": "quality", "command": "lmrec bench quality --old", "records": [
         {"dataset": "synthetic", "protocol": "temporal-loo", "method": "pop", "metrics": {"ndcg@10": 0.999},
          "n_items": 40, "n_test_users": 40, "seconds": 0},
         {"dataset": "synthetic", "protocol": "temporal-loo", "method": "lm-pretrained",
@@ -89,8 +89,8 @@ def test_a_bar_that_reads_a_carried_over_record_says_so_and_duplicates_are_carri
         return {"dataset": "d", "protocol": "temporal-loo", "method": method, "metrics": {"ndcg@10": ndcg},
                 "n_items": 100, **extra}
 
-    old = {"command": "old", "machine": {"date": "2026-01-01"}, "records": [record("fused", 0.5)]}
-    older = {"command": "older", "records": [record("fused", 0.9), record("ease", 0.1)]}
+    old = {"suite": "quality", "command": "old", "machine": {"date": "2026-01-01"}, "records": [record("fused", 0.5)]}
+    older = {"suite": "quality", "command": "older", "records": [record("fused", 0.9), record("ease", 0.1)]}
     (tmp_path / "a.json").write_text(json.dumps(old))
     (tmp_path / "b.json").write_text(json.dumps(older))
     carried = _reusable_records(QualityConfig(reuse=(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "a.json")))
@@ -250,3 +250,22 @@ def test_records_are_written_in_suite_order_whatever_was_re_measured():
     assert [(r["dataset"], r["protocol"], r["method"]) for r in order] == [
         ("a", "temporal-loo", "pop"), ("b", "temporal-loo", "lm-finetuned"), ("b", "temporal-loo", "fused"),
         ("b", "random-811", "ease"), ("b", "random-811", "fused"), ("b", "cold-items", "pop")]
+
+
+def test_reuse_of_a_file_that_is_not_the_suites_own_is_refused_before_measuring(tmp_path):
+    import pytest
+
+    evaluate_json = {"records": [{"dataset": "synthetic", "protocol": "temporal-loo", "method": "pop",
+                                  "metrics": {"ndcg@10": 0.1}, "seed": 42}]}
+    other_seed = {"suite": "quality", "records": [{"dataset": "synthetic", "protocol": "temporal-loo", "method": "pop",
+                                                   "metrics": {"ndcg@10": 0.1}, "n_items": 40, "seed": 7}]}
+    cases = [("evaluate.json", json.dumps(evaluate_json), "not a results file of the quality suite"),
+             ("seed7.json", json.dumps(other_seed), "has seed 7, this run seed 42"),
+             ("broken.json", "{not json", "not JSON")]
+    for name, text, message in cases:
+        (tmp_path / name).write_text(text)
+        config = QualityConfig(protocols=("temporal-loo",), methods=("pop",), out_dir=tmp_path, name="new",
+                               synthetic_users=40, reuse=(tmp_path / name,))
+        with pytest.raises(ValueError, match=message):
+            run_quality(config, progress=lambda *_: None)
+        assert not (tmp_path / "new.json").exists()
