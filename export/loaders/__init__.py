@@ -7,7 +7,7 @@ into a canonical `Dataset` the same way for all of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -84,7 +84,11 @@ def _read_synthetic(config: DataConfig) -> RawData:
 
 
 def _read_ml100k(config: DataConfig) -> RawData:
-    return load_ml100k(_data_dir(config, "pass --data-dir pointing at the unpacked ml-100k folder"))
+    data_dir = _data_dir(config, "pass --data-dir pointing at the unpacked ml-100k folder")
+    raw = load_ml100k(data_dir)
+    # Your own data in ml-100k's format is named after its folder, as for the other readers, so that the
+    # bars set on MovieLens-100K are never judged on it and --reuse never mixes the two.
+    return raw if data_dir.name == "ml-100k" else replace(raw, name=_label("ml-100k", data_dir.name, own=()))
 
 
 def _label(loader: str, folder: str, *, own: tuple[str, ...] = ()) -> str:
@@ -99,8 +103,8 @@ def _read_movielens_csv(config: DataConfig) -> RawData:
     hint = "pass --data-dir pointing at the unpacked MovieLens folder with ratings.csv and movies.csv"
     data_dir = _data_dir(config, hint)
     # ml-latest-small is this format, so a movielens-csv folder of that name keeps it.
-    name = config.dataset if config.dataset == "ml-latest-small" else _label(config.dataset, data_dir.name,
-                                                                              own=("ml-latest-small",))
+    name = (config.dataset if config.dataset == "ml-latest-small" and data_dir.name == "ml-latest-small"
+            else _label(config.dataset, data_dir.name, own=("ml-latest-small",)))
     return load_movielens_csv(data_dir, name=name)
 
 

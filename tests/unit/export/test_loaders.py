@@ -246,3 +246,16 @@ def test_a_csv_data_set_in_a_folder_named_like_a_built_in_one_is_not_taken_for_i
     write(data_dir / "interactions.csv", "user_id,item_id,rating,timestamp\n1,a,3,10\n")
     write(data_dir / "items.csv", "item_id,title\na,Alpha\n")
     assert load_dataset(DataConfig(dataset="csv", data_dir=data_dir)).dataset.name == expected
+
+
+@pytest.mark.parametrize("dataset, folder, expected", [("ml-100k", "my-films", "my-films"),
+                                                       ("ml-100k", "ml-latest-small", "ml-100k:ml-latest-small"),
+                                                       ("ml-latest-small", "my-films", "my-films")])
+def test_your_own_folder_in_a_movielens_format_is_named_after_the_folder(tmp_path, ml100k_dir, ml_latest_small_dir,
+                                                                         dataset, folder, expected):
+    source = ml100k_dir if dataset == "ml-100k" else ml_latest_small_dir
+    linked = tmp_path / folder
+    linked.mkdir()
+    for path in source.iterdir():
+        (linked / path.name).symlink_to(path)  # links, not copies: the data stays in ../shared
+    assert load_dataset(DataConfig(dataset=dataset, data_dir=linked)).dataset.name == expected
