@@ -353,7 +353,7 @@ def _existing_file(option: str, value: str) -> Path:
 
 
 def config_from_args(args) -> QualityConfig:
-    from lmrec.cli import CliError, _model_params
+    from lmrec.cli import CliError, _model_params, writable_file
 
     methods = tuple(m for chunk in (args.method or [",".join(ALL_METHODS)]) for m in chunk.split(",") if m)
     for method in methods:
@@ -365,6 +365,9 @@ def config_from_args(args) -> QualityConfig:
             raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     params = _model_params(args.param, ("lm-finetuned", "fused"))
     finetune, fused = dict(params.get("lm-finetuned", {})), dict(params.get("fused", {}))
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise CliError(f"--name {args.name!r}: a file name without folders (the files go to --out)")
+    writable_file("--out", Path(args.out) / f"{args.name}.json")
     return QualityConfig(datasets=tuple((args.datasets or ",".join(QualityConfig.datasets)).split(",")),
                          data=_own_data(args), protocols=protocols, methods=methods,
                          seed=args.seed, finetune=finetune, fused=fused, out_dir=Path(args.out), name=args.name,

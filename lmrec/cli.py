@@ -51,6 +51,20 @@ def port_number(text: str) -> int:
     return port
 
 
+def writable_file(option: str, path: Path) -> None:
+    """Refuse an output path now rather than after the measurements meant for it: a folder, or a file in
+    a folder that cannot be created or written."""
+    if path.is_dir():
+        raise CliError(f"{option} {path} is a directory; give a file name")
+    existing = path.parent.absolute()
+    while not existing.exists():  # the folders to be made are made with the file, not now
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CliError(f"{option} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise CliError(f"{option} {path}: {existing} is not writable")
+
+
 def _default_build_dir(dataset: str) -> Path:
     return Path("build") / dataset
 
@@ -213,6 +227,8 @@ def cmd_evaluate(args) -> int:
     from lmrec.export.evaluate import EvaluateConfig, format_table, records_to_json, run_evaluation
 
     methods = tuple(m for chunk in args.method for m in chunk.split(",") if m)
+    if args.json:
+        writable_file("--json", Path(args.json))
     config = EvaluateConfig(data=_data_config(args), protocol=args.protocol, methods=methods, seed=args.seed,
                             model_params=_evaluation_params(args.param, methods, args.protocol))
     records = run_evaluation(config, progress=lambda line: print(line, file=sys.stderr, flush=True))

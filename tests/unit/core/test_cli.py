@@ -168,3 +168,10 @@ def test_a_port_outside_0_to_65535_is_refused_by_name(capsys, tmp_path, flag, va
 def test_data_options_that_would_be_ignored_or_fail_later_are_refused_by_name(capsys, argv, message):
     code, err = run_cli(capsys, "evaluate", *argv, "--method", "pop")
     assert message in assert_one_line_error(code, err, "evaluate")
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_measuring(capsys, tmp_path):
+    code, err = run_cli(capsys, "evaluate", "--method", "pop", "--json", str(tmp_path))
+    assert "is a directory" in assert_one_line_error(code, err, "evaluate")
+    code, err = run_cli(capsys, "bench", "quality", "--smoke-users", "40", "--name", "sub/run", "--out", str(tmp_path))
+    assert "--name 'sub/run'" in assert_one_line_error(code, err, "bench")
