@@ -3,7 +3,7 @@
 from .base import MODELS, Recommender, make_model, model_param_grid, register_model
 from ..kg import KnowledgeGraphRecommender
 from .bpr import BPRRecommender
-from .ease import EASERecommender, RatedEASERecommender
+from .ease import EASERecommender
 from .fused import FusedInt8Recommender, FusedRecommender
 from .itemknn import ItemKNNRecommender
 from .lm import FinetunedLMRecommender, PretrainedLMRecommender
@@ -12,7 +12,6 @@ from .sequential import SequentialRecommender
 register_model(ItemKNNRecommender.name, ItemKNNRecommender)
 register_model(BPRRecommender.name, BPRRecommender)
 register_model(EASERecommender.name, EASERecommender)
-register_model(RatedEASERecommender.name, RatedEASERecommender)
 register_model(SequentialRecommender.name, SequentialRecommender)
 register_model(KnowledgeGraphRecommender.name, KnowledgeGraphRecommender)
 register_model(FusedRecommender.name, FusedRecommender)

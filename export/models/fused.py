@@ -105,8 +105,7 @@ class FusedRecommender:
     def __init__(self, *, seed: int = 42, holdout: Literal["last", "random"] = "last", candidates: int = 50,
                  lm: str = "lm-finetuned", lm_params: dict | None = None, precision: Literal["fp32", "int8"] = "fp32",
                  signals: dict[str, dict] | None = None, use_kg: bool = True, ranker: dict | None = None,
-                 recent_share: float = 0.0, cold_share: float = 0.0, holdout_folds: int | None = None,
-                 rated_ease: float = 0.0) -> None:
+                 recent_share: float = 0.0, cold_share: float = 0.0, holdout_folds: int | None = None) -> None:
         # Every constructor argument as given (first, before other locals exist), so that fused-int8 can
         # fit the identical fp32 model it serves with (see below); a new argument is included by itself.
         self.settings = {name: value for name, value in locals().items() if name != "self"}
@@ -121,15 +120,6 @@ class FusedRecommender:
         self.lm_params = dict(lm_params or {})
         self.precision = precision
         self.signal_params = {**DEFAULT_SIGNALS, **(signals or {})}
-        # With rated_ease > 0, one more signal: EASE (at the ease signal's l2) reading each known user's
-        # history weighted by their own ratings (RatedEASERecommender), rated_ease being the weight per
-        # point of rating above the user's mean. Set per protocol by `settings_for_protocol`.
-        if rated_ease < 0:
-            raise ValueError(f"rated_ease must be >= 0, got {rated_ease}")
-        self.rated_ease = rated_ease
-        if rated_ease > 0:
-            self.signal_params["ease-rated"] = {"l2": float(self.signal_params.get("ease", DEFAULT_SIGNALS["ease"])["l2"]),
-                                                "rating_weight": float(rated_ease)}
         self.use_kg = use_kg
         # Popularity within the latest `recent_share` of the training time span: what is in demand now.
         self.recent_share = recent_share

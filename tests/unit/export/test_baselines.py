@@ -10,7 +10,7 @@ import pytest
 from lmrec.export.dataset import Dataset, Interactions, ItemInfo, UserInfo
 from lmrec.export.models.base import MODELS, make_model
 from lmrec.export.models.bpr import BPRRecommender
-from lmrec.export.models.ease import EASERecommender, RatedEASERecommender
+from lmrec.export.models.ease import EASERecommender
 from lmrec.export.models.itemknn import ItemKNNRecommender
 from lmrec.export.models.sequential import SequentialRecommender
 
@@ -156,40 +156,6 @@ def test_ease_matches_the_closed_form_and_has_a_zero_diagonal():
 
     users = np.arange(n_users)
     np.testing.assert_allclose(model.score(users, _histories(train, users)), X @ B, rtol=1e-4, atol=1e-5)
-
-
-def test_rated_ease_weights_each_known_history_item_by_the_users_rating_deviation():
-    rng = np.random.default_rng(3)
-    n_users, n_items, l2, a = 15, 8, 3.0, 0.2
-    rows = [(u, i) for u in range(n_users) for i in range(n_items) if rng.random() < 0.5]
-    ratings = rng.integers(1, 6, len(rows)).astype(np.float32)
-    users, items = zip(*rows)
-    train = Interactions.from_lists(users, items, weight=ratings, timestamp=np.arange(len(rows))).sorted()
-    dataset = _dataset(n_users, train, n_items)
-    plain = EASERecommender(l2=l2).fit(dataset, train)
-    rated = RatedEASERecommender(l2=l2, rating_weight=a).fit(dataset, train)
-    np.testing.assert_array_equal(rated.weights, plain.weights)  # B is EASE's
-
-    R = np.zeros((n_users, n_items))
-    R[train.user, train.item] = train.weight
-    X = _binary(train, n_users, n_items)
-    means = R.sum(axis=1) / np.maximum(X.sum(axis=1), 1)
-    W = np.where(X > 0, 1 + a * (R - means[:, None]), 0.0)
-    known = np.arange(n_users)
-    np.testing.assert_allclose(rated.score(known, _histories(train, known)), W @ plain.weights, rtol=1e-4, atol=1e-5)
-
-    # An anonymous session, or an item the user has no training rating for, counts 1: plain EASE.
-    history = [np.array([0, 1, 2])]
-    np.testing.assert_allclose(rated.score(np.array([-1]), history), plain.score(np.array([-1]), history), atol=1e-6)
-    without = np.flatnonzero(X[0] == 0)
-    np.testing.assert_allclose(rated.score(np.array([0]), [without]), plain.score(np.array([0]), [without]), atol=1e-6)
-
-
-def test_rated_ease_without_ratings_is_ease():
-    dataset, train, _ = two_groups()
-    users = np.arange(N_GROUP_USERS)
-    np.testing.assert_array_equal(RatedEASERecommender(l2=10.0).fit(dataset, train).score(users, _histories(train, users)),
-                                  EASERecommender(l2=10.0).fit(dataset, train).score(users, _histories(train, users)))
 
 
 def test_ease_in_float32_above_the_float64_size_agrees(monkeypatch):
