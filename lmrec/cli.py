@@ -247,9 +247,11 @@ def _evaluation_params(pairs: list[str] | None, methods: tuple[str, ...], protoc
     from lmrec.export.models.fused import settings_for_protocol
 
     params = _model_params(pairs, methods)
-    for method in ("fused", "fused-int8"):
-        if method in methods:
-            params[method] = {**settings_for_protocol(protocol), **params.get(method, {})}
+    fused = {**settings_for_protocol(protocol), **params.get("fused", {})}
+    if "fused" in methods:
+        params["fused"] = fused
+    if "fused-int8" in methods:  # the int8 encoder serving the same fit: fused's settings, then its own
+        params["fused-int8"] = {**fused, **params.get("fused-int8", {})}
     return params
 
 

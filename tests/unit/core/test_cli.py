@@ -175,3 +175,10 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_measuring(capsy
     assert "is a directory" in assert_one_line_error(code, err, "evaluate")
     code, err = run_cli(capsys, "bench", "quality", "--smoke-users", "40", "--name", "sub/run", "--out", str(tmp_path))
     assert "--name 'sub/run'" in assert_one_line_error(code, err, "bench")
+
+
+def test_fused_int8_in_lmrec_evaluate_fits_the_same_settings_as_fused():
+    from lmrec.cli import _evaluation_params
+
+    params = _evaluation_params(["fused.candidates=25"], ("fused", "fused-int8"), "random-811")
+    assert params["fused"]["candidates"] == 25 and params["fused-int8"] == params["fused"]
