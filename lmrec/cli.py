@@ -65,6 +65,17 @@ def writable_file(option: str, path: Path) -> None:
         raise CliError(f"{option} {path}: {existing} is not writable")
 
 
+def tag_count(text: str) -> int:
+    """An argparse type for --tags: 1 to 50 (the gateway reads 0 as "the default", so it is refused here)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= 50:
+        raise argparse.ArgumentTypeError(f"{count}: expected 1 to 50 interest tags")
+    return count
+
+
 def _default_build_dir(dataset: str) -> Path:
     return Path("build") / dataset
 
@@ -411,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051"))
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--user", required=True)
-    p.add_argument("--tags", type=int, default=5, help="how many interest tags")
+    p.add_argument("--tags", type=tag_count, default=5, help="how many interest tags (1 to 50)")
     p.add_argument("--bundle-version", type=int, default=None)
     p.set_defaults(run=cmd_profile)
 

@@ -103,7 +103,7 @@ def test_evaluate_trains_the_fused_methods_for_the_protocol_unless_told_otherwis
 
     params = _evaluation_params(["fused.candidates=25"], ("ease", "fused", "fused-int8"), "cold-items")
     assert params["fused"] == {"holdout": "random", "cold_share": 0.1, "candidates": 25}
-    assert params["fused-int8"] == {"holdout": "random", "cold_share": 0.1}
+    assert params["fused-int8"] == params["fused"]  # the same fit, served with the int8 encoder (as in bench quality)
     assert "ease" not in params  # baselines keep their tuning grid
     assert _evaluation_params(["fused.holdout=random"], ("fused",), "temporal-loo")["fused"] == {"holdout": "random"}
 
@@ -182,3 +182,10 @@ def test_fused_int8_in_lmrec_evaluate_fits_the_same_settings_as_fused():
 
     params = _evaluation_params(["fused.candidates=25"], ("fused", "fused-int8"), "random-811")
     assert params["fused"]["candidates"] == 25 and params["fused-int8"] == params["fused"]
+
+
+@pytest.mark.parametrize("value", ["0", "51", "many"])
+def test_profile_tags_outside_1_to_50_are_refused_by_name(capsys, value):
+    with pytest.raises(SystemExit) as exited:
+        main(["profile", "--user", "u1", "--tags", value])
+    assert exited.value.code == 2 and "--tags" in capsys.readouterr().err
