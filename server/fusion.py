@@ -74,7 +74,7 @@ def rank_candidates(candidates: np.ndarray, features: dict[str, np.ndarray], wei
             found_by = max(parts, key=parts.get)
         else:  # every signal ties (one candidate, say): name the heaviest one that has evidence for the item
             evidence = [s for s in sorted(present, key=weights.of, reverse=True) if features[s][position] > 0]
-            found_by = evidence[0] if evidence else (present[0] if present else "popular")
+            found_by = evidence[0] if evidence else "popular"
         ranked.append(RankedItem(item=int(candidates[position]), score=float(scores[position]), signals=parts,
                                  found_by=found_by))
     return ranked

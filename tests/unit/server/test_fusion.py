@@ -83,6 +83,12 @@ def test_rank_candidates_ties_break_by_candidate_order_and_found_by_defaults_to_
     assert all(r.found_by == "popular" and r.score == 0.0 for r in ranked)
 
 
+def test_when_every_signal_ties_found_by_names_one_with_evidence_for_the_item():
+    # One candidate (say, the only item a filter allows): normalised, every contribution is 0.
+    ranked = rank_candidates(np.array([7]), {"lm": np.array([0.4]), "popular": np.array([0.0])}, BlendWeights(), k=1)
+    assert ranked[0].found_by == "lm"  # not "popular": nobody has touched it
+
+
 def test_rank_candidates_zero_weight_signal_is_ignored():
     candidates = np.array([0, 1])
     features = {"lm": np.array([1.0, 0.0]), "als": np.array([0.0, 1.0])}
