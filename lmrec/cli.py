@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
+from lmrec.cli_client import CliError, add_client_verbs, int_in_range  # one error type for every verb
 from lmrec.encoder import DEVICES
 from lmrec.export.splits import PROTOCOLS
 
@@ -40,15 +40,8 @@ def invoked_command() -> str | None:
     return None
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 to 65535 (0: the system picks a free one)."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
-    return port
+# 0: the system picks a free port.
+port_number = int_in_range(0, 65535, "a port number")
 
 
 def writable_file(option: str, path: Path) -> None:
@@ -65,15 +58,8 @@ def writable_file(option: str, path: Path) -> None:
         raise CliError(f"{option} {path}: {existing} is not writable")
 
 
-def tag_count(text: str) -> int:
-    """An argparse type for --tags: 1 to 50 (the gateway reads 0 as "the default", so it is refused here)."""
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= count <= 50:
-        raise argparse.ArgumentTypeError(f"{count}: expected 1 to 50 interest tags")
-    return count
+# The gateway reads 0 tags as "the default", so 0 is refused here.
+tag_count = int_in_range(1, 50, "the number of interest tags")
 
 
 def _default_build_dir(dataset: str) -> Path:

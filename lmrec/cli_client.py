@@ -209,14 +209,20 @@ def cmd_status(args) -> int:
     return 0
 
 
-def positive_k(value: str) -> int:
-    try:
-        k = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be an integer, got {value!r}") from None
-    if not 1 <= k <= 1000:
-        raise argparse.ArgumentTypeError(f"k must be between 1 and 1000, got {k}")
-    return k
+def int_in_range(low: int, high: int, what: str):
+    """An argparse type: a whole number from `low` to `high`, refused with a message naming `what`."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {number}")
+        return number
+    return parse
+
+
+positive_k = int_in_range(1, 1000, "k")
 
 
 def add_client_verbs(verbs) -> None:
