@@ -138,6 +138,15 @@ def check_text(field_name: str, text: str, limit: int) -> None:
         raise RequestError("INVALID_ARGUMENT", f"{field_name} is {len(text)} characters long; the limit is {limit}")
 
 
+def trained_cf_row(user: ResolvedUser | None, recent) -> int:
+    """The bundle's trained ALS row to score this request with, or -1 to fold its history in: an anonymous
+    session, a user with events since the snapshot, or a known user who also sent session items (the
+    trained row knows nothing of those). The blend and the fusion ranker's features both read it."""
+    if user is None or user.cf_index is None or len(recent):
+        return -1
+    return int(user.cf_index)
+
+
 def check_id(field_name: str, value: str) -> None:
     check_text(field_name, value, MAX_ID_LENGTH)
 
@@ -320,8 +329,9 @@ class Recommender:
                  query.exclude_item_ids, query.require) if cacheable and vector is not None else None
         if state.fused is not None and vector is not None:
             try:
-                ranked = await self._rank_with_ranker(state, user, history, blocked, vector, k,
-                                                      timeout_s - (time.perf_counter() - started), stamp, as_of)
+                ranked = await self._rank_with_ranker(state, user, trained_cf_row(user, recent), history, blocked,
+                                                      vector, k, timeout_s - (time.perf_counter() - started), stamp,
+                                                      as_of)
                 return self._result(state, ranked, history, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
@@ -349,7 +359,7 @@ class Recommender:
 
     def _cached_candidates(self, user: ResolvedUser | None, stamp, as_of: int, compute):
         """`compute()`, or what it returned for this user last time under the same stamp."""
-        if stamp is None:
+        if stamp is None or self.candidates.max_entries <= 0:  # nothing cacheable, or the cache is off
             return compute()
         found = self.candidates.lookup(user.user_id, stamp)
         self.metrics.candidate_cache(found is not None)
@@ -373,8 +383,9 @@ class Recommender:
                     labels, _ = state.retriever.search(vector, n + int(blocked.sum()))
                 candidate_sets.append(labels[0])
         user_vector = None
-        if user is not None and user.cf_index is not None and len(recent) == 0:
-            user_vector = state.bundle.user_factors[user.cf_index]
+        cf_row = trained_cf_row(user, recent)
+        if cf_row >= 0:
+            user_vector = state.bundle.user_factors[cf_row]
         elif len(history):
             base = history[history < state.catalogue.n_base]
             user_vector = state.bundle.fold_in_user(base) if len(base) else None
@@ -395,14 +406,13 @@ class Recommender:
             features["als"] = state.item_factors[candidates] @ user_vector
         return candidates, features
 
-    async def _rank_with_ranker(self, state: ServingState, user, history, blocked, profile, k, timeout_s, stamp,
-                                as_of: int):
+    async def _rank_with_ranker(self, state: ServingState, user, cf_row: int, history, blocked, profile, k, timeout_s,
+                                stamp, as_of: int):
         """The neural fusion ranker (served by Triton) over the fused model's candidates."""
         fused = state.fused
-        user_index = user.cf_index if user is not None and user.cf_index is not None else -1
 
         def features_of_candidates():
-            candidates, features, names = fused.features(np.array([user_index]), [history], profile=profile[None, :],
+            candidates, features, names = fused.features(np.array([cf_row]), [history], profile=profile[None, :],
                                                          excluded=[np.flatnonzero(blocked)])
             return candidates[0], features[0], names
 

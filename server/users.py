@@ -33,9 +33,14 @@ def resolve_user(state: ServingState, events: EventStore, user_id: str) -> Resol
     index = state.catalogue.index
     # Events on items this state's catalogue lacks (e.g. after a rollback) are kept but not used.
     usable = [(index[e.item_id], e.weight) for e in recorded if e.item_id in index]
-    positive = np.array([row for row, weight in usable if weight > 0], np.int64)
+    # An item's latest event decides whether it is liked (events come in time order): liked, then
+    # disliked (weight <= 0) is seen but no longer liked, in the profile, the fold-in and "because you liked".
+    latest = {row: weight for row, weight in usable}
+    disliked = np.array([row for row, weight in latest.items() if weight <= 0], np.int64)
+    positive = np.array([row for row, weight in usable if weight > 0 and latest[row] > 0], np.int64)
     everything = np.array([row for row, _ in usable], np.int64)
     base = np.asarray(snapshot.history, np.int64) if snapshot is not None else np.zeros(0, np.int64)
+    base = base[~np.isin(base, disliked)]
     return ResolvedUser(
         user_id=user_id,
         attributes=dict(snapshot.attributes) if snapshot is not None else {},

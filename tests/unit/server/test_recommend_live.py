@@ -419,3 +419,51 @@ def test_an_event_timestamp_in_milliseconds_is_refused_by_name(live):
         run(live.record_events([Event(user_id="ms", item_id=item, timestamp=time.time()),
                                 Event(user_id="ms", item_id=item, timestamp=time.time() * 1000)]))
     assert live.events.events_of("ms") == []  # nothing of the batch was stored
+
+
+def test_an_item_liked_then_disliked_is_no_longer_described_as_liked(live):
+    state = live.state
+    first, second = state.catalogue.item_ids[0], state.catalogue.item_ids[1]
+    now = time.time()
+    run(live.record_events([Event(user_id="changed-mind", item_id=first, timestamp=now - 30),
+                            Event(user_id="changed-mind", item_id=second, timestamp=now - 20),
+                            Event(user_id="changed-mind", item_id=first, timestamp=now - 10, weight=-1.0)]))
+    answer = run(live.recommend(RecommendQuery(user_id="changed-mind", k=10)))
+    title = state.catalogue.items[0].title
+    assert title not in answer.profile_text and state.catalogue.items[1].title in answer.profile_text
+    assert first not in ids(answer)  # still seen
+    assert all(title not in why.text for why in answer.explanations)
+
+
+def test_a_known_users_session_items_reach_the_fused_cf_features(live, monkeypatch):
+    """Like the blend, the ranker's features fold the session into ALS instead of the trained user row."""
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    asked = []
+
+    class Fused:
+        def features(self, users, histories, profile=None, excluded=None):
+            asked.append(int(users[0]))
+            candidates = np.array([i for i in range(20) if i not in set(excluded[0].tolist())][:12])
+            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
+
+    async def score(features, *, model, version, timeout_s):
+        return np.arange(len(features), dtype=np.float32)
+
+    monkeypatch.setattr(state, "fused", Fused())
+    monkeypatch.setattr(live.encoder, "score", score, raising=False)
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    session = state.catalogue.item_ids[25]
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5, recent_item_ids=(session,))))
+    assert asked[0] >= 0 and asked[1] == -1  # the trained row alone, then folded in with the session
+
+
+def test_candidate_lookups_are_not_counted_while_the_cache_is_off(tiny_build_root, local_encoder):
+    from lmrec.server.recommend import ServingConfig
+
+    recommender = Recommender(state_of(load_bundle(tiny_build_root), local_encoder), MemoryEventStore(), local_encoder,
+                              ServingConfig(candidate_cache_users=0))
+    user_id = recommender.state.bundle.dataset.user_ids[0]
+    for _ in range(3):
+        run(recommender.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert candidate_lookups(recommender) == {"hit": 0.0, "miss": 0.0}
