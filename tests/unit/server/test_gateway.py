@@ -1,4 +1,4 @@
-"""The gateway's process settings: its BLAS thread cap (see GatewayConfig.blas_threads)."""
+"""The gateway's process settings: its BLAS thread cap (see GatewayConfig.blas_threads) and its server options."""
 
 from pathlib import Path
 
@@ -39,3 +39,27 @@ def test_none_leaves_blas_alone():
 def test_a_cap_below_one_is_refused_with_the_value():
     with pytest.raises(ValueError, match="blas_threads must be at least 1.*got 0"):
         GatewayConfig(build_dir=Path("."), triton_url="127.0.0.1:1", blas_threads=0)
+
+
+def test_a_second_server_with_the_gateways_options_cannot_bind_a_port_in_use():
+    """gRPC lets two processes share a port by default (SO_REUSEPORT); the gateway's options refuse it, so a
+    second gateway started by mistake fails instead of taking half the connections."""
+    import asyncio
+
+    import grpc
+
+    from lmrec.server.gateway import SERVER_OPTIONS
+
+    async def bind_twice():
+        first = grpc.aio.server(options=SERVER_OPTIONS)
+        port = first.add_insecure_port("127.0.0.1:0")
+        await first.start()
+        try:
+            second = grpc.aio.server(options=SERVER_OPTIONS)
+            with pytest.raises(RuntimeError):
+                second.add_insecure_port(f"127.0.0.1:{port}")
+        finally:
+            await first.stop(None)
+
+    asyncio.run(bind_twice())
+    assert dict(SERVER_OPTIONS)["grpc.max_receive_message_length"] >= 16 << 20  # a full AddItems batch fits
