@@ -229,3 +229,50 @@ def test_get_status_reports_degraded_when_triton_has_lost_the_served_version(ser
     assert run(admin.GetStatus(pb.StatusRequest(), _Context())).degraded is False
     encoder.unloaded.add(("text_encoder", 1))  # Triton restarted without it, or is down
     assert run(admin.GetStatus(pb.StatusRequest(), _Context())).degraded is True
+
+
+def test_the_model_watcher_outlives_an_unexpected_error_and_still_reloads(serving):
+    recommender, deployer, control, encoder = serving
+    encoder.unloaded.add(("text_encoder", 1))  # Triton restarted without bundle 1's version
+    checks = []
+
+    async def is_ready(model, version):
+        checks.append(version)
+        if len(checks) == 1:
+            raise OSError("config.pbtxt could not be read")  # not a ModelControlError
+        return (model, version) not in encoder.unloaded
+
+    control.is_ready = is_ready
+
+    async def scenario():
+        watcher = asyncio.ensure_future(keep_models_loaded(deployer, interval_s=0.01))
+        await asyncio.sleep(0.2)
+        alive = not watcher.done()
+        watcher.cancel()
+        return alive
+
+    assert run(scenario())
+    assert ("serve", "text_encoder", (1,)) in control.calls and ("text_encoder", 1) not in encoder.unloaded
+
+
+def test_add_items_without_a_client_deadline_gets_the_long_default():
+    from types import SimpleNamespace
+
+    from lmrec.server.gateway import ADD_ITEMS_TIMEOUT_S, RecommenderServicer
+    from lmrec.server.metrics import GatewayMetrics
+    from lmrec.v1 import recommender_pb2 as pb
+
+    given = {}
+
+    async def add_items(items, *, timeout_s):
+        given["timeout_s"] = timeout_s
+        return 1, 0, "1"
+
+    class NoDeadline(_Context):
+        def time_remaining(self):
+            return None
+
+    recommender = SimpleNamespace(add_items=add_items, metrics=GatewayMetrics())
+    servicer = RecommenderServicer(recommender)
+    run(servicer.AddItems(pb.AddItemsRequest(items=[pb.NewItem(item_id="n1", title="New")]), NoDeadline()))
+    assert given["timeout_s"] == ADD_ITEMS_TIMEOUT_S >= 60
