@@ -28,10 +28,7 @@ def message_json(message) -> str:
 
     from google.protobuf.json_format import MessageToDict
 
-    try:  # protobuf >= 5.26 renamed the option
-        data = MessageToDict(message, always_print_fields_with_no_presence=True)
-    except TypeError:
-        data = MessageToDict(message, including_default_value_fields=True)
+    data = MessageToDict(message, including_default_value_fields=True)  # protobuf is pinned below 5
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 

@@ -18,6 +18,13 @@ FILTER_ALIASES = {"genre": "genre", "genres": "genre", "category": "genre", "cat
                   "tag": "tag", "tags": "tag", "year": "year", "decade": "decade"}
 
 
+
+def shown(value: str, limit: int = 80) -> str:
+    """`value` as an error message quotes it: at most `limit` characters. A caller's over-long id echoed
+    whole would push the message past gRPC's metadata limit, and the status would become
+    RESOURCE_EXHAUSTED instead of the one that names the problem."""
+    return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
+
 class UnknownFilter(ValueError):
     """A filter key that no item has; the message lists the keys that exist."""
 
@@ -78,8 +85,7 @@ class Catalogue:
             kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
             if kind not in by_kind:
                 known = sorted(by_kind)
-                shown = key if len(key) <= 80 else f"{key[:80]}… ({len(key)} characters)"
-                raise UnknownFilter(f"filter key '{shown}' matches no item attribute; known keys: {', '.join(known)}")
+                raise UnknownFilter(f"filter key '{shown(key)}' matches no item attribute; known keys: {', '.join(known)}")
             matching = np.zeros(len(self), bool)
             for value in values:
                 value = " ".join(str(value).split()).lower()

@@ -20,7 +20,7 @@ import numpy as np
 from lmrec.export.dataset import ItemInfo
 from lmrec.text import MAX_PROFILE_ITEMS, item_text_of, profile_text_of
 
-from .catalogue import UnknownFilter, fields_of
+from .catalogue import UnknownFilter, fields_of, shown
 from .encoder_client import EncoderUnavailable
 from .event_store import MAX_ID_LENGTH, Event, EventStore, StoredItem
 from .explain import ItemExplanation, explain_items
@@ -32,15 +32,15 @@ from .users import ResolvedUser, latest_occurrences, resolve_user
 
 log = logging.getLogger("lmrec.recommend")
 MAX_K = 1000
-T = TypeVar("T")
 MAX_BATCH = 1000
 # An added item's text is cut to the encoder's max length (256 tokens) anyway; these bounds keep a full
 # AddItems batch within the gateway's message size limit.
 MAX_TITLE_CHARS = 500
+MAX_DESCRIPTION_CHARS = 10_000
 # An event this far ahead of the gateway's clock is a unit mistake (milliseconds), not clock skew: it would
 # stay the user's newest event for decades.
 MAX_CLOCK_AHEAD_S = 86_400.0
-MAX_DESCRIPTION_CHARS = 10_000
+T = TypeVar("T")
 
 
 async def run_to_completion(work: Coroutine[Any, Any, T]) -> T:
@@ -56,13 +56,6 @@ def _note_unawaited_failure(task: asyncio.Task) -> None:
     # caller still waiting gets it from the shield as usual.
     if not task.cancelled() and task.exception() is not None:
         log.debug("work finished with %r", task.exception())
-
-
-def shown(value: str, limit: int = 80) -> str:
-    """`value` as an error message quotes it: at most `limit` characters. A caller's over-long id echoed
-    whole would push the message past gRPC's metadata limit, and the status would become
-    RESOURCE_EXHAUSTED instead of the one that names the problem."""
-    return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
 
 
 class RequestError(Exception):
