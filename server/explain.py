@@ -1,7 +1,8 @@
 """Why an item was recommended: the closest history item, matched interest tags, a graph path.
 
-`explain_items(state, history, items, user_tags)` returns one `ItemExplanation` per item, computed
-with array operations over the returned items only (never the whole catalogue).
+`explain_items(state, liked, items, user_tags)` returns one `ItemExplanation` per item, computed
+with array operations over the returned items only (never the whole catalogue). `liked` is the part of
+the user's history an explanation may name (oldest first): the caller leaves out what they rated low.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from .state import ServingState
 
 # The most recent history items considered: older ones rarely explain today's list, and cost grows with them.
 MAX_HISTORY = 50
+# "Because you liked X" only when X is closer than this to the item: at or below 0 the two texts have
+# nothing in common, and the phrase would claim a reason that is not there.
+MIN_BECAUSE_SIMILARITY = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,10 +66,10 @@ def _sentence(because_title: str, tags: Sequence[str], graph_path: str, found_by
     return text[0].upper() + text[1:]
 
 
-def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int], found_by: Sequence[str],
+def explain_items(state: ServingState, liked: np.ndarray, items: Sequence[int], found_by: Sequence[str],
                   user_tags: Sequence[str] = ()) -> list[ItemExplanation]:
-    history = np.asarray(history, np.int64)
-    recent = history[-MAX_HISTORY:]
+    liked = np.asarray(liked, np.int64)
+    recent = liked[-MAX_HISTORY:]
     recent = recent[np.sort(np.unique(recent, return_index=True)[1])]
     catalogue = state.catalogue
     titles = _Titles(catalogue.items)  # looked up per explained item, never built for the whole catalogue
@@ -83,7 +87,7 @@ def explain_items(state: ServingState, history: np.ndarray, items: Sequence[int]
     explanations = []
     for row, item in enumerate(items.tolist()):
         because, similarity = None, 0.0
-        if similarities is not None and np.isfinite(closest_similarity[row]):
+        if similarities is not None and closest_similarity[row] > MIN_BECAUSE_SIMILARITY:
             because, similarity = int(recent[closest[row]]), float(closest_similarity[row])
         keys = _tag_keys(catalogue.items[item])
         tags = tuple(original for lowered, original in wanted.items() if lowered in keys)

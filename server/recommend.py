@@ -203,9 +203,9 @@ class Recommender:
             self.cache.put(state.label, user_id, profile_text, vector, as_of=as_of)
         return vector
 
-    def _result(self, state, ranked, history, user_tags, **kwargs) -> Recommendation:
+    def _result(self, state, ranked, liked, user_tags, **kwargs) -> Recommendation:
         with self.metrics.time_stage("Recommend", "explain"):
-            explanations = explain_items(state, history, [r.item for r in ranked], [r.found_by for r in ranked],
+            explanations = explain_items(state, liked, [r.item for r in ranked], [r.found_by for r in ranked],
                                          user_tags)
         catalogue = state.catalogue
         return Recommendation(items=ranked, bundle_version=state.label, explanations=explanations,
@@ -288,6 +288,9 @@ class Recommender:
         # user's history, describes the user as training data would.
         history = latest_occurrences(np.concatenate([user.history if user else np.zeros(0, np.int64),
                                                      recent]).astype(np.int64))
+        # What an explanation may name as liked: not an item the user rated below their own mean (unless
+        # this session names it again).
+        liked = history[~np.isin(history, np.setdiff1d(user.rated_low, recent))] if user else history
         attributes = {**(user.attributes if user else {}), **query.attributes}
         items = state.catalogue.items
         profile_text = profile_text_of([items[i] for i in history[::-1]], attributes=attributes, free_text=query.text)
@@ -325,7 +328,7 @@ class Recommender:
                 ranked = await self._rank_with_ranker(state, user, trained_cf_row(user, recent), history, blocked,
                                                       vector, k, timeout_s - (time.perf_counter() - started), stamp,
                                                       as_of)
-                return self._result(state, ranked, history, user_tags, profile_text=profile_text)
+                return self._result(state, ranked, liked, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
                 self.metrics.fallback("ranker_unavailable")
@@ -338,7 +341,7 @@ class Recommender:
             inputs = self._cached_candidates(user, blend_stamp, as_of, lambda: self._blend_inputs(
                 state, user, history, recent, blocked, eligible, vector, k))
             ranked = rank_candidates(*inputs, self.config.weights, k)
-        return self._result(state, ranked, history, user_tags, profile_text=profile_text, degraded=degraded)
+        return self._result(state, ranked, liked, user_tags, profile_text=profile_text, degraded=degraded)
 
     def _current_masks(self, state: ServingState, query: RecommendQuery, user, history, excluded, masks):
         """`masks` (generation, eligible, blocked, k) as they are, or built again if AddItems changed the

@@ -21,6 +21,9 @@ class ResolvedUser:
     history: np.ndarray  # positive interactions, item rows of the state's catalogue, oldest first, each item once
     seen: np.ndarray  # every item the user interacted with (negative weights too)
     cf_index: int | None  # the bundle's trained ALS row, when nothing happened since the snapshot
+    # History items not to name as liked: rated below the user's own mean in the snapshot, and not
+    # liked again by a recorded event since.
+    rated_low: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     recorded_events: int
 
 
@@ -41,12 +44,15 @@ def resolve_user(state: ServingState, events: EventStore, user_id: str) -> Resol
     everything = np.array([row for row, _ in usable], np.int64)
     base = np.asarray(snapshot.history, np.int64) if snapshot is not None else np.zeros(0, np.int64)
     base = base[~np.isin(base, disliked)]
+    rated_low = np.asarray(snapshot.rated_low, np.int64) if snapshot is not None else np.zeros(0, np.int64)
+    rated_low = rated_low[~np.isin(rated_low, [row for row, weight in latest.items() if weight > 0])]
     return ResolvedUser(
         user_id=user_id,
         attributes=dict(snapshot.attributes) if snapshot is not None else {},
         history=latest_occurrences(np.concatenate([base, positive])),
         seen=np.unique(np.concatenate([base, everything])),
         cf_index=snapshot.cf_index if snapshot is not None and not recorded else None,
+        rated_low=rated_low,
         recorded_events=len(recorded),
     )
 

@@ -29,7 +29,20 @@ def test_the_closest_history_item_explains_and_an_item_never_explains_itself(sta
     explained = explain_items(_with_embeddings(state, embeddings), np.array([1, 2, 6]), [5, 6, 1], ["lm"] * 3)
     assert explained[0].because_item == 1 and explained[0].because_similarity == pytest.approx(0.9)
     assert explained[1].because_item == 2  # 6 itself is in the history, and is passed over
-    assert explained[2].because_item == 2  # 1 is passed over; 2 and 6 tie at 0, and 2 is listed first
+    # 1 is passed over, and 2 and 6 share nothing with it (similarity 0): no history item explains it.
+    assert explained[2].because_item is None and "because you liked" not in explained[2].text.lower()
+
+
+def test_a_history_item_with_negative_similarity_is_not_named_as_the_reason(state):
+    n = len(state.item_embeddings)
+    embeddings = np.zeros((n, 4), np.float32)
+    embeddings[:, 0] = 1.0
+    embeddings[8] = [-1.0, 0.0, 0.0, 0.0]  # opposite to everything
+    embeddings[9] = [0.6, 0.8, 0.0, 0.0]
+    explained = explain_items(_with_embeddings(state, embeddings), np.array([8]), [3, 8], ["lm"] * 2)
+    assert explained[0].because_item is None and "because you liked" not in explained[0].text.lower()
+    mixed = explain_items(_with_embeddings(state, embeddings), np.array([8, 9]), [3], ["lm"])
+    assert mixed[0].because_item == 9 and mixed[0].because_similarity == pytest.approx(0.6)
 
 
 def test_equal_similarities_go_to_the_history_item_listed_first_and_a_lone_self_explains_nothing(state):

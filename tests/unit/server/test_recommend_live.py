@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from lmrec.server.bundle import load_bundle
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import Event, MemoryEventStore
 from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
+from lmrec.server.users import resolve_user
 
 from .test_recommend import DownEncoder, local_encoder, run, state_of  # noqa: F401 (a fixture)
 
@@ -467,3 +469,21 @@ def test_candidate_lookups_are_not_counted_while_the_cache_is_off(tiny_build_roo
     for _ in range(3):
         run(recommender.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert candidate_lookups(recommender) == {"hit": 0.0, "miss": 0.0}
+
+
+def test_an_item_the_user_rated_low_is_never_named_as_liked_unless_liked_again(live, monkeypatch):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[2]
+    named = {why.because_item for why in run(live.recommend(RecommendQuery(user_id=user_id, k=10))).explanations}
+    named.discard(None)
+    assert named
+    original = state.snapshot_users.get_user
+    monkeypatch.setattr(state.snapshot_users, "get_user", lambda uid: dataclasses.replace(
+        original(uid), rated_low=np.array(sorted(named), np.int64)) if uid == user_id else original(uid))
+    answer = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
+    titles = {state.catalogue.items[i].title for i in named}
+    assert not {why.because_item for why in answer.explanations} & named
+    assert not any(title in why.text for why in answer.explanations for title in titles)
+    again = sorted(named)[0]  # a later positive event: liked again, so it may be named
+    run(live.record_events([Event(user_id=user_id, item_id=state.catalogue.item_ids[again])]))
+    assert again not in resolve_user(state, live.events, user_id).rated_low.tolist()

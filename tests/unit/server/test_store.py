@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmrec.export.dataset import Dataset, Interactions, ItemInfo, UserInfo
-from lmrec.server.store import InMemoryUserStore
+from lmrec.server.store import InMemoryUserStore, rated_below_own_mean
 
 
 @pytest.fixture
@@ -61,3 +61,15 @@ def test_store_on_the_tiny_bundle(tiny_bundle):
     mine = it.user == 4
     np.testing.assert_array_equal(state.history, it.item[mine])
     assert (np.diff(it.timestamp[mine]) >= 0).all()
+
+
+def test_items_rated_below_the_users_own_mean_are_marked_and_implicit_data_marks_none(dataset):
+    assert all(len(low) == 0 for low in rated_below_own_mean(dataset))  # every weight 1
+    rated = Interactions.from_lists(user=[0, 0, 0, 1, 1, 0], item=[2, 0, 1, 1, 2, 0], weight=[5, 1, 4, 3, 3, 2],
+                                    timestamp=[10, 20, 30, 5, 6, 40])
+    store = InMemoryUserStore(Dataset(name="t", user_ids=dataset.user_ids, item_ids=dataset.item_ids,
+                                      items=dataset.items, users=dataset.users, interactions=rated))
+    # alice: mean of 5, 1, 4, 2 is 3; item 0's latest rating (2) is below it, item 1 (4) and 2 (5) are not.
+    np.testing.assert_array_equal(store.get_user("alice").rated_low, [0])
+    assert len(store.get_user("bob").rated_low) == 0  # rated everything alike
+    assert len(store.get_user("carol").rated_low) == 0
