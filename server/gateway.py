@@ -152,10 +152,13 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return pb.SimilarItemsResponse(items=_items_to_proto(result), bundle_version=result.bundle_version)
 
     async def _record(self, events) -> pb.RecordEventsResponse:
+        # The bundle whose catalogue checks the events: record_events reads the state before its first
+        # await, and a deploy finishing during the write must not relabel what was checked.
+        label = self.recommender.state.label
         stored = await self.recommender.record_events([
             Event(user_id=e.user_id, item_id=e.item_id, event_type=e.event_type, timestamp=e.timestamp,
                   weight=e.weight if e.HasField("weight") else 1.0) for e in events])
-        return pb.RecordEventsResponse(recorded=stored, bundle_version=self.recommender.state.label)
+        return pb.RecordEventsResponse(recorded=stored, bundle_version=label)
 
     @_rpc("RecordEvent")
     async def RecordEvent(self, request: pb.Event, context, request_id) -> pb.RecordEventsResponse:

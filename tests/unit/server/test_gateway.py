@@ -63,3 +63,24 @@ def test_a_second_server_with_the_gateways_options_cannot_bind_a_port_in_use():
 
     asyncio.run(bind_twice())
     assert dict(SERVER_OPTIONS)["grpc.max_receive_message_length"] >= 16 << 20  # a full AddItems batch fits
+
+
+def test_record_events_answers_with_the_bundle_that_checked_the_events_even_if_a_deploy_lands_meanwhile():
+    import asyncio
+    from types import SimpleNamespace
+
+    from lmrec.server.gateway import RecommenderServicer
+    from lmrec.v1 import recommender_pb2 as pb
+
+    class Recommender:
+        state = SimpleNamespace(label="v1")
+        metrics = None
+
+        async def record_events(self, events):
+            await asyncio.sleep(0)
+            Recommender.state = SimpleNamespace(label="v2")  # a deploy swapped the state during the write
+            return len(events)
+
+    servicer = RecommenderServicer(Recommender())
+    answer = asyncio.run(servicer._record([pb.Event(user_id="u", item_id="i")]))
+    assert answer.recorded == 1 and answer.bundle_version == "v1"
