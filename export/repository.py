@@ -6,14 +6,21 @@ Layout under a build directory:
     model_repository/text_encoder/N/                model.py, ONNX file, tokenizer.json, encoder.json
     bundles/N/                                      index, CF factors, catalogue, manifest.json
 
+Triton reads one config.pbtxt for every version of a model. A version that needs another config (a
+`--device cuda` build after CPU ones, a ranker with another feature count) is therefore written to a
+sibling model, `text_encoder_<digest of its config>`, and its bundle names that model: the earlier
+versions keep the config they were built for, so a rollback still serves them as built.
+
 Everything is written into a staging folder and renamed into place, and each bundle's manifest is
 written last: a folder without a manifest, or whose checksums do not match it, is never served.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import replace
@@ -38,11 +45,34 @@ def adapter_source(model_name: str) -> str:
 
 
 def existing_versions(build_dir: Path) -> list[int]:
+    """Every version number a bundle or any model of the repository uses."""
+    folders = [build_dir / BUNDLES_DIR]
+    repository = build_dir / REPOSITORY_DIR
+    if repository.is_dir():
+        folders += [model for model in repository.iterdir() if model.is_dir()]
     found = set()
-    for folder in (build_dir / BUNDLES_DIR, build_dir / REPOSITORY_DIR / "text_encoder"):
+    for folder in folders:
         if folder.is_dir():
             found.update(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
     return sorted(found)
+
+
+def _family(build_dir: Path, name: str) -> list[Path]:
+    """The model folder `name` and its config siblings `<name>_<8 hex digits>`."""
+    repository = build_dir / REPOSITORY_DIR
+    if not repository.is_dir():
+        return []
+    return [folder for folder in repository.iterdir() if folder.is_dir() and (
+        folder.name == name or re.fullmatch(re.escape(name) + "_[0-9a-f]{8}", folder.name))]
+
+
+def model_name_for(build_dir: Path, name: str, config_text: str) -> str:
+    """`name` when its config is `config_text` (or it does not exist yet); otherwise the sibling model
+    `<name>_<digest>` for that config, so that no version is ever served with a config it was not built for."""
+    existing = build_dir / REPOSITORY_DIR / name / "config.pbtxt"
+    if not existing.is_file() or existing.read_text() == config_text:
+        return name
+    return f"{name}_{hashlib.sha256(config_text.encode()).hexdigest()[:8]}"
 
 
 def next_version(build_dir: Path) -> int:
@@ -57,21 +87,23 @@ def _publish(staged: Path, final: Path) -> None:
     os.replace(staged, final)
 
 
-def _stage_model_version(build_dir: Path, model_name: str, version: int) -> tuple[Path, Path]:
-    """A fresh staging folder for `<model_name>/<version>` (refused when that version exists), and the
-    model folder it will be published into."""
+def _stage_model_version(build_dir: Path, model_name: str, version: int, family: str) -> tuple[Path, Path]:
+    """A fresh staging folder for `<model_name>/<version>` (refused when that version exists in the model
+    or in any sibling of its `family`, see `model_name_for`), and the model folder it will be published into."""
     model_dir = build_dir / REPOSITORY_DIR / model_name
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(f"{model_dir / str(version)} already exists; versions are immutable (pick another --version)")
+    for sibling in _family(build_dir, family):
+        if (sibling / str(version)).exists():
+            raise FileExistsError(f"{sibling / str(version)} already exists; versions are immutable (pick another --version)")
     staged = build_dir / STAGING_DIR / f"{model_name}-{version}"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
-    (staged / ADAPTER_FILE).write_text(adapter_source(model_name))
+    (staged / ADAPTER_FILE).write_text(adapter_source(family))
     return staged, model_dir
 
 
 def _publish_model_version(staged: Path, model_dir: Path, version: int, config_text: str) -> None:
-    """Move the version into place; only then rewrite the config every version of the model shares."""
+    """Move the version into place; only then write the config every version of the model shares (the same
+    text as before, when the model existed: `model_name_for` picked the model by its config)."""
     _publish(staged, model_dir / str(version))
     config_tmp = model_dir / "config.pbtxt.tmp"
     config_tmp.write_text(config_text)
@@ -84,7 +116,9 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
     onnx_file = export.fp32_file if precision == "fp32" else export.int8_file
     if onnx_file is None:
         raise ValueError("precision int8 needs an export with quantize=True")
-    staged, model_dir = _stage_model_version(build_dir, spec.name, version)
+    family = spec.name
+    spec = replace(spec, name=model_name_for(build_dir, family, render_config(text_encoder_config(spec))))
+    staged, model_dir = _stage_model_version(build_dir, spec.name, version, family)
     shutil.copy(export.directory / onnx_file, staged / onnx_file)
     shutil.copy(export.directory / TOKENIZER_FILE, staged / TOKENIZER_FILE)
     settings: EncoderSettings = replace(export.settings, onnx_file=onnx_file)
@@ -111,7 +145,9 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
 def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSpec | None = None) -> dict:
     """The fused model's ranker ONNX as `model_repository/ranker/<version>/`; returns its manifest part."""
     spec = spec or RankerSpec(n_features=fused.n_features)
-    staged, model_dir = _stage_model_version(build_dir, spec.name, version)
+    family = spec.name
+    spec = replace(spec, name=model_name_for(build_dir, family, render_config(ranker_config(spec))))
+    staged, model_dir = _stage_model_version(build_dir, spec.name, version, family)
     shutil.copy(fused.onnx_path, staged / "ranker.onnx")
     checksum = sha256_of(staged / "ranker.onnx")
     _publish_model_version(staged, model_dir, version, render_config(ranker_config(spec)))

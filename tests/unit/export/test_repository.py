@@ -131,3 +131,28 @@ def test_published_bundles_are_immutable(tmp_path):
         publish_bundle(tmp_path, again, 1, {"dataset": "second"})
     assert _tree(final) == before
     assert next_version(tmp_path) == 2
+
+
+def test_a_version_needing_another_config_goes_to_a_sibling_model_and_earlier_versions_keep_theirs(tmp_path,
+                                                                                                  encoder_export):
+    """Triton reads one config.pbtxt for all of a model's versions: a GPU build after a CPU one must not turn
+    the CPU versions a rollback would serve into GPU ones."""
+    cpu, gpu = TextEncoderSpec(), TextEncoderSpec(kind="KIND_GPU")
+    base_config = tmp_path / REPOSITORY_DIR / "text_encoder" / "config.pbtxt"
+    assert write_encoder_version(tmp_path, cpu, encoder_export, precision="fp32", version=1)["triton_model"] == \
+        "text_encoder"
+    before = base_config.read_text()
+    part = write_encoder_version(tmp_path, gpu, encoder_export, precision="fp32", version=2)
+    sibling = part["triton_model"]
+    assert sibling.startswith("text_encoder_") and len(sibling) == len("text_encoder_") + 8
+    assert base_config.read_text() == before and "KIND_CPU" in before
+    sibling_config = (tmp_path / REPOSITORY_DIR / sibling / "config.pbtxt").read_text()
+    assert sibling_config == render_config(text_encoder_config(TextEncoderSpec(name=sibling, kind="KIND_GPU")))
+    assert (tmp_path / REPOSITORY_DIR / sibling / "2" / "model.onnx").is_file()
+    # The same configs again: the same two models; a version number is still used once across them.
+    assert write_encoder_version(tmp_path, gpu, encoder_export, precision="fp32", version=3)["triton_model"] == sibling
+    assert write_encoder_version(tmp_path, cpu, encoder_export, precision="fp32", version=4)["triton_model"] == \
+        "text_encoder"
+    with pytest.raises(FileExistsError, match="immutable"):
+        write_encoder_version(tmp_path, cpu, encoder_export, precision="fp32", version=2)
+    assert existing_versions(tmp_path) == [1, 2, 3, 4] and next_version(tmp_path) == 5
