@@ -430,9 +430,13 @@ class Recommender:
             allowed_popular = state.allowed_popular(blocked, len(candidates) + k)
             taken = set(candidates.tolist())
             floor = min((item.score for item in ranked), default=0.0)
-            for index in [int(i) for i in allowed_popular if int(i) not in taken][: k - len(ranked)]:
+            # Its signal share is what the ranker's features say of popularity: 1 / (1 + its rank among the
+            # items this request may return), so the 40th most popular item does not claim 1.0.
+            top_up = [(rank, int(i)) for rank, i in enumerate(allowed_popular) if int(i) not in taken]
+            for rank, index in top_up[: k - len(ranked)]:
                 floor -= 1.0
-                ranked.append(RankedItem(item=index, score=floor, signals={"popular": 1.0}, found_by="popular"))
+                ranked.append(RankedItem(item=index, score=floor, signals={"popular": 1.0 / (1.0 + rank)},
+                                         found_by="popular"))
         return ranked
 
     # -- SimilarItems ---------------------------------------------------------------------------------

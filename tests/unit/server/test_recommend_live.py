@@ -487,3 +487,26 @@ def test_an_item_the_user_rated_low_is_never_named_as_liked_unless_liked_again(l
     again = sorted(named)[0]  # a later positive event: liked again, so it may be named
     run(live.record_events([Event(user_id=user_id, item_id=state.catalogue.item_ids[again])]))
     assert again not in resolve_user(state, live.events, user_id).rated_low.tolist()
+
+
+def test_popularity_top_up_items_carry_their_popularity_rank_not_a_full_share(live, monkeypatch):
+    state = live.state
+    session = int(state.popular_order[0])  # the most popular item is seen, so it is not returned
+
+    class Fused:
+        def features(self, users, histories, profile=None, excluded=None):
+            candidates = np.array([int(state.popular_order[5]), int(state.popular_order[9])])
+            return [candidates], [np.zeros((2, 2), np.float32)], ["als_z", "als_rr"]
+
+    async def score(features, *, model, version, timeout_s):
+        return np.arange(len(features), dtype=np.float32)
+
+    monkeypatch.setattr(state, "fused", Fused())
+    monkeypatch.setattr(live.encoder, "score", score, raising=False)
+    answer = run(live.recommend(RecommendQuery(recent_item_ids=(state.catalogue.item_ids[session],), k=6)))
+    allowed = [int(i) for i in state.popular_order if int(i) != session]
+    top_ups = [r for r in answer.items if r.found_by == "popular"]
+    assert len(top_ups) == 4
+    for item in top_ups:
+        assert item.signals == {"popular": pytest.approx(1.0 / (1.0 + allowed.index(item.item)))}
+    assert top_ups[0].signals["popular"] == 1.0 and top_ups[-1].signals["popular"] < 1.0
