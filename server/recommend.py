@@ -74,7 +74,7 @@ class ServingConfig:
     max_recent_items: int = 200
     weights: BlendWeights = field(default_factory=BlendWeights)
     encoder_timeout_s: float = 2.0
-    # Share of the remaining deadline the encoder may use; the rest is kept for the CF fallback.
+    # Share of the remaining deadline the encoder, or the ranker, may use; the rest is kept for the fallback.
     encoder_deadline_share: float = 0.6
     # Off only for the naive baseline of the gateway benchmark: every request then encodes its profile.
     cache_user_vectors: bool = True
@@ -186,7 +186,9 @@ class Recommender:
         return await self.encoder.encode(texts, model=state.bundle.encoder_model, version=state.bundle.encoder_version,
                                          timeout_s=timeout_s)
 
-    def _encoder_budget(self, timeout_s: float) -> float:
+    def _triton_budget(self, timeout_s: float) -> float:
+        """What one Triton call (the encoder, or the ranker) may take of the remaining deadline: the rest is
+        kept for the fallback that answers when the call fails (CF, or the fixed blend)."""
         return max(min(self.config.encoder_timeout_s, timeout_s * self.config.encoder_deadline_share), 0.001)
 
     async def _profile_vector(self, state: ServingState, user_id: str, cacheable: bool, profile_text: str,
@@ -198,7 +200,7 @@ class Recommender:
                 return cached
             self.metrics.cache_miss()
         with self.metrics.time_stage(method, "encode"):
-            vector = (await self.encode(state, [profile_text], self._encoder_budget(timeout_s)))[0]
+            vector = (await self.encode(state, [profile_text], self._triton_budget(timeout_s)))[0]
         if cacheable:
             self.cache.put(state.label, user_id, profile_text, vector, as_of=as_of)
         return vector
@@ -418,7 +420,8 @@ class Recommender:
         if len(candidates):
             with self.metrics.time_stage("Recommend", "rank"):
                 scores = await self.encoder.score(features, model=state.bundle.ranker_model,
-                                                  version=state.bundle.ranker_version, timeout_s=max(timeout_s, 0.001))
+                                                  version=state.bundle.ranker_version,
+                                                  timeout_s=self._triton_budget(timeout_s))
             order = np.argsort(-scores, kind="stable")[:k]
             rr_columns = {name[:-3]: j for j, name in enumerate(names) if name.endswith("_rr")}
             for position in order:
@@ -457,7 +460,7 @@ class Recommender:
             exclude = {index}
         elif text.strip():
             try:
-                vector = (await self.encode(state, [text], self._encoder_budget(timeout_s)))[0]
+                vector = (await self.encode(state, [text], self._triton_budget(timeout_s)))[0]
             except EncoderUnavailable as error:
                 raise RequestError("UNAVAILABLE", f"the text encoder is unavailable: {error}") from None
             exclude = set()

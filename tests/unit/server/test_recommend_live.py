@@ -510,3 +510,26 @@ def test_popularity_top_up_items_carry_their_popularity_rank_not_a_full_share(li
     for item in top_ups:
         assert item.signals == {"popular": pytest.approx(1.0 / (1.0 + allowed.index(item.item)))}
     assert top_ups[0].signals["popular"] == 1.0 and top_ups[-1].signals["popular"] < 1.0
+
+
+def test_a_slow_ranker_gets_a_share_of_the_deadline_and_the_blend_still_answers_within_it(live, monkeypatch):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    budgets = []
+
+    class Fused:
+        def features(self, users, histories, profile=None, excluded=None):
+            candidates = np.array([i for i in range(20) if i not in set(excluded[0].tolist())][:12])
+            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
+
+    async def slow_score(features, *, model, version, timeout_s):
+        budgets.append(timeout_s)
+        await asyncio.sleep(timeout_s)
+        raise EncoderUnavailable("deadline exceeded")
+
+    monkeypatch.setattr(state, "fused", Fused())
+    monkeypatch.setattr(live.encoder, "score", slow_score, raising=False)
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5), timeout_s=2.0))  # the profile vector is cached now
+    answer = run(live.recommend(RecommendQuery(user_id=user_id, k=5), timeout_s=1.0))
+    assert budgets[-1] <= 0.6 * 1.0 + 1e-6  # encoder_deadline_share of what was left, not all of it
+    assert answer.degraded and len(answer.items) == 5
