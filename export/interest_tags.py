@@ -59,8 +59,9 @@ class TextEncoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
-def _dedupe_key(tag: str) -> str:
-    """'Sci-Fi' ~ 'sci-fi' ~ 'scifi'; "Children's" ~ 'children'; 'ghosts' ~ 'ghost'."""
+def tag_key(tag: str) -> str:
+    """One spelling per tag, for de-duplicating the vocabulary and matching a tag to an item's attributes:
+    'Sci-Fi' ~ 'sci-fi' ~ 'scifi'; "Children's" ~ 'children'; 'ghosts' ~ 'ghost'."""
     key = re.sub(r"[^a-z0-9]", "", tag.lower())
     return key[:-1] if key.endswith("s") and len(key) > 3 else key
 
@@ -86,7 +87,7 @@ def tag_vocabulary(dataset: Dataset, max_tags: int = 300, *, decades: bool = Tru
     seen: set[str] = set()
 
     def add(word: str) -> None:
-        key = _dedupe_key(word)
+        key = tag_key(word)
         if key and key not in seen and len(vocabulary) < max_tags:
             seen.add(key)
             vocabulary.append(word)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmrec.export.interest_tags import tag_key
 from lmrec.export.kg import item_attribute_ids
 
 from .state import ServingState
@@ -43,12 +44,12 @@ class _Titles:
 
 
 def _tag_keys(info) -> set[str]:
-    """The item's attribute values as the interest-tag vocabulary spells them ('comedy', '1990s movies')."""
+    """The item's attribute values as interest-tag keys (`tag_key`: 'Sci-Fi', 'sci fi' and 'scifi' are one
+    tag; a decade reads as the vocabulary's '1990s movies')."""
     keys = set()
     for attribute in item_attribute_ids(info):
         kind, _, value = attribute.partition(":")
-        value = value.lower()
-        keys.add(f"{value} movies" if kind == "decade" else value)
+        keys.add(tag_key(f"{value} movies" if kind == "decade" else value))
     return keys
 
 
@@ -75,7 +76,7 @@ def explain_items(state: ServingState, liked: np.ndarray, items: Sequence[int], 
     titles = _Titles(catalogue.items)  # looked up per explained item, never built for the whole catalogue
     items = np.asarray(items, np.int64)
     similarities = (state.item_embeddings[items] @ state.item_embeddings[recent].T) if len(recent) else None
-    wanted = {tag.lower(): tag for tag in user_tags}
+    wanted = {tag_key(tag): tag for tag in user_tags}
     in_graph = items[items < state.graph.n_items]
     paths = {}
     if len(recent) and len(in_graph):  # one pair of sparse products for all the items
@@ -90,7 +91,7 @@ def explain_items(state: ServingState, liked: np.ndarray, items: Sequence[int], 
         if similarities is not None and closest_similarity[row] > MIN_BECAUSE_SIMILARITY:
             because, similarity = int(recent[closest[row]]), float(closest_similarity[row])
         keys = _tag_keys(catalogue.items[item])
-        tags = tuple(original for lowered, original in wanted.items() if lowered in keys)
+        tags = tuple(original for key, original in wanted.items() if key in keys)
         explanation = paths.get(item)
         path = explanation.text if explanation is not None else ""
         because_title = titles[because] if because is not None else ""

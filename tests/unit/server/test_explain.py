@@ -54,3 +54,16 @@ def test_equal_similarities_go_to_the_history_item_listed_first_and_a_lone_self_
     assert explained[1].because_item == 4
     alone = explain_items(_with_embeddings(state, embeddings), np.array([3]), [3], ["lm"])
     assert alone[0].because_item is None and alone[0].because_title == ""
+
+
+def test_an_interest_tag_matches_an_item_attribute_spelt_differently(state):
+    from lmrec.export.dataset import ItemInfo
+    from lmrec.server.catalogue import Catalogue
+
+    items = list(state.catalogue.items)
+    items[3] = ItemInfo(title="Robots", categories=("Sci-Fi",), tags=("time travel",), year=1994)
+    catalogue = Catalogue(state.catalogue.item_ids, items, state.catalogue.n_base)
+    explained = explain_items(replace(state, catalogue=catalogue), np.array([1]), [3], ["lm"],
+                              user_tags=["scifi", "Time-Travel", "1990s movies", "Horror"])
+    assert explained[0].matched_tags == ("scifi", "Time-Travel", "1990s movies")
+    assert "scifi, Time-Travel, 1990s movies" in explained[0].text
