@@ -74,6 +74,21 @@ def complete_versions(build_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).is_file())
 
 
+def bundle_model_names(build_dir: Path, version: int | None = None) -> tuple[str, ...]:
+    """The Triton models bundle `version` (the latest complete one when None) calls, from its manifest;
+    () when there is no such bundle or its manifest cannot be read (the gateway then says why)."""
+    versions = complete_versions(build_dir)
+    version = versions[-1] if version is None and versions else version
+    if version not in versions:
+        return ()
+    try:
+        manifest = json.loads((Path(build_dir) / BUNDLES_DIR / str(version) / MANIFEST_FILE).read_text())
+        parts = [manifest["encoder"]] + ([manifest["ranker"]] if manifest.get("ranker") else [])
+        return tuple(dict.fromkeys(str(part["triton_model"]) for part in parts))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
+
+
 def verify_bundle(build_dir: Path, version: int) -> dict:
     bundle_dir = Path(build_dir) / BUNDLES_DIR / str(version)
     manifest_path = bundle_dir / MANIFEST_FILE

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .bundle import bundle_model_names
 from .gateway import GatewayConfig, run_gateway
 from .recommend import ServingConfig
 from .triton_launcher import TritonConfig, TritonProcess, models_in_repository
@@ -30,9 +31,11 @@ class ServeConfig:
 
 
 def _triton_config(config: ServeConfig) -> TritonConfig:
+    """Triton starts with the models of the bundle it will serve: a sibling model built for another
+    config (a GPU one on a CPU machine) is loaded only when a deploy asks for it."""
     repository = Path(config.build_dir) / "model_repository"
-    return TritonConfig(repository=repository, models=models_in_repository(repository),
-                        grpc_port=config.triton_grpc_port)
+    models = bundle_model_names(config.build_dir, config.bundle_version) or models_in_repository(repository)
+    return TritonConfig(repository=repository, models=models, grpc_port=config.triton_grpc_port)
 
 
 def _gateway_config(config: ServeConfig, triton: TritonProcess) -> GatewayConfig:

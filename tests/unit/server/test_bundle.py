@@ -133,3 +133,26 @@ def test_fold_in_ignores_repeated_items(tiny_bundle):
 def test_fold_in_of_nothing_is_zero(tiny_bundle):
     vector = tiny_bundle.fold_in_user(np.zeros(0, np.int64))
     assert vector.shape == (tiny_bundle.item_factors.shape[1],) and not vector.any()
+
+
+def test_triton_starts_with_the_models_of_the_bundle_it_will_serve(tmp_path):
+    from lmrec.server.bundle import bundle_model_names
+    from lmrec.server.serve import ServeConfig, _triton_config
+
+    for name in ("text_encoder", "text_encoder_0123abcd", "ranker"):
+        (tmp_path / REPOSITORY_DIR / name).mkdir(parents=True)
+        (tmp_path / REPOSITORY_DIR / name / "config.pbtxt").write_text(f'name: "{name}"')
+    manifests = {1: {"encoder": {"triton_model": "text_encoder"}, "ranker": {"triton_model": "ranker"}},
+                 2: {"encoder": {"triton_model": "text_encoder_0123abcd"}}}
+    for version, manifest in manifests.items():
+        (tmp_path / BUNDLES_DIR / str(version)).mkdir(parents=True)
+        (tmp_path / BUNDLES_DIR / str(version) / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert bundle_model_names(tmp_path) == ("text_encoder_0123abcd",)  # the latest complete bundle
+    assert bundle_model_names(tmp_path, 1) == ("text_encoder", "ranker")
+    assert _triton_config(ServeConfig(build_dir=tmp_path, bundle_version=1)).models == ("text_encoder", "ranker")
+    assert _triton_config(ServeConfig(build_dir=tmp_path)).models == ("text_encoder_0123abcd",)
+    # No such bundle, or an unreadable manifest: every model, and the gateway reports the problem.
+    assert bundle_model_names(tmp_path, 7) == ()
+    (tmp_path / BUNDLES_DIR / "2" / MANIFEST_FILE).write_text("{")
+    assert set(_triton_config(ServeConfig(build_dir=tmp_path)).models) == {"text_encoder", "text_encoder_0123abcd",
+                                                                            "ranker"}
