@@ -407,6 +407,7 @@ def clean(
         items=tuple(items_info.get(i) or ItemInfo(title=i) for i in item_ids),
         users=tuple(users_info.get(u) or UserInfo() for u in user_ids),
         interactions=interactions,
+        implicit_threshold=implicit_threshold,
     )
     return dataset, _report(raw, len(interactions))
 

@@ -81,6 +81,9 @@ class Dataset:
     items: tuple[ItemInfo, ...]
     users: tuple[UserInfo, ...]
     interactions: Interactions  # canonical (chronological per user) order
+    # Ratings below this were dropped at loading, so every kept interaction is a like whatever its
+    # rating (None: every rating was kept, low ones included).
+    implicit_threshold: float | None = None
 
     @property
     def n_users(self) -> int:

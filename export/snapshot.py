@@ -22,6 +22,7 @@ def save_snapshot(dataset: Dataset, directory: Path) -> list[str]:
         "user_ids": list(dataset.user_ids),
         "items": [asdict(item) for item in dataset.items],
         "users": [user.attributes for user in dataset.users],
+        "implicit_threshold": dataset.implicit_threshold,
     }
     (directory / CATALOG_FILE).write_text(json.dumps(catalog))
     inter = dataset.interactions
@@ -45,4 +46,5 @@ def load_snapshot(directory: Path) -> Dataset:
         users=tuple(UserInfo(attributes=attrs) for attrs in catalog["users"]),
         interactions=Interactions(user=arrays["user"], item=arrays["item"], weight=arrays["weight"],
                                   timestamp=arrays["timestamp"]),
+        implicit_threshold=catalog.get("implicit_threshold"),  # absent from bundles written before it
     )

@@ -46,7 +46,10 @@ class InMemoryUserStore:
 
 def rated_below_own_mean(dataset: Dataset) -> list[np.ndarray]:
     """Per user, the items whose latest weight is below that user's mean weight: a 1-star rating is an
-    interaction the models learn from, not a like. Equal weights (implicit data) give none."""
+    interaction the models learn from, not a like. Equal weights (implicit data) give none, and so does
+    a data set loaded with an implicit threshold (every kept rating is a like there)."""
+    if dataset.implicit_threshold is not None:
+        return [np.zeros(0, np.int32) for _ in range(dataset.n_users)]
     interactions = dataset.interactions
     users, items, weights = interactions.user, interactions.item, interactions.weight.astype(np.float64)
     counts = np.bincount(users, minlength=dataset.n_users)

@@ -85,6 +85,11 @@ def test_snapshot_round_trip(tmp_path, tiny_dataset, tiny_build_dir):
         for column in ("user", "item", "weight", "timestamp"):
             np.testing.assert_array_equal(getattr(loaded.interactions, column),
                                           getattr(tiny_dataset.interactions, column))
+        assert loaded.implicit_threshold is None
+    from dataclasses import replace
+
+    save_snapshot(replace(tiny_dataset, implicit_threshold=4.0), tmp_path / "thresholded")
+    assert load_snapshot(tmp_path / "thresholded").implicit_threshold == 4.0
 
 
 def test_hnsw_recall_against_exact(tiny_build_dir):

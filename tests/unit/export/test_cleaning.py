@@ -129,6 +129,8 @@ def test_implicit_threshold_keeps_weights_at_or_above(tmp_path):
     result = load_movielens(folder, implicit_threshold=4.0)
     assert result.report.below_threshold == 2 and result.report.kept == 2
     assert (result.dataset.interactions.weight >= 4.0).all()
+    assert result.dataset.implicit_threshold == 4.0  # what the kept ratings mean: each one is a like
+    assert load_movielens(folder).dataset.implicit_threshold is None
 
 
 def test_min_count_filter_iterates_until_stable(tmp_path):

@@ -67,9 +67,15 @@ def test_items_rated_below_the_users_own_mean_are_marked_and_implicit_data_marks
     assert all(len(low) == 0 for low in rated_below_own_mean(dataset))  # every weight 1
     rated = Interactions.from_lists(user=[0, 0, 0, 1, 1, 0], item=[2, 0, 1, 1, 2, 0], weight=[5, 1, 4, 3, 3, 2],
                                     timestamp=[10, 20, 30, 5, 6, 40])
-    store = InMemoryUserStore(Dataset(name="t", user_ids=dataset.user_ids, item_ids=dataset.item_ids,
-                                      items=dataset.items, users=dataset.users, interactions=rated))
+    store_dataset = Dataset(name="t", user_ids=dataset.user_ids, item_ids=dataset.item_ids, items=dataset.items,
+                            users=dataset.users, interactions=rated)
+    store = InMemoryUserStore(store_dataset)
     # alice: mean of 5, 1, 4, 2 is 3; item 0's latest rating (2) is below it, item 1 (4) and 2 (5) are not.
     np.testing.assert_array_equal(store.get_user("alice").rated_low, [0])
     assert len(store.get_user("bob").rated_low) == 0  # rated everything alike
     assert len(store.get_user("carol").rated_low) == 0
+    # Loaded with an implicit threshold, every kept rating is a like: a 4 below a user's mean of 4.5 too.
+    from dataclasses import replace
+
+    thresholded = InMemoryUserStore(replace(store_dataset, implicit_threshold=1.0))
+    assert len(thresholded.get_user("alice").rated_low) == 0
