@@ -133,14 +133,17 @@ class ServingPath:
 def start_path(name: str, build_dir: Path, work: Path, config: GatewayLoadConfig, stack: contextlib.ExitStack,
                *, progress=print) -> ServingPath:
     """Triton + gateway for one path; both are registered on `stack` to be stopped whatever happens."""
+    from lmrec.server.bundle import bundle_model_names
     from lmrec.server.triton_launcher import TritonConfig, TritonProcess, free_port, models_in_repository
 
     naive = name == "naive"
     serve_dir = naive_build_dir(build_dir, work / "naive-build") if naive else Path(build_dir)
     repository = serve_dir / "model_repository"
     started = time.perf_counter()
-    triton = TritonProcess(TritonConfig(repository=repository, models=models_in_repository(repository),
-                                        startup_timeout_s=config.startup_timeout_s))
+    # The models the served bundle calls, as `lmrec serve` starts them (a sibling built for another config,
+    # say a GPU one, is not loaded).
+    models = bundle_model_names(serve_dir) or models_in_repository(repository)
+    triton = TritonProcess(TritonConfig(repository=repository, models=models, startup_timeout_s=config.startup_timeout_s))
     stack.callback(triton.stop)
     triton.start()
     port, metrics_port = free_port(), free_port()

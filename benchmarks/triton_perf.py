@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,9 @@ class PerfAnalyzerError(RuntimeError):
 @dataclass(frozen=True, kw_only=True)
 class TritonPerfConfig:
     build_dir: Path
-    models: tuple[str, ...] = ("text_encoder", "ranker")  # those absent from the repository are skipped
+    # Those absent from the repository are skipped. The default stands for the models the latest bundle
+    # calls: after a build with another Triton config they are siblings such as `text_encoder_<digest>`.
+    models: tuple[str, ...] = ("text_encoder", "ranker")
     batch_sizes: tuple[int, ...] = (1, 8)
     ranker_batch_sizes: tuple[int, ...] = ()  # rows per ranker request; () → batch_sizes
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
@@ -290,6 +293,11 @@ def _measure_point(binary, env, config, *, model, batch, concurrency, url, data_
     raise AssertionError("unreachable")
 
 
+def _model_family(model: str) -> str:
+    """'ranker' for `ranker` and its config siblings `ranker_<8 hex digits>` (export/repository.py)."""
+    return re.sub(r"_[0-9a-f]{8}$", "", model)
+
+
 def config_payload(config: TritonPerfConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
             for k, v in asdict(config).items()}
@@ -315,10 +323,16 @@ def run_triton_perf(config: TritonPerfConfig, *, progress=print) -> dict:
     build_dir = Path(config.build_dir)
     repository = build_dir / "model_repository"
     binary, env = find_perf_analyzer()
-    present = [m for m in config.models if (repository / m / "config.pbtxt").is_file()]
-    skipped = [m for m in config.models if m not in present]
+    models = config.models
+    if models == TritonPerfConfig.models:
+        from lmrec.server.bundle import bundle_model_names
+
+        served = bundle_model_names(build_dir)
+        models = served + tuple(m for m in models if not any(_model_family(s) == m for s in served))
+    present = [m for m in models if (repository / m / "config.pbtxt").is_file()]
+    skipped = [m for m in models if m not in present]
     if not present:
-        raise FileNotFoundError(f"none of {list(config.models)} is in {repository} (run `lmrec build` first)")
+        raise FileNotFoundError(f"none of {list(models)} is in {repository} (run `lmrec build` first)")
     check_repository(repository, tuple(present))
     notes = [f"`{m}` is not in {repository}: skipped (build with `--fused` to serve the ranker)" for m in skipped]
     for note in notes:
@@ -347,7 +361,7 @@ def run_triton_perf(config: TritonPerfConfig, *, progress=print) -> dict:
         with TritonProcess(TritonConfig(repository=repository, models=tuple(present))) as triton:
             progress(f"Triton ready (gRPC {triton.grpc_url}); perf_analyzer: {out['perf_analyzer']}")
             for model in present:
-                batches = config.ranker_batch_sizes if model == "ranker" and config.ranker_batch_sizes \
+                batches = config.ranker_batch_sizes if _model_family(model) == "ranker" and config.ranker_batch_sizes \
                     else config.batch_sizes
                 for batch in batches:
                     if batch > out["models"][model]["max_batch_size"]:

@@ -328,8 +328,7 @@ class Recommender:
         if state.fused is not None and vector is not None:
             try:
                 ranked = await self._rank_with_ranker(state, user, trained_cf_row(user, recent), history, blocked,
-                                                      vector, k, timeout_s - (time.perf_counter() - started), stamp,
-                                                      as_of)
+                                                      vector, k, started + timeout_s, stamp, as_of)
                 return self._result(state, ranked, liked, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
@@ -404,9 +403,11 @@ class Recommender:
             features["als"] = state.item_factors[candidates] @ user_vector
         return candidates, features
 
-    async def _rank_with_ranker(self, state: ServingState, user, cf_row: int, history, blocked, profile, k, timeout_s,
-                                stamp, as_of: int):
-        """The neural fusion ranker (served by Triton) over the fused model's candidates."""
+    async def _rank_with_ranker(self, state: ServingState, user, cf_row: int, history, blocked, profile, k,
+                                deadline: float, stamp, as_of: int):
+        """The neural fusion ranker (served by Triton) over the fused model's candidates; `deadline` is the
+        request's, on the time.perf_counter() clock (the ranker's share is taken of what is left once the
+        candidates and their features are ready)."""
         fused = state.fused
 
         def features_of_candidates():
@@ -421,7 +422,7 @@ class Recommender:
             with self.metrics.time_stage("Recommend", "rank"):
                 scores = await self.encoder.score(features, model=state.bundle.ranker_model,
                                                   version=state.bundle.ranker_version,
-                                                  timeout_s=self._triton_budget(timeout_s))
+                                                  timeout_s=self._triton_budget(deadline - time.perf_counter()))
             order = np.argsort(-scores, kind="stable")[:k]
             rr_columns = {name[:-3]: j for j, name in enumerate(names) if name.endswith("_rr")}
             for position in order:

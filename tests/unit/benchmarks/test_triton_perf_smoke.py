@@ -106,3 +106,11 @@ def test_arguments_accept_lists_and_ranges_and_do_not_clash_with_a_shared_parser
     assert config.concurrency == tuple(range(1, 9)) and config.batch_sizes == (1, 8)
     assert config.models == ("text_encoder",) and config.name == "triton" and str(config.build_dir) == "build/x"
     assert config_from_args(parser.parse_args([])).concurrency == (1, 2, 4, 8)
+
+
+def test_a_config_sibling_model_is_measured_like_its_family():
+    from lmrec.benchmarks.triton_perf import _model_family
+
+    assert _model_family("ranker") == "ranker" and _model_family("ranker_0500378c") == "ranker"
+    assert _model_family("text_encoder_c240dfe7") == "text_encoder"
+    assert _model_family("ranker_v2") == "ranker_v2"  # not a config digest

@@ -533,3 +533,23 @@ def test_a_slow_ranker_gets_a_share_of_the_deadline_and_the_blend_still_answers_
     answer = run(live.recommend(RecommendQuery(user_id=user_id, k=5), timeout_s=1.0))
     assert budgets[-1] <= 0.6 * 1.0 + 1e-6  # encoder_deadline_share of what was left, not all of it
     assert answer.degraded and len(answer.items) == 5
+
+
+def test_the_rankers_share_is_of_what_is_left_after_the_candidates_are_ready(live, monkeypatch):
+    state = live.state
+    budgets = []
+
+    class SlowFeatures:
+        def features(self, users, histories, profile=None, excluded=None):
+            time.sleep(0.4)
+            candidates = np.array([i for i in range(20) if i not in set(excluded[0].tolist())][:12])
+            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
+
+    async def score(features, *, model, version, timeout_s):
+        budgets.append(timeout_s)
+        return np.arange(len(features), dtype=np.float32)
+
+    monkeypatch.setattr(state, "fused", SlowFeatures())
+    monkeypatch.setattr(live.encoder, "score", score, raising=False)
+    run(live.recommend(RecommendQuery(text="a space adventure", k=5), timeout_s=1.0))
+    assert budgets and budgets[-1] <= 0.6 * (1.0 - 0.4) + 1e-6
