@@ -238,6 +238,15 @@ def quantize_int8(directory: Path, preset: str, *, per_channel: bool, qconfig=No
     return report
 
 
+def _below(cosines: np.ndarray, threshold: float) -> bool:
+    """A gate fails below `threshold`, and on NaN (an all-zero or non-finite row), which `min() <` lets pass."""
+    return not (np.isfinite(cosines).all() and cosines.min() >= threshold)
+
+
+def _worst(cosines: np.ndarray) -> int:
+    return int(np.nan_to_num(cosines, nan=-np.inf).argmin())
+
+
 def row_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     oth = other / np.linalg.norm(other, axis=1, keepdims=True)
@@ -317,8 +326,8 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
     fp32 = OnnxTextEncoder(out, onnx_file=FP32_FILE).encode(texts)
     cos_fp32 = row_cosines(expected, fp32)
     parity = {"n_texts": len(texts), "fp32_min_cosine": float(cos_fp32.min()), "fp32_mean_cosine": float(cos_fp32.mean())}
-    if cos_fp32.min() < config.parity_min_cosine:
-        worst = texts[int(cos_fp32.argmin())]
+    if _below(cos_fp32, config.parity_min_cosine):
+        worst = texts[_worst(cos_fp32)]
         raise ParityError(
             f"ONNX fp32 disagrees with PyTorch: min cosine {cos_fp32.min():.5f} < {config.parity_min_cosine} "
             f"(worst text: {worst[:80]!r}); export refused"
@@ -327,8 +336,8 @@ def export_encoder(config: EncoderExportConfig, *, progress=print) -> EncoderExp
         int8 = OnnxTextEncoder(out, onnx_file=INT8_FILE).encode(texts)
         cos_int8 = row_cosines(expected, int8)
         parity.update(int8_min_cosine=float(cos_int8.min()), int8_mean_cosine=float(cos_int8.mean()))
-        if config.int8_min_cosine is not None and cos_int8.min() < config.int8_min_cosine:
-            worst = texts[int(cos_int8.argmin())]
+        if config.int8_min_cosine is not None and _below(cos_int8, config.int8_min_cosine):
+            worst = texts[_worst(cos_int8)]
             raise ParityError(
                 f"int8 model disagrees with PyTorch: min cosine {cos_int8.min():.5f} < {config.int8_min_cosine} "
                 f"(worst text: {worst[:80]!r}); export refused. Serve fp32 instead (--precision fp32)"

@@ -365,11 +365,11 @@ def _export(torch, ranker: TrainedRanker, example, path: Path) -> None:
 class OnnxRanker:
     """The exported ranker through ONNX Runtime: what Triton's `ranker` model runs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads  # RankerSpec.ort_threads when served
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def score(self, features: np.ndarray) -> np.ndarray:

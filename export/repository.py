@@ -131,6 +131,7 @@ def write_encoder_version(build_dir: Path, spec: TextEncoderSpec, export: Encode
         "model": export.model,
         "precision": precision,
         "instance_kind": spec.kind,
+        "max_batch_size": spec.max_batch_size,
         "onnx_file": onnx_file,
         "quantization_preset": export.quantization_preset,
         "outlier_smoothing": export.outlier_smoothing if precision == "int8" else None,

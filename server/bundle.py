@@ -48,6 +48,13 @@ class Bundle:
     def label(self) -> str:
         return str(self.version)
 
+    @property
+    def encoder_max_batch_size(self) -> int | None:
+        """Texts per request the served encoder model takes (None in manifests written before it was recorded:
+        the client's default, the spec's default then)."""
+        value = self.manifest["encoder"].get("max_batch_size")
+        return int(value) if value else None
+
     def fold_in_user(self, item_indices: np.ndarray) -> np.ndarray:
         """ALS user vector for a history it was not trained on: the exact implicit-ALS user step
         x = (YᵀY + α·Y_hᵀY_h + λI)⁻¹ (1+α)·Σ_h y_h, with confidence 1+α on every history item."""

@@ -32,7 +32,7 @@ def served_models(bundle: Bundle) -> dict[str, int]:
 def encode_with(encoder, bundle: Bundle, timeout_s: float = 120.0):
     async def encode(texts: list[str]):
         return await encoder.encode(texts, model=bundle.encoder_model, version=bundle.encoder_version,
-                                    timeout_s=timeout_s)
+                                    timeout_s=timeout_s, max_batch_size=bundle.encoder_max_batch_size)
     return encode
 
 

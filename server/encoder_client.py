@@ -13,9 +13,17 @@ import time
 
 import numpy as np
 
+from .text_encoder_backend import MAX_TEXT_BYTES
+
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
 CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+def clip_utf8(text: str, limit: int) -> bytes:
+    """`text` as UTF-8, cut to at most `limit` bytes on a character boundary."""
+    raw = text.encode("utf-8")
+    return raw if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore").encode("utf-8")
 
 
 class EncoderUnavailable(RuntimeError):
@@ -51,17 +59,23 @@ class TritonTextEncoder:
                                               client_timeout=max(timeout_s, 0.001))
         except Exception as error:  # tritonclient raises its own InferenceServerException for every failure
             status = str(getattr(error, "status", lambda: "")() or "")
-            if "DEADLINE" not in status:
+            # A missed deadline, or a request the model refused (INVALID_ARGUMENT: this call's input), says
+            # nothing about the next call; anything else (unreachable, model not loaded, crashed) does.
+            if "DEADLINE" not in status and "INVALID_ARG" not in status:
                 self._open_until[target] = time.monotonic() + self.retry_after_s
             raise EncoderUnavailable(f"{what} {model}/{version} failed: {error}") from error
         return result
 
-    async def encode(self, texts: list[str], *, model: str, version: int, timeout_s: float) -> np.ndarray:
-        """One embedding row per text, in requests of at most `max_batch_size` texts within one deadline."""
+    async def encode(self, texts: list[str], *, model: str, version: int, timeout_s: float,
+                     max_batch_size: int | None = None) -> np.ndarray:
+        """One embedding row per text, in requests of at most `max_batch_size` texts (the served model's, from
+        its bundle; this client's default otherwise) within one deadline. Texts are cut to the model's
+        MAX_TEXT_BYTES: it refuses longer ones, and reads only their first max_length tokens anyway."""
         deadline = time.monotonic() + timeout_s
+        per_request = max_batch_size or self.max_batch_size
         parts = []
-        for start in range(0, len(texts), self.max_batch_size):
-            data = np.array([[t.encode("utf-8")] for t in texts[start:start + self.max_batch_size]], dtype=object)
+        for start in range(0, len(texts), per_request):
+            data = np.array([[clip_utf8(t, MAX_TEXT_BYTES)] for t in texts[start:start + per_request]], dtype=object)
             tensor = self._grpc.InferInput("TEXT", list(data.shape), "BYTES")
             tensor.set_data_from_numpy(data)
             result = await self._infer("text encoder", model, version, [tensor], deadline - time.monotonic())

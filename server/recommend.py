@@ -184,7 +184,7 @@ class Recommender:
 
     async def encode(self, state: ServingState, texts: list[str], timeout_s: float) -> np.ndarray:
         return await self.encoder.encode(texts, model=state.bundle.encoder_model, version=state.bundle.encoder_version,
-                                         timeout_s=timeout_s)
+                                         timeout_s=timeout_s, max_batch_size=state.bundle.encoder_max_batch_size)
 
     def _triton_budget(self, timeout_s: float) -> float:
         """What one Triton call (the encoder, or the ranker) may take of the remaining deadline: the rest is

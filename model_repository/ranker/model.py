@@ -19,14 +19,18 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.n_features = int(config["input"][0]["dims"][0])
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.ranker = OnnxRanker(version_dir / "ranker.onnx")
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.ranker = OnnxRanker(version_dir / "ranker.onnx", threads=int(parameters.get("ort_threads", "1")))
 
     def execute(self, requests):
         inputs = [pb_utils.get_input_tensor_by_name(request, "FEATURES").as_numpy() for request in requests]
         responses = []
         for result in score_requests(self.ranker, inputs, self.n_features):
             if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+                # INVALID_ARG: the caller's input, not Triton, failed (the gateway's circuit breaker
+                # must not turn away everyone else's calls for it).
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SCORE", result)]))
         return responses

@@ -35,7 +35,10 @@ class TritonPythonModel:
         responses = []
         for result in encode_requests(self.encoder, inputs):
             if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+                # INVALID_ARG: the caller's input, not Triton, failed (the gateway's circuit breaker
+                # must not turn away everyone else's calls for it).
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 tensor = pb_utils.Tensor("EMBEDDING", result)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))

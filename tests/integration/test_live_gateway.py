@@ -177,3 +177,17 @@ def test_more_items_than_one_triton_request_holds_are_added_in_one_call(client):
     assert client.status().added_items == before + 100
     found = ids(client.recommend(text="the volcano chronicle", k=5, require={"genre": "Bulk"}))
     assert len(found) == 5 and all(item.startswith("bulk-") for item in found)
+
+
+def test_an_item_whose_text_exceeds_the_models_byte_limit_is_added_and_trips_nothing(client):
+    """Titles and descriptions are capped, tags are not: the item's text may pass the gateway's checks and
+    still be over the text_encoder's 16 KB. The gateway cuts it (only the first 128 tokens count), so the
+    call lands and no one else's requests are turned away."""
+    tags = [f"tag number {n} " + "☃" * 60 for n in range(120)]  # about 25 KB of item text
+    response = client.add_items([{"item_id": "tagged-heavily", "title": "The snowman archive", "tags": tags,
+                                  "categories": ["Archive"]}])
+    assert response.added == 1
+    answer = client.recommend(text="a snowman archive", k=3)
+    assert not answer.degraded and "tagged-heavily" in ids(client.recommend(text="the snowman archive", k=3,
+                                                                                  require={"genre": "Archive"}))
+    assert not client.status().degraded

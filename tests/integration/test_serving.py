@@ -50,8 +50,9 @@ def test_triton_rejects_invalid_utf8_per_request(triton):
     client = triton_grpc.InferenceServerClient(triton.grpc_url)
     tensor = triton_grpc.InferInput("TEXT", [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[b"\xff\xfe"]], dtype=object))
-    with pytest.raises(Exception, match="UTF-8"):
+    with pytest.raises(Exception, match="UTF-8") as refused:
         client.infer("text_encoder", [tensor])
+    assert "INVALID_ARG" in str(refused.value.status())  # the caller's input, not Triton: the breaker stays shut
     good = triton_grpc.InferInput("TEXT", [1, 1], "BYTES")
     good.set_data_from_numpy(np.array([[b"still fine"]], dtype=object))
     assert client.infer("text_encoder", [good]).as_numpy("EMBEDDING").shape == (1, 384)

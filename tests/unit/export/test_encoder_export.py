@@ -204,3 +204,13 @@ def test_an_unnamed_activation_matmul_is_refused(tmp_path):
     onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
     with pytest.raises(ValueError, match="unnamed MatMul"):
         activation_matmuls(tmp_path / "m.onnx")
+
+
+def test_a_nan_cosine_fails_a_parity_gate_instead_of_slipping_through_min():
+    from lmrec.export.encoder_export import _below, _worst, row_cosines
+
+    zero_row = row_cosines(np.eye(3, 4, dtype=np.float32), np.array([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]],
+                                                                     np.float32))
+    assert not np.isfinite(zero_row).all()
+    assert _below(zero_row, 0.99) and _worst(zero_row) == 1
+    assert not _below(np.array([1.0, 0.995]), 0.99) and _below(np.array([1.0, 0.98]), 0.99)

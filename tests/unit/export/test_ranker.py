@@ -48,6 +48,10 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_exports_as_one_graph(tmp
     np.testing.assert_allclose(trained.module(x).detach().numpy(), member_scores.mean(axis=0), rtol=1e-5)
     served = OnnxRanker(export_ranker_onnx(trained, tmp_path / "ranker.onnx"))
     np.testing.assert_allclose(served.score(features[0]), member_scores.mean(axis=0), rtol=1e-4, atol=1e-5)
+    # The served config's ort_threads reaches the session (model.py passes it; it used to be fixed at 1).
+    two = OnnxRanker(tmp_path / "ranker.onnx", threads=2)
+    assert two.session.get_session_options().intra_op_num_threads == 2
+    np.testing.assert_allclose(two.score(features[0]), served.score(features[0]), rtol=1e-5)
 
 
 def test_an_ensemble_of_one_is_a_plain_ranker():

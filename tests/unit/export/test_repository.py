@@ -34,6 +34,7 @@ def test_write_encoder_version_fp32(tmp_path, encoder_export):
     assert (tmp_path / REPOSITORY_DIR / "text_encoder" / "config.pbtxt").read_text() == \
         render_config(text_encoder_config(TextEncoderSpec()))
     assert part["triton_model"] == "text_encoder" and part["triton_version"] == 1
+    assert part["max_batch_size"] == TextEncoderSpec().max_batch_size  # the gateway splits its calls by it
     assert part["precision"] == "fp32" and part["onnx_file"] == "model.onnx"
     assert set(part["checksums"]) == {"model.onnx", "tokenizer.json", "encoder.json"}
     for name, checksum in part["checksums"].items():

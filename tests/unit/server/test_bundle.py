@@ -31,6 +31,7 @@ def test_load_bundle_ok(tiny_build_root, tiny_build_dir):
     n_items = tiny_build_dir.manifest["n_items"]
     assert bundle.version == tiny_build_dir.version and bundle.label == str(tiny_build_dir.version)
     assert bundle.encoder_model == "text_encoder" and bundle.encoder_version == tiny_build_dir.version
+    assert bundle.encoder_max_batch_size == 64
     assert bundle.dataset.n_items == n_items == len(bundle.item_index) == len(bundle.item_embeddings)
     assert bundle.item_index[bundle.dataset.item_ids[5]] == 5
     assert isinstance(bundle.retriever, HnswRetriever) and len(bundle.retriever) == n_items
@@ -156,3 +157,12 @@ def test_triton_starts_with_the_models_of_the_bundle_it_will_serve(tmp_path):
     (tmp_path / BUNDLES_DIR / "2" / MANIFEST_FILE).write_text("{")
     assert set(_triton_config(ServeConfig(build_dir=tmp_path)).models) == {"text_encoder", "text_encoder_0123abcd",
                                                                             "ranker"}
+
+
+def test_a_manifest_from_before_the_batch_limit_was_recorded_leaves_it_to_the_client(tiny_build_root):
+    from dataclasses import replace
+
+    bundle = load_bundle(tiny_build_root)
+    manifest = {**bundle.manifest, "encoder": {k: v for k, v in bundle.manifest["encoder"].items()
+                                               if k != "max_batch_size"}}
+    assert replace(bundle, manifest=manifest).encoder_max_batch_size is None

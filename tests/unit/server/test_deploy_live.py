@@ -30,7 +30,7 @@ class VersionedEncoder:
         self.unloaded: set[tuple[str, int]] = set()
         self.slow: dict[tuple[str, int], float] = {}  # seconds each call to that version takes
 
-    async def encode(self, texts, *, model, version, timeout_s):
+    async def encode(self, texts, *, model, version, timeout_s, max_batch_size=None):
         await asyncio.sleep(self.slow.get((model, version), 0.0))
         if (model, version) in self.unloaded:
             raise EncoderUnavailable(f"text encoder {model}/{version}: not loaded")

@@ -22,14 +22,14 @@ class LocalEncoder:
         self._encoder = OnnxTextEncoder(directory, threads=2)
         self.calls: list[tuple[list[str], str, int]] = []
 
-    async def encode(self, texts, *, model, version, timeout_s):
+    async def encode(self, texts, *, model, version, timeout_s, max_batch_size=None):
         assert timeout_s > 0
         self.calls.append((list(texts), model, version))
         return self._encoder.encode(list(texts))
 
 
 class DownEncoder:
-    async def encode(self, texts, *, model, version, timeout_s):
+    async def encode(self, texts, *, model, version, timeout_s, max_batch_size=None):
         raise EncoderUnavailable("triton is down")
 
 

@@ -172,7 +172,7 @@ class AddingEncoder:
     def __init__(self, encoder, recommender, item) -> None:
         self.encoder, self.recommender, self.item, self.added = encoder, recommender, item, False
 
-    async def encode(self, texts, *, model, version, timeout_s):
+    async def encode(self, texts, *, model, version, timeout_s, max_batch_size=None):
         vectors = await self.encoder.encode(texts, model=model, version=version, timeout_s=timeout_s)
         if not self.added:
             self.added = True
