@@ -437,23 +437,32 @@ def test_an_item_liked_then_disliked_is_no_longer_described_as_liked(live):
     assert all(title not in why.text for why in answer.explanations)
 
 
+def fake_fused_ranker(live, monkeypatch, *, pick=None, on_features=None, score=None) -> None:
+    """The state's fused model and the ranker call replaced: candidates are `pick(excluded)` (by default the
+    first 12 allowed of rows 0..19) with two zero feature columns, `on_features(users)` runs first (to record
+    the users, or to be slow), and `score` answers the ranker call (by default, later candidates higher)."""
+
+    class Fused:
+        def features(self, users, histories, profile=None, excluded=None):
+            if on_features is not None:
+                on_features(users)
+            chosen = pick(excluded[0]) if pick else [i for i in range(20) if i not in set(excluded[0].tolist())][:12]
+            candidates = np.array(chosen, np.int64)
+            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
+
+    async def in_order(features, *, model, version, timeout_s):
+        return np.arange(len(features), dtype=np.float32)
+
+    monkeypatch.setattr(live.state, "fused", Fused())
+    monkeypatch.setattr(live.encoder, "score", score or in_order, raising=False)
+
+
 def test_a_known_users_session_items_reach_the_fused_cf_features(live, monkeypatch):
     """Like the blend, the ranker's features fold the session into ALS instead of the trained user row."""
     state = live.state
     user_id = state.bundle.dataset.user_ids[0]
     asked = []
-
-    class Fused:
-        def features(self, users, histories, profile=None, excluded=None):
-            asked.append(int(users[0]))
-            candidates = np.array([i for i in range(20) if i not in set(excluded[0].tolist())][:12])
-            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
-
-    async def score(features, *, model, version, timeout_s):
-        return np.arange(len(features), dtype=np.float32)
-
-    monkeypatch.setattr(state, "fused", Fused())
-    monkeypatch.setattr(live.encoder, "score", score, raising=False)
+    fake_fused_ranker(live, monkeypatch, on_features=lambda users: asked.append(int(users[0])))
     run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     session = state.catalogue.item_ids[25]
     run(live.recommend(RecommendQuery(user_id=user_id, k=5, recent_item_ids=(session,))))
@@ -492,17 +501,7 @@ def test_an_item_the_user_rated_low_is_never_named_as_liked_unless_liked_again(l
 def test_popularity_top_up_items_carry_their_popularity_rank_not_a_full_share(live, monkeypatch):
     state = live.state
     session = int(state.popular_order[0])  # the most popular item is seen, so it is not returned
-
-    class Fused:
-        def features(self, users, histories, profile=None, excluded=None):
-            candidates = np.array([int(state.popular_order[5]), int(state.popular_order[9])])
-            return [candidates], [np.zeros((2, 2), np.float32)], ["als_z", "als_rr"]
-
-    async def score(features, *, model, version, timeout_s):
-        return np.arange(len(features), dtype=np.float32)
-
-    monkeypatch.setattr(state, "fused", Fused())
-    monkeypatch.setattr(live.encoder, "score", score, raising=False)
+    fake_fused_ranker(live, monkeypatch, pick=lambda excluded: [int(state.popular_order[5]), int(state.popular_order[9])])
     answer = run(live.recommend(RecommendQuery(recent_item_ids=(state.catalogue.item_ids[session],), k=6)))
     allowed = [int(i) for i in state.popular_order if int(i) != session]
     top_ups = [r for r in answer.items if r.found_by == "popular"]
@@ -517,18 +516,12 @@ def test_a_slow_ranker_gets_a_share_of_the_deadline_and_the_blend_still_answers_
     user_id = state.bundle.dataset.user_ids[0]
     budgets = []
 
-    class Fused:
-        def features(self, users, histories, profile=None, excluded=None):
-            candidates = np.array([i for i in range(20) if i not in set(excluded[0].tolist())][:12])
-            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
-
     async def slow_score(features, *, model, version, timeout_s):
         budgets.append(timeout_s)
         await asyncio.sleep(timeout_s)
         raise EncoderUnavailable("deadline exceeded")
 
-    monkeypatch.setattr(state, "fused", Fused())
-    monkeypatch.setattr(live.encoder, "score", slow_score, raising=False)
+    fake_fused_ranker(live, monkeypatch, score=slow_score)
     run(live.recommend(RecommendQuery(user_id=user_id, k=5), timeout_s=2.0))  # the profile vector is cached now
     answer = run(live.recommend(RecommendQuery(user_id=user_id, k=5), timeout_s=1.0))
     assert budgets[-1] <= 0.6 * 1.0 + 1e-6  # encoder_deadline_share of what was left, not all of it
@@ -536,20 +529,12 @@ def test_a_slow_ranker_gets_a_share_of_the_deadline_and_the_blend_still_answers_
 
 
 def test_the_rankers_share_is_of_what_is_left_after_the_candidates_are_ready(live, monkeypatch):
-    state = live.state
     budgets = []
-
-    class SlowFeatures:
-        def features(self, users, histories, profile=None, excluded=None):
-            time.sleep(0.4)
-            candidates = np.array([i for i in range(20) if i not in set(excluded[0].tolist())][:12])
-            return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
 
     async def score(features, *, model, version, timeout_s):
         budgets.append(timeout_s)
         return np.arange(len(features), dtype=np.float32)
 
-    monkeypatch.setattr(state, "fused", SlowFeatures())
-    monkeypatch.setattr(live.encoder, "score", score, raising=False)
+    fake_fused_ranker(live, monkeypatch, on_features=lambda users: time.sleep(0.4), score=score)
     run(live.recommend(RecommendQuery(text="a space adventure", k=5), timeout_s=1.0))
     assert budgets and budgets[-1] <= 0.6 * (1.0 - 0.4) + 1e-6
