@@ -199,7 +199,21 @@ def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.nda
     if not rows:
         return {}, 0
     metrics = compute_metrics(top[rows], targets, n_items=n_items, ks=ks)
-    return {f"cold_{key}": value for key, value in metrics.items()}, len(rows)
+    unseen = np.array([n_items - len(np.unique(task.histories[row])) for row in rows])
+    chance = {f"random_hit@{k}": float(random_hit_rate(unseen, np.array([len(t) for t in targets]), k).mean())
+              for k in ks}
+    return {f"cold_{key}": value for key, value in {**metrics, **chance}.items()}, len(rows)
+
+
+def random_hit_rate(n_candidates: np.ndarray, n_targets: np.ndarray, k: int) -> np.ndarray:
+    """Per user, the chance that a uniformly random order of their `n_candidates` rankable (unseen) items puts
+    one of their `n_targets` targets in its first k: 1 − C(E−t, k) / C(E, k). With several targets and the
+    seen items left out this is well above k / n_items."""
+    n_candidates, n_targets = np.asarray(n_candidates, np.float64), np.asarray(n_targets, np.float64)
+    miss = np.ones_like(n_candidates)
+    for i in range(k):
+        miss *= np.clip((n_candidates - n_targets - i) / np.maximum(n_candidates - i, 1), 0.0, 1.0)
+    return 1.0 - miss
 
 
 def fingerprint_of_test_set(task: _RankingTask) -> str:

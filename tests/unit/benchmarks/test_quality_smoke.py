@@ -24,7 +24,7 @@ def test_quality_suite_smoke_run_writes_json_markdown_and_plot(tmp_path):
         assert 0.0 <= record["metrics"]["ndcg@10"] <= 1.0
         assert len(record["per_user"]["ndcg@10"]) == record["n_test_users"]  # for the bars' paired intervals
         if record["protocol"] == "cold-items":
-            assert "cold_hit@10" in record["cold_metrics"]
+            assert "cold_hit@10" in record["cold_metrics"] and 0 < record["cold_metrics"]["cold_random_hit@10"] < 1
     assert saved["machine"]["cores"] >= 1 and "numpy" in saved["machine"]["packages"]
     markdown = (tmp_path / "smoke.md").read_text()
     assert "| fused |" in markdown and "## Bars" in markdown
@@ -269,3 +269,14 @@ def test_reuse_of_a_file_that_is_not_the_suites_own_is_refused_before_measuring(
         with pytest.raises(ValueError, match=message):
             run_quality(config, progress=lambda *_: None)
         assert not (tmp_path / "new.json").exists()
+
+
+def test_the_cold_target_bar_judges_against_a_random_order_of_the_unseen_items_when_the_record_has_it():
+    def cold(metrics):
+        return {"dataset": "d", "protocol": "cold-items", "method": "fused", "seed": 42, "n_items": 1000,
+                "n_test_users": 10, "seconds": 0, "metrics": {"ndcg@10": 0.1}, "cold_metrics": metrics}
+
+    [exact] = bar_checks([cold({"cold_hit@10": 0.5, "cold_random_hit@10": 0.04})])
+    assert exact["value"] == pytest.approx(12.5) and "random order of the unseen items: 0.0400" in exact["bar"]
+    [old] = bar_checks([cold({"cold_hit@10": 0.5})])  # a record from before it was kept: the issue's 10 / items
+    assert old["value"] == pytest.approx(50.0) and "10 / items" in old["bar"]

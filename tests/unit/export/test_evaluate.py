@@ -285,3 +285,15 @@ def test_records_keep_each_test_users_ndcg_at_10_in_json_when_measured():
     # Without 10 among the cutoffs there is nothing to keep, and the JSON says nothing.
     without = run_evaluation(_config(("pop",)), dataset=dataset, split=split, progress=lambda *_: None)[0]
     assert without.per_user == {} and "per_user" not in records_to_json([without])["records"][0]
+
+
+def test_the_chance_that_a_random_order_hits_counts_every_target_and_only_unseen_items():
+    from math import comb
+
+    from lmrec.export.evaluate import random_hit_rate
+
+    chance = random_hit_rate(np.array([20, 20, 20, 1682, 5]), np.array([1, 3, 0, 6, 5]), 10)
+    expected = [1 - comb(19, 10) / comb(20, 10), 1 - comb(17, 10) / comb(20, 10), 0.0,
+                1 - comb(1676, 10) / comb(1682, 10), 1.0]
+    np.testing.assert_allclose(chance, expected, rtol=1e-12)
+    assert chance[3] > 6 * 10 / 1682 * 0.95  # six targets: about six times the one-target 10 / items
