@@ -183,12 +183,14 @@ def _add_cache_arguments(p) -> None:
 
 
 def cmd_serve(args) -> int:
+    from lmrec.server.metrics import configure_logging
     from lmrec.server.serve import ServeConfig, serve
 
     # The whole config first: a bad value is refused before Triton starts.
     config = ServeConfig(build_dir=Path(args.build_dir), host=args.host, port=args.port,
                          bundle_version=args.bundle_version, metrics_port=args.metrics_port,
                          state_dir=Path(args.state_dir) if args.state_dir else None, serving=_serving_config(args))
+    configure_logging("DEBUG" if args.verbose else "INFO")  # JSON lines with request ids, as `lmrec gateway`
     serve(config)
     return 0
 

@@ -195,6 +195,10 @@ def configure_logging(level: str = "INFO", json_format: bool = True) -> None:
     """Root logging to stderr; calling again reconfigures the same handler instead of adding one."""
     root = logging.getLogger()
     root.setLevel(level.upper())
+    # A plain stderr handler set up before (the CLI's basicConfig) would print every line a second time.
+    for other in [h for h in root.handlers if not getattr(h, "_lmrec_handler", False)
+                  and type(h) is logging.StreamHandler and getattr(h, "stream", None) is sys.stderr]:
+        root.removeHandler(other)
     handler = next((h for h in root.handlers if getattr(h, "_lmrec_handler", False)), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)

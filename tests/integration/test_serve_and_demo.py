@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from lmrec.client import RecommenderClient
+from lmrec.client import ClientError, RecommenderClient
 from lmrec.server.triton_launcher import TritonConfig, TritonError, TritonProcess, free_port
 
 from .conftest import LMREC, ManagedProcess, wait_for_health
@@ -34,8 +35,15 @@ def test_serve_starts_triton_and_gateway_and_stops_both_on_sigterm(build, tmp_pa
         wait_for_health(f"127.0.0.1:{port}", process, timeout=120)
         with RecommenderClient(f"127.0.0.1:{port}") as client:
             assert len(client.recommend("u1", k=4).items) == 4
+            with pytest.raises(ClientError):
+                client.recommend("nobody-at-all", k=4)
         log = process.log()
         assert "Triton ready" in log
+        # The gateway's JSON log lines, with the request id (as `lmrec gateway` writes them), each once.
+        failures = [json.loads(line) for line in log.splitlines()
+                    if line.startswith("{") and "Recommend failed" in line]
+        assert len(failures) == 1 and failures[0]["request_id"] != "-", log
+        assert log.count("Recommend failed") == 1, log
         triton_port = int(log.split("Triton ready (gRPC 127.0.0.1:")[1].split(")")[0])
         assert port_is_open(triton_port)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import io
 import logging
 import sys
 import urllib.request
@@ -193,6 +194,23 @@ def test_configure_logging_is_idempotent():
         configure_logging("INFO")
         assert isinstance(ours[0].formatter, JsonLogFormatter)
         assert len([h for h in root.handlers if h not in saved_handlers]) == 1
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+def test_a_plain_stderr_handler_set_up_before_does_not_print_every_line_twice():
+    import sys
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    plain = logging.StreamHandler(sys.stderr)  # what the CLI's logging.basicConfig installs
+    kept = logging.StreamHandler(io.StringIO())  # someone else's handler, not on stderr: left alone
+    try:
+        root.handlers[:] = [plain, kept]
+        configure_logging("INFO")
+        assert plain not in root.handlers and kept in root.handlers
+        assert [h for h in root.handlers if getattr(h, "_lmrec_handler", False)]
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
