@@ -99,6 +99,9 @@ def bundle_model_names(build_dir: Path, version: int | None = None) -> tuple[str
 def verify_bundle(build_dir: Path, version: int) -> dict:
     bundle_dir = Path(build_dir) / BUNDLES_DIR / str(version)
     manifest_path = bundle_dir / MANIFEST_FILE
+    if not bundle_dir.is_dir():
+        available = ", ".join(map(str, complete_versions(build_dir))) or "none"
+        raise BundleError(f"bundle {version} does not exist in {bundle_dir.parent} (complete bundles: {available})")
     if not manifest_path.is_file():
         raise BundleError(f"bundle {version}: {manifest_path} is missing (incomplete build?)")
     try:

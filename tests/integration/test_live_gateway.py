@@ -163,7 +163,7 @@ def test_cli_verbs_for_events_items_profile_forget(gateway, dataset, tmp_path):
     done = lmrec("add-items", str(bad))
     assert done.returncode == 2 and "line 1 needs a non-empty item_id and title" in done.stderr
     done = lmrec("deploy", "--version", "77")
-    assert done.returncode != 0 and "bundle 77 refused" in done.stderr
+    assert done.returncode != 0 and "bundle 77 refused" in done.stderr and "does not exist" in done.stderr
 
 
 def test_more_items_than_one_triton_request_holds_are_added_in_one_call(client):

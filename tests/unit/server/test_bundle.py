@@ -47,6 +47,11 @@ def test_no_bundle_at_all(tmp_path):
         load_bundle(tmp_path)
 
 
+def test_a_bundle_that_was_never_built_is_named_as_such_with_the_ones_there_are(tiny_build_root):
+    with pytest.raises(BundleError, match=r"bundle 7 does not exist in .*bundles \(complete bundles: 1\)"):
+        load_bundle(tiny_build_root, 7)
+
+
 def test_missing_manifest(build_copy):
     (_bundle_dir(build_copy) / MANIFEST_FILE).unlink()
     assert complete_versions(build_copy) == []
