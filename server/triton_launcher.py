@@ -94,6 +94,18 @@ def check_repository(repository: Path, models: tuple[str, ...]) -> None:
             raise TritonError(f"model '{name}' version {latest.name} is empty: {latest} (rebuild, or remove the folder)")
 
 
+def _terminate_with_parent() -> None:
+    """In the forked child, before exec: SIGTERM when the process that started Triton dies, even by SIGKILL
+    or the OOM killer, whose handlers never run (Triton runs in its own session, so a signal to the parent's
+    group does not reach it either). Linux only; the kernel ties it to the starting thread, and every
+    caller starts Triton from its main thread."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def models_in_repository(repository: Path) -> tuple[str, ...]:
     """Every model folder (one with a config.pbtxt) in the repository, text_encoder first."""
     repository = Path(repository)
@@ -159,7 +171,7 @@ class TritonProcess:
         ]
         log = open(self.log_path, "wb")
         self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self._environment(triton),
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_terminate_with_parent)
         log.close()
         try:
             self._wait_ready()

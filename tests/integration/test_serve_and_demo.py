@@ -91,3 +91,37 @@ def test_gateway_refuses_a_corrupt_bundle(build, tmp_path):
                           "--port", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "items.hnsw" in out.stderr and "checksum" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_triton_does_not_outlive_a_parent_killed_without_cleanup(build, tmp_path):
+    """SIGKILL (or the OOM killer) gives `lmrec serve` no chance to stop Triton, which runs in its own session:
+    the kernel's parent-death signal must end it."""
+    import os
+    import sys
+
+    build_dir = build.bundle_dir.parent.parent
+    starter = ("import sys, time\nfrom pathlib import Path\n"
+               "from lmrec.server.triton_launcher import TritonConfig, TritonProcess\n"
+               "build = Path(sys.argv[1])\n"
+               "triton = TritonProcess(TritonConfig(repository=build / 'model_repository', models=('text_encoder',)))\n"
+               "print(triton.start()._process.pid, flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", starter, str(build_dir)], stdout=subprocess.PIPE, text=True)
+    triton_pid = int(parent.stdout.readline())
+
+    def running() -> bool:
+        try:
+            return open(f"/proc/{triton_pid}/stat").read().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    try:
+        assert running()
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not running(), "Triton outlived the process that started it"
+    finally:
+        if running():
+            os.kill(triton_pid, signal.SIGKILL)
