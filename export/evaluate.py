@@ -213,7 +213,7 @@ def random_hit_rate(n_candidates: np.ndarray, n_targets: np.ndarray, k: int) -> 
     miss = np.ones_like(n_candidates)
     for i in range(k):
         miss *= np.clip((n_candidates - n_targets - i) / np.maximum(n_candidates - i, 1), 0.0, 1.0)
-    return 1.0 - miss
+    return np.where(n_targets > 0, 1.0 - miss, 0.0)
 
 
 def fingerprint_of_test_set(task: _RankingTask) -> str:

@@ -94,16 +94,24 @@ def check_repository(repository: Path, models: tuple[str, ...]) -> None:
             raise TritonError(f"model '{name}' version {latest.name} is empty: {latest} (rebuild, or remove the folder)")
 
 
-def _terminate_with_parent() -> None:
-    """In the forked child, before exec: SIGTERM when the process that started Triton dies, even by SIGKILL
-    or the OOM killer, whose handlers never run (Triton runs in its own session, so a signal to the parent's
-    group does not reach it either). Linux only; the kernel ties it to the starting thread, and every
-    caller starts Triton from its main thread."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _terminate_with_parent(parent_pid: int):
+    """A preexec_fn for the forked child, before exec: SIGTERM when the process that started Triton dies, even
+    by SIGKILL or the OOM killer, whose handlers never run (Triton runs in its own session, so a signal to the
+    parent's group does not reach it either). Linux only; the kernel ties it to the starting thread, and every
+    caller starts Triton from its main thread. `prctl` is looked up here, in the parent: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    PR_SET_PDEATHSIG = 1
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died between fork and prctl: nobody will signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
 
 
 def models_in_repository(repository: Path) -> tuple[str, ...]:
@@ -171,7 +179,7 @@ class TritonProcess:
         ]
         log = open(self.log_path, "wb")
         self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self._environment(triton),
-                                         start_new_session=True, preexec_fn=_terminate_with_parent)
+                                         start_new_session=True, preexec_fn=_terminate_with_parent(os.getpid()))
         log.close()
         try:
             self._wait_ready()

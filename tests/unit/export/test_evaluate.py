@@ -297,3 +297,4 @@ def test_the_chance_that_a_random_order_hits_counts_every_target_and_only_unseen
                 1 - comb(1676, 10) / comb(1682, 10), 1.0]
     np.testing.assert_allclose(chance, expected, rtol=1e-12)
     assert chance[3] > 6 * 10 / 1682 * 0.95  # six targets: about six times the one-target 10 / items
+    assert random_hit_rate(np.array([5]), np.array([0]), 10)[0] == 0.0  # no target: nothing to hit, however few items
