@@ -5,7 +5,8 @@
 For each `cold-items` record with cold-target metrics, it splits the record's MovieLens data set again
 (same protocol and seed, from ../shared/data/<dataset>), checks that the test set is the record's own
 (its `test_set` fingerprint), and prints the expected hit@10 of a random order of each cold-target user's
-unseen items (`random_hit_rate`) beside the issue's 10 / items. `--write` stores it in the records as
+unseen items (`random_hit_rate`) beside the issue's 10 / items, and of a random order of the items nobody
+has interacted with (which the split makes nearly all cold: what knowing only "this item is new" gets). `--write` stores it in the records as
 `cold_metrics["cold_random_hit@10"]`, as the suite now does itself, and re-renders the file's report (its
 bars are computed again from the records; no model is run).
 """
@@ -28,19 +29,24 @@ from .quality import QualityConfig, write_results
 MOVIELENS = ("ml-100k", "ml-latest-small")
 
 
-def cold_random_hit(dataset_name: str, data_dir: Path, seed: int, k: int = 10) -> tuple[float, int, str]:
-    """(expected random hit@k over the cold-target test users, their number, the test set's fingerprint)."""
+def cold_random_hit(dataset_name: str, data_dir: Path, seed: int, k: int = 10) -> tuple[float, float, int, str]:
+    """(expected random hit@k over the cold-target test users: among their unseen items, and among the items
+    nobody has interacted with; their number; the test set's fingerprint)."""
     dataset = load_dataset(DataConfig(dataset=dataset_name, data_dir=data_dir)).dataset
     split = split_dataset(dataset, "cold-items", seed=seed)
-    task = _ranking_task(concat(split.train, split.valid), split.test, dataset.n_users)  # as the suite scores test
+    known = concat(split.train, split.valid)
+    task = _ranking_task(known, split.test, dataset.n_users)  # as the suite scores test
+    untouched = dataset.n_items - len(np.unique(known.item))
     unseen, targets = [], []
     for history, user_targets in zip(task.histories, task.targets):
         cold = np.unique(user_targets[np.isin(user_targets, split.cold_items)])
         if len(cold):
             unseen.append(dataset.n_items - len(np.unique(history)))
             targets.append(len(cold))
-    return float(random_hit_rate(np.array(unseen), np.array(targets), k).mean()), len(targets), \
-        fingerprint_of_test_set(task)
+    targets = np.array(targets)
+    return (float(random_hit_rate(np.array(unseen), targets, k).mean()),
+            float(random_hit_rate(np.full(len(targets), untouched), targets, k).mean()),
+            len(targets), fingerprint_of_test_set(task))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="store it in the records and re-render the report")
     args = parser.parse_args(argv)
     payload = json.loads(args.results.read_text())
-    computed: dict[tuple[str, int], tuple[float, int, str]] = {}
+    computed: dict[tuple[str, int], tuple[float, float, int, str]] = {}
     changed = False
     for record in payload["records"]:
         if record["protocol"] != "cold-items" or not record.get("cold_metrics"):
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         key = (record["dataset"], record["seed"])
         if key not in computed:
             computed[key] = cold_random_hit(record["dataset"], args.data_root / record["dataset"], record["seed"])
-        chance, users, fingerprint = computed[key]
+        chance, new_only, users, fingerprint = computed[key]
         if record.get("test_set") not in (None, fingerprint) or users != record.get("n_cold_test_users", users):
             raise SystemExit(f"{record['dataset']} {record['method']}: the split made again is not the record's "
                              f"test set ({users} cold-target users against {record.get('n_cold_test_users')})")
@@ -69,15 +75,18 @@ def main(argv: list[str] | None = None) -> None:
             hit, formula = record["cold_metrics"]["cold_hit@10"], 10 / record["n_items"]
             print(f"{record['dataset']}: fused cold hit@10 {hit:.4f} over {users} users; random order of the "
                   f"unseen items {chance:.4f} → {hit / chance:.1f}x; the issue's 10 / items {formula:.4f} → "
-                  f"{hit / formula:.0f}x")
-        if args.write and record["cold_metrics"].get("cold_random_hit@10") != chance:
-            record["cold_metrics"]["cold_random_hit@10"] = chance
+                  f"{hit / formula:.0f}x; random order of the items without interactions {new_only:.4f} → "
+                  f"{hit / new_only:.2f}x")
+        wanted = {"cold_random_hit@10": chance, "cold_no_interactions_random_hit@10": new_only}
+        if args.write and any(record["cold_metrics"].get(name) != value for name, value in wanted.items()):
+            record["cold_metrics"].update(wanted)
             changed = True
     if args.write and changed:
         payload["bars"] = None  # computed again from the records
-        payload.setdefault("notes", []).append(
-            "cold_random_hit@10 added to the cold-items records afterwards by `python -m "
-            "lmrec.benchmarks.cold_random --write` (the same split, checked by its fingerprint; no model run)")
+        note = ("cold_random_hit@10 and cold_no_interactions_random_hit@10 added to the cold-items records "
+                "afterwards by `python -m lmrec.benchmarks.cold_random --write` (the same split, checked by its "
+                "fingerprint; no model run)")
+        payload["notes"] = [n for n in payload.get("notes", []) if "lmrec.benchmarks.cold_random" not in n] + [note]
         for path in write_results(payload, args.results.parent, args.results.stem):
             print(f"wrote {path}")
 

@@ -160,7 +160,8 @@ def _evaluate_method(
     fit_started = time.perf_counter()
     model = _build(method, chosen, config.seed).fit(dataset, train_valid)
     test_metrics, top = _rank_and_measure(model, dataset, test_task, config.ks, return_top=True)
-    cold_metrics, n_cold = _cold_target_metrics(top, test_task, split.cold_items, dataset.n_items, config.ks)
+    cold_metrics, n_cold = _cold_target_metrics(top, test_task, split.cold_items, dataset.n_items, config.ks,
+                                                known=train_valid)
     per_user = ({PER_USER_METRIC: tuple(per_user_values(top, test_task.targets, n_items=dataset.n_items).tolist())}
                 if PER_USER_METRIC in test_metrics else {})
     progress(
@@ -186,8 +187,12 @@ def _evaluate_method(
 
 
 def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.ndarray, n_items: int,
-                         ks: Sequence[int]) -> tuple[dict[str, float], int]:
-    """The same metrics restricted to test targets that are cold items (no training interaction)."""
+                         ks: Sequence[int], known: Interactions | None = None) -> tuple[dict[str, float], int]:
+    """The same metrics restricted to test targets that are cold items (no training interaction), and two
+    random references: `random_hit@k`, a random order of each user's unseen items, and, given the `known`
+    interactions, `no_interactions_random_hit@k`, a random order of the items nobody has interacted with,
+    put first. The split makes every cold item such an item, and few others are: the second reference is
+    what knowing only "this item is new" gets."""
     if len(cold_items) == 0:
         return {}, 0
     rows, targets = [], []
@@ -200,8 +205,12 @@ def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.nda
         return {}, 0
     metrics = compute_metrics(top[rows], targets, n_items=n_items, ks=ks)
     unseen = np.array([n_items - len(np.unique(task.histories[row])) for row in rows])
-    chance = {f"random_hit@{k}": float(random_hit_rate(unseen, np.array([len(t) for t in targets]), k).mean())
-              for k in ks}
+    n_targets = np.array([len(t) for t in targets])
+    chance = {f"random_hit@{k}": float(random_hit_rate(unseen, n_targets, k).mean()) for k in ks}
+    if known is not None:
+        untouched = n_items - len(np.unique(known.item))  # every cold target is one of them
+        chance.update({f"no_interactions_random_hit@{k}": float(random_hit_rate(
+            np.full(len(rows), untouched), n_targets, k).mean()) for k in ks})
     return {f"cold_{key}": value for key, value in {**metrics, **chance}.items()}, len(rows)
 
 
