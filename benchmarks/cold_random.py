@@ -17,10 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from lmrec.export.dataset import concat
-from lmrec.export.evaluate import _ranking_task, fingerprint_of_test_set, random_hit_rate
+from lmrec.export.evaluate import (_ranking_task, cold_random_references, cold_target_rows,
+                                   fingerprint_of_test_set)
 from lmrec.export.loaders import DataConfig, load_dataset
 from lmrec.export.splits import split_dataset
 
@@ -36,17 +35,10 @@ def cold_random_hit(dataset_name: str, data_dir: Path, seed: int, k: int = 10) -
     split = split_dataset(dataset, "cold-items", seed=seed)
     known = concat(split.train, split.valid)
     task = _ranking_task(known, split.test, dataset.n_users)  # as the suite scores test
-    untouched = dataset.n_items - len(np.unique(known.item))
-    unseen, targets = [], []
-    for history, user_targets in zip(task.histories, task.targets):
-        cold = np.unique(user_targets[np.isin(user_targets, split.cold_items)])
-        if len(cold):
-            unseen.append(dataset.n_items - len(np.unique(history)))
-            targets.append(len(cold))
-    targets = np.array(targets)
-    return (float(random_hit_rate(np.array(unseen), targets, k).mean()),
-            float(random_hit_rate(np.full(len(targets), untouched), targets, k).mean()),
-            len(targets), fingerprint_of_test_set(task))
+    rows, targets = cold_target_rows(task, split.cold_items)
+    chance = cold_random_references(task, rows, targets, dataset.n_items, (k,), known)
+    return (chance[f"random_hit@{k}"], chance[f"no_interactions_random_hit@{k}"], len(rows),
+            fingerprint_of_test_set(task))
 
 
 def main(argv: list[str] | None = None) -> None:

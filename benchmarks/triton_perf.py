@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from lmrec.export.repository import model_family
 
 from .machine import machine_facts
 from .report import markdown_table, write_report
@@ -293,11 +294,6 @@ def _measure_point(binary, env, config, *, model, batch, concurrency, url, data_
     raise AssertionError("unreachable")
 
 
-def _model_family(model: str) -> str:
-    """'ranker' for `ranker` and its config siblings `ranker_<8 hex digits>` (export/repository.py)."""
-    return re.sub(r"_[0-9a-f]{8}$", "", model)
-
-
 def config_payload(config: TritonPerfConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
             for k, v in asdict(config).items()}
@@ -328,7 +324,7 @@ def run_triton_perf(config: TritonPerfConfig, *, progress=print) -> dict:
         from lmrec.server.bundle import bundle_model_names
 
         served = bundle_model_names(build_dir)
-        models = served + tuple(m for m in models if not any(_model_family(s) == m for s in served))
+        models = served + tuple(m for m in models if not any(model_family(s) == m for s in served))
     present = [m for m in models if (repository / m / "config.pbtxt").is_file()]
     skipped = [m for m in models if m not in present]
     if not present:
@@ -361,7 +357,7 @@ def run_triton_perf(config: TritonPerfConfig, *, progress=print) -> dict:
         with TritonProcess(TritonConfig(repository=repository, models=tuple(present))) as triton:
             progress(f"Triton ready (gRPC {triton.grpc_url}); perf_analyzer: {out['perf_analyzer']}")
             for model in present:
-                batches = config.ranker_batch_sizes if _model_family(model) == "ranker" and config.ranker_batch_sizes \
+                batches = config.ranker_batch_sizes if model_family(model) == "ranker" and config.ranker_batch_sizes \
                     else config.batch_sizes
                 for batch in batches:
                     if batch > out["models"][model]["max_batch_size"]:

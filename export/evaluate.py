@@ -188,22 +188,35 @@ def _evaluate_method(
 
 def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.ndarray, n_items: int,
                          ks: Sequence[int], known: Interactions | None = None) -> tuple[dict[str, float], int]:
-    """The same metrics restricted to test targets that are cold items (no training interaction), and two
-    random references: `random_hit@k`, a random order of each user's unseen items, and, given the `known`
-    interactions, `no_interactions_random_hit@k`, a random order of the items nobody has interacted with,
-    put first. The split makes every cold item such an item, and few others are: the second reference is
-    what knowing only "this item is new" gets."""
-    if len(cold_items) == 0:
+    """The same metrics restricted to test targets that are cold items (no training interaction), with the
+    random references of `cold_random_references`."""
+    rows, targets = cold_target_rows(task, cold_items)
+    if not rows:
         return {}, 0
+    metrics = compute_metrics(top[rows], targets, n_items=n_items, ks=ks)
+    chance = cold_random_references(task, rows, targets, n_items, ks, known)
+    return {f"cold_{key}": value for key, value in {**metrics, **chance}.items()}, len(rows)
+
+
+def cold_target_rows(task: _RankingTask, cold_items: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """The task's rows with a cold target, and each one's cold targets."""
     rows, targets = [], []
+    if len(cold_items) == 0:
+        return rows, targets
     for row, user_targets in enumerate(task.targets):
         cold = user_targets[np.isin(user_targets, cold_items)]
         if len(cold):
             rows.append(row)
             targets.append(cold)
-    if not rows:
-        return {}, 0
-    metrics = compute_metrics(top[rows], targets, n_items=n_items, ks=ks)
+    return rows, targets
+
+
+def cold_random_references(task: _RankingTask, rows: list[int], targets: list[np.ndarray], n_items: int,
+                           ks: Sequence[int], known: Interactions | None = None) -> dict[str, float]:
+    """Mean over `rows` of two random references: `random_hit@k`, a random order of each user's unseen items,
+    and, given the `known` interactions, `no_interactions_random_hit@k`, a random order of the items nobody
+    has interacted with, put first. The split makes every cold item such an item, and few others are: the
+    second reference is what knowing only "this item is new" gets."""
     unseen = np.array([n_items - len(np.unique(task.histories[row])) for row in rows])
     n_targets = np.array([len(t) for t in targets])
     chance = {f"random_hit@{k}": float(random_hit_rate(unseen, n_targets, k).mean()) for k in ks}
@@ -211,7 +224,7 @@ def _cold_target_metrics(top: np.ndarray, task: _RankingTask, cold_items: np.nda
         untouched = n_items - len(np.unique(known.item))  # every cold target is one of them
         chance.update({f"no_interactions_random_hit@{k}": float(random_hit_rate(
             np.full(len(rows), untouched), n_targets, k).mean()) for k in ks})
-    return {f"cold_{key}": value for key, value in {**metrics, **chance}.items()}, len(rows)
+    return chance
 
 
 def random_hit_rate(n_candidates: np.ndarray, n_targets: np.ndarray, k: int) -> np.ndarray:

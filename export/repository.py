@@ -57,13 +57,18 @@ def existing_versions(build_dir: Path) -> list[int]:
     return sorted(found)
 
 
+def model_family(model: str) -> str:
+    """The model a config sibling `<name>_<8 hex digits>` belongs to ('ranker' for `ranker_0500378c`); a
+    model that is no sibling is its own family."""
+    return re.sub(r"_[0-9a-f]{8}$", "", model)
+
+
 def _family(build_dir: Path, name: str) -> list[Path]:
-    """The model folder `name` and its config siblings `<name>_<8 hex digits>`."""
+    """The model folder `name` and its config siblings."""
     repository = build_dir / REPOSITORY_DIR
     if not repository.is_dir():
         return []
-    return [folder for folder in repository.iterdir() if folder.is_dir() and (
-        folder.name == name or re.fullmatch(re.escape(name) + "_[0-9a-f]{8}", folder.name))]
+    return [folder for folder in repository.iterdir() if folder.is_dir() and model_family(folder.name) == name]
 
 
 def model_name_for(build_dir: Path, name: str, config_text: str) -> str:

@@ -109,8 +109,8 @@ def test_arguments_accept_lists_and_ranges_and_do_not_clash_with_a_shared_parser
 
 
 def test_a_config_sibling_model_is_measured_like_its_family():
-    from lmrec.benchmarks.triton_perf import _model_family
+    from lmrec.export.repository import model_family
 
-    assert _model_family("ranker") == "ranker" and _model_family("ranker_0500378c") == "ranker"
-    assert _model_family("text_encoder_c240dfe7") == "text_encoder"
-    assert _model_family("ranker_v2") == "ranker_v2"  # not a config digest
+    assert model_family("ranker") == "ranker" and model_family("ranker_0500378c") == "ranker"
+    assert model_family("text_encoder_c240dfe7") == "text_encoder"
+    assert model_family("ranker_v2") == "ranker_v2"  # not a config digest
