@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.text import item_text_of, profile_text_of
+from lmrec.text import has_item_text, item_text_of, profile_text_of
 
 from .dataset import Dataset, Interactions, histories_of
 from .encoder_export import default_model_path
@@ -45,8 +45,9 @@ class FinetuneConfig:
                              "in-batch negatives need distinct items")
         if len(train) == 0:
             raise ValueError("the training split is empty: nothing to fine-tune on")
-        if not any(info.title.strip() for info in dataset.items):
-            raise ValueError(f"data set '{dataset.name}' has no item text (titles are empty)")
+        if not any(has_item_text(info) for info in dataset.items):
+            raise ValueError(f"data set '{dataset.name}' has no item text (titles, descriptions and tags are all "
+                             "empty)")
 
 
 @dataclass(frozen=True, kw_only=True)

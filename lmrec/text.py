@@ -48,6 +48,12 @@ def build_item_text(
     return " ".join(parts)
 
 
+def has_item_text(info) -> bool:
+    """Whether an item has words of its own to encode: a title, a description or tags. Genres and
+    attributes alone would give every item of a genre the same text."""
+    return bool(info.title.strip() or info.description.strip() or any(tag.strip() for tag in info.tags))
+
+
 def item_text_of(info) -> str:
     """`build_item_text` for an `ItemInfo` (or anything with the same fields)."""
     return build_item_text(

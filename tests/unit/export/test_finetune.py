@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -63,9 +65,19 @@ def test_empty_training_split_and_missing_item_text_are_refused(tmp_path):
     dataset, train = small_dataset()
     with pytest.raises(ValueError, match="training split is empty"):
         FinetuneConfig(batch_size=4).check(dataset, train.select(np.zeros(len(train), bool)))
-    textless, train = small_dataset(titles=[""] * 12)
+    textless, train = small_dataset(titles=[""] * 12)  # genres only: every item of a genre reads the same
     with pytest.raises(ValueError, match="no item text"):
         FinetuneConfig(batch_size=4).check(textless, train)
+
+
+def test_a_catalogue_described_without_titles_can_be_fine_tuned(tmp_path):
+    """Descriptions (or tags) are item text too: a catalogue without titles is not refused."""
+    dataset, train = small_dataset()
+    described = replace(dataset, items=tuple(replace(info, title="", description=f"{info.title}: a story.")
+                                             for info in dataset.items))
+    FinetuneConfig(batch_size=4).check(described, train)
+    tagged = replace(dataset, items=tuple(replace(info, title="", tags=(info.title,)) for info in dataset.items))
+    FinetuneConfig(batch_size=4).check(tagged, train)
 
 
 def test_tiny_finetune_is_reproducible_and_saves_a_sentence_transformer(tmp_path):
