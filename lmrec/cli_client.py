@@ -126,11 +126,15 @@ def read_items_file(path: Path) -> list[dict]:
         unknown = set(item) - known
         if unknown:
             raise CliError(f"{path}: {where} {position} has unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-        if not str(item.get("item_id", "")).strip() or not str(item.get("title", "")).strip():
-            raise CliError(f"{path}: {where} {position} needs a non-empty item_id and title")
+        if not str(item.get("item_id", "")).strip():
+            raise CliError(f"{path}: {where} {position} needs a non-empty item_id")
         problem = _field_problem(item)
         if problem:
             raise CliError(f"{path}: {where} {position}: {problem}")
+        tags = item.get("tags") or []
+        if not (str(item.get("title", "")).strip() or str(item.get("description", "")).strip()
+                or any(str(tag).strip() for tag in ([tags] if isinstance(tags, str) else tags))):
+            raise CliError(f"{path}: {where} {position} has no text: give it a title, a description or tags")
     return items
 
 

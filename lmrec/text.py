@@ -111,9 +111,25 @@ def build_user_profile_text(
     return " ".join(parts)
 
 
+# Words of a description that name an item without a title (in profiles and explanations).
+NAME_WORDS = 8
+
+
+def item_name(info) -> str:
+    """What to call an item: its title; without one, the start of its description, or its first tags.
+    A catalogue of described but untitled items must not read 'Untitled' everywhere."""
+    if info.title.strip():
+        return info.title.strip()
+    words = info.description.split()
+    if words:
+        return " ".join(words[:NAME_WORDS]) + ("..." if len(words) > NAME_WORDS else "")
+    tags = [tag.strip() for tag in info.tags if tag.strip()]
+    return ", ".join(tags[:3]) if tags else "Untitled"
+
+
 def item_label(info) -> str:
     """Short label of an item inside a profile: 'Toy Story (1995) [Animation, Comedy]'."""
-    label = info.title.strip() or "Untitled"
+    label = item_name(info)
     if info.year is not None and str(info.year) not in label:
         label += f" ({info.year})"
     if info.categories:

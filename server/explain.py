@@ -14,6 +14,7 @@ import numpy as np
 
 from lmrec.export.interest_tags import tag_key
 from lmrec.export.kg import item_attribute_ids
+from lmrec.text import item_name
 
 from .state import ServingState
 
@@ -40,7 +41,7 @@ class _Titles:
         self._items = items
 
     def __getitem__(self, row: int) -> str:
-        return self._items[row].title
+        return item_name(self._items[row])  # an untitled item is named by its description or tags
 
 
 def _tag_keys(info) -> set[str]:

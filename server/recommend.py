@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lmrec.export.dataset import ItemInfo
-from lmrec.text import MAX_PROFILE_ITEMS, item_text_of, profile_text_of
+from lmrec.text import MAX_PROFILE_ITEMS, has_item_text, item_text_of, profile_text_of
 
 from .catalogue import UnknownFilter, fields_of, shown
 from .encoder_client import EncoderUnavailable
@@ -569,9 +569,9 @@ class Recommender:
             seen_ids.add(item_id)
             check_text(f"items[{position}].title", info.title, MAX_TITLE_CHARS)
             check_text(f"items[{position}].description", info.description, MAX_DESCRIPTION_CHARS)
-            if not item_text_of(info).strip() or not info.title.strip():
-                raise RequestError("INVALID_ARGUMENT", f"items[{position}].title is empty: an item needs text "
-                                                       "for the encoder")
+            if not has_item_text(info):
+                raise RequestError("INVALID_ARGUMENT", f"items[{position}] has no text: give it a title, a "
+                                                       "description or tags for the encoder")
 
     async def _add_items(self, items: Sequence[tuple[str, ItemInfo]], timeout_s: float) -> tuple[int, int, str]:
         async with self.catalogue_lock:  # a deploy cannot start between encoding and inserting

@@ -161,7 +161,7 @@ def test_cli_verbs_for_events_items_profile_forget(gateway, dataset, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"item_id": "x"}\n')
     done = lmrec("add-items", str(bad))
-    assert done.returncode == 2 and "line 1 needs a non-empty item_id and title" in done.stderr
+    assert done.returncode == 2 and "line 1 has no text" in done.stderr
     done = lmrec("deploy", "--version", "77")
     assert done.returncode != 0 and "bundle 77 refused" in done.stderr and "does not exist" in done.stderr
 

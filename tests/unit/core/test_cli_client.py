@@ -17,10 +17,15 @@ def test_items_from_json_lines_and_json_list(tmp_path):
     listed = tmp_path / "items.json"
     listed.write_text(json.dumps([{"item_id": "c", "title": "C", "categories": ["X"]}]))
     assert read_items_file(listed)[0]["categories"] == ["X"]
+    untitled = tmp_path / "untitled.json"  # a description (or tags) is text enough for the encoder
+    untitled.write_text(json.dumps([{"item_id": "d", "description": "A heist in Paris."}, {"item_id": "e", "tags": "noir"}]))
+    assert [i["item_id"] for i in read_items_file(untitled)] == ["d", "e"]
 
 
 @pytest.mark.parametrize("text, message", [
-    ('{"item_id": "a"}\n', "line 1 needs a non-empty item_id and title"),
+    ('{"item_id": "a"}\n', "line 1 has no text: give it a title, a description or tags"),
+    ('{"item_id": "a", "title": " ", "tags": [" "]}\n', "line 1 has no text"),
+    ('{"title": "A"}\n', "line 1 needs a non-empty item_id"),
     ('{"item_id": "a", "title": "A", "colour": "red"}\n', "unknown field(s) ['colour']"),
     ('{"item_id": "a", "title": "A"}\nnot json\n', "line 2"),
     ('[1]', "item 1 is not an object"),
@@ -55,7 +60,7 @@ def test_filters_and_attributes():
 def test_blank_lines_keep_line_numbers_right(tmp_path):
     path = tmp_path / "items.jsonl"
     path.write_text('{"item_id": "a", "title": "A"}\n\n{"item_id": "b"}\n')
-    with pytest.raises(CliError, match="line 3 needs"):
+    with pytest.raises(CliError, match="line 3 has no text"):
         read_items_file(path)
 
 

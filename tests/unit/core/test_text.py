@@ -122,3 +122,13 @@ def test_item_label():
         "Toy Story (1995) [A, B, C]"
     assert item_label(ItemInfo(title="Heat", year=1995)) == "Heat (1995)"
     assert item_label(ItemInfo(title="")) == "Untitled"
+
+
+def test_an_untitled_item_is_named_by_its_description_then_its_tags():
+    """Profiles of a described but untitled catalogue must tell its items apart, not read 'Untitled [Drama]'."""
+    described = ItemInfo(title=" ", description="A quiet drama about two sisters who run a lighthouse.",
+                         categories=("Drama",))
+    assert item_label(described) == "A quiet drama about two sisters who run... [Drama]"
+    assert item_label(ItemInfo(title="", description="Short one.")) == "Short one."
+    assert item_label(ItemInfo(title="", tags=("heist", " ", "noir", "1970s", "Paris"))) == "heist, noir, 1970s"
+    assert "sisters" in profile_text_of([described])

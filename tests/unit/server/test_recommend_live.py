@@ -278,13 +278,25 @@ def test_add_items_refuses_bundle_items_and_bad_input_without_adding(live):
         run(live.add_items([("fresh", ItemInfo(title="Fresh")), (existing, ItemInfo(title="Other"))]))
     assert raised.value.code == "INVALID_ARGUMENT" and f"'{existing}' is part of bundle" in raised.value.message
     with pytest.raises(RequestError) as raised:
-        run(live.add_items([("blank", ItemInfo(title="  "))]))
-    assert "items[0].title is empty" in raised.value.message
+        run(live.add_items([("blank", ItemInfo(title="  ", categories=("Drama",)))]))
+    assert "items[0] has no text" in raised.value.message
     down = Recommender(live.state, live.events, DownEncoder())
     with pytest.raises(RequestError) as raised:
         run(down.add_items([("fresh", ItemInfo(title="Fresh"))]))
     assert raised.value.code == "UNAVAILABLE"
     assert len(live.state.catalogue) == n and live.events.items() == []
+
+
+def test_an_item_with_a_description_but_no_title_is_added_and_explained_by_it(live):
+    """A described, untitled item is accepted; explanations name it by its description, never 'Untitled'."""
+    added = run(live.add_items([("described", ItemInfo(title="", description="A quiet drama about two sisters "
+                                                                              "who run a lighthouse in winter."))]))
+    assert added[0] == 1
+    row = live.state.catalogue.index["described"]
+    from lmrec.server.explain import explain_items
+
+    explanations = explain_items(live.state, np.array([row]), [0], ["lm"])
+    assert explanations[0].because_title == "A quiet drama about two sisters who run..."
 
 
 def test_replacing_an_added_item_reencodes_it(live):
