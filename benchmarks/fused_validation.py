@@ -48,9 +48,9 @@ def describe_validation(model, dataset, valid, split) -> str:
     """Valid NDCG@10 and recall@10, and on cold-items the cold-target hit@10 with its references.
 
     Validation is where a cold-items set-up can be judged fairly: the test's cold items have no
-    interactions in train either, so half the items without interactions are not valid targets, and
-    "this item is new" alone gets only the `new-items random` reference. (On test, after the refit on
-    train + valid, nearly every such item is a target.)"""
+    interactions in train either, so about half the items without train interactions are never valid
+    targets (102 of 205 are on ml-100k), and "this item is new" alone gets only the `new-items random`
+    reference. On test, after the refit on train + valid, nearly every such item is a target."""
     metrics, top = _rank_and_measure(model, dataset, valid, (10,), return_top=True)
     line = f"valid ndcg@10 {metrics['ndcg@10']:.4f} recall@10 {metrics['recall@10']:.4f}"
     cold, n_cold = _cold_target_metrics(top, valid, split.cold_items, dataset.n_items, (10,), known=split.train)

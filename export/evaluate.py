@@ -215,7 +215,8 @@ def cold_random_references(task: _RankingTask, rows: list[int], targets: list[np
                            ks: Sequence[int], known: Interactions | None = None) -> dict[str, float]:
     """Mean over `rows` of two random references: `random_hit@k`, a random order of each user's unseen items,
     and, given the `known` interactions, `no_interactions_random_hit@k`, a random order of the items nobody
-    has interacted with, put first. The split makes every cold item such an item, and few others are: the
+    has interacted with, put first. On cold-items test, after the refit on train + valid, nearly all such
+    items are test targets (cold items, and warm items whose every interaction was drawn into test): the
     second reference is what knowing only "this item is new" gets."""
     unseen = np.array([n_items - len(np.unique(task.histories[row])) for row in rows])
     n_targets = np.array([len(t) for t in targets])

@@ -29,11 +29,12 @@ def test_settings_before_rankers_reach_the_run(tmp_path, monkeypatch):
 
 
 def test_cold_items_validation_reports_cold_targets_and_references():
-    """On cold-items, a model that puts the items without training interactions first hits a cold target
-    for every validation user who has one, and both references come from the same cases."""
+    """On cold-items, a model that puts 10 of the valid-cold items first hits exactly the validation users
+    with one of them as a target, and the new-items reference counts the items without *training*
+    interactions (the test's cold items among them), not those without train or valid ones."""
     import numpy as np
 
-    from lmrec.export.evaluate import _ranking_task
+    from lmrec.export.evaluate import _ranking_task, random_hit_rate
     from lmrec.export.loaders import DataConfig, load_dataset
     from lmrec.export.splits import split_dataset
 
@@ -56,5 +57,9 @@ def test_cold_items_validation_reports_cold_targets_and_references():
     targets = [t for t in valid.targets if np.isin(t, split.cold_items).any()]
     expected = np.mean([np.isin(t, valid_cold[:10]).any() for t in targets])
     assert cold_hit == pytest.approx(expected, abs=1e-4)
-    # Test-cold items have no training interactions either, so "new" alone is well below certainty.
+    untouched = dataset.n_items - len(np.unique(split.train.item))
+    assert untouched > len(valid_cold)  # the test's cold items are new at validation too
+    expected_reference = random_hit_rate(np.full(len(targets), untouched),
+                                         np.array([np.isin(t, split.cold_items).sum() for t in targets]), 10).mean()
+    assert new_items_random == pytest.approx(expected_reference, abs=1e-4)
     assert len(valid_cold) > 10 and 0.0 < new_items_random < cold_hit < 1.0
