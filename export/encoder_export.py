@@ -248,8 +248,10 @@ def _worst(cosines: np.ndarray) -> int:
 
 
 def row_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    oth = other / np.linalg.norm(other, axis=1, keepdims=True)
+    """Cosine of each row pair; NaN for an all-zero row (the gates fail on it, see `_below`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+        oth = other / np.linalg.norm(other, axis=1, keepdims=True)
     return (ref * oth).sum(axis=1)
 
 
