@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lmrec.export.dataset import ItemInfo
+from lmrec.export.interest_tags import tag_key
 from lmrec.export.kg import item_attribute_ids
 
 # Filter keys and the attribute kind each reads (see `lmrec.export.kg.item_attribute_ids`).
@@ -49,6 +50,7 @@ class Catalogue:
         self.n_base = n_base  # rows [0, n_base) are the bundle's; later rows were added live
         self.index: dict[str, int] = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self._attribute_rows: dict[str, dict[str, list[int]]] | None = None
+        self._tag_keys: dict[int, frozenset[str]] = {}  # filled as explanations ask (see `tag_keys`)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -64,6 +66,17 @@ class Catalogue:
     def replace(self, row: int, info: ItemInfo) -> None:
         self.items[row] = info
         self._attribute_rows = None
+        self._tag_keys.pop(row, None)
+
+    def tag_keys(self, row: int) -> frozenset[str]:
+        """The item's attribute values as interest-tag keys (`tag_key`: 'Sci-Fi', 'sci fi' and 'scifi' are one
+        tag; a decade reads as the vocabulary's '1990s movies'). Kept per item: every explanation asks."""
+        keys = self._tag_keys.get(row)
+        if keys is None:
+            keys = self._tag_keys[row] = frozenset(
+                tag_key(f"{value} movies" if kind == "decade" else value)
+                for kind, _, value in (attribute.partition(":") for attribute in item_attribute_ids(self.items[row])))
+        return keys
 
     def _rows_by_attribute(self) -> dict[str, dict[str, list[int]]]:
         if self._attribute_rows is None:

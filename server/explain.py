@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmrec.export.interest_tags import tag_key
-from lmrec.export.kg import item_attribute_ids
 from lmrec.text import item_name
 
 from .state import ServingState
@@ -42,16 +41,6 @@ class _Titles:
 
     def __getitem__(self, row: int) -> str:
         return item_name(self._items[row])  # an untitled item is named by its description or tags
-
-
-def _tag_keys(info) -> set[str]:
-    """The item's attribute values as interest-tag keys (`tag_key`: 'Sci-Fi', 'sci fi' and 'scifi' are one
-    tag; a decade reads as the vocabulary's '1990s movies')."""
-    keys = set()
-    for attribute in item_attribute_ids(info):
-        kind, _, value = attribute.partition(":")
-        keys.add(tag_key(f"{value} movies" if kind == "decade" else value))
-    return keys
 
 
 def _sentence(because_title: str, tags: Sequence[str], graph_path: str, found_by: str) -> str:
@@ -91,7 +80,7 @@ def explain_items(state: ServingState, liked: np.ndarray, items: Sequence[int], 
         because, similarity = None, 0.0
         if similarities is not None and closest_similarity[row] > MIN_BECAUSE_SIMILARITY:
             because, similarity = int(recent[closest[row]]), float(closest_similarity[row])
-        keys = _tag_keys(catalogue.items[item])
+        keys = catalogue.tag_keys(item)
         tags = tuple(original for key, original in wanted.items() if key in keys)
         explanation = paths.get(item)
         path = explanation.text if explanation is not None else ""

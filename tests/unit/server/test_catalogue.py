@@ -48,6 +48,16 @@ def test_append_and_replace_refresh_the_filter_index(catalogue):
     assert np.flatnonzero(catalogue.eligible((("genre", ("comedy",)),))).tolist() == [0, 1, 3]
 
 
+def test_tag_keys_read_as_the_vocabulary_and_follow_a_replaced_item(catalogue):
+    from lmrec.export.interest_tags import tag_key
+
+    assert {tag_key("Comedy"), tag_key("1990s movies"), tag_key("funny")} <= catalogue.tag_keys(0)
+    row = catalogue.append("d", ItemInfo(title="D", categories=("Sci-Fi",)))
+    assert tag_key("sci fi") in catalogue.tag_keys(row)
+    catalogue.replace(row, ItemInfo(title="D", categories=("Western",)))
+    assert tag_key("Western") in catalogue.tag_keys(row) and tag_key("Sci-Fi") not in catalogue.tag_keys(row)
+
+
 def test_fields_round_trip():
     info = ItemInfo(title="T", categories=("X",), description="d", year=2001, tags=("t",), attributes={"k": "v"})
     assert item_info_of(fields_of(info)) == info
