@@ -232,3 +232,36 @@ def test_every_protocol_has_fused_settings_for_what_it_tests():
     assert settings["cold-items"] == {"holdout": "random", "cold_share": 0.1}
     with pytest.raises(ValueError, match="no fused settings for protocol 'leave-two-out'"):
         settings_for_protocol("leave-two-out")
+
+
+def test_new_item_ranks_order_items_without_interactions_among_themselves():
+    """With `new_item_ranks`, an item nobody has interacted with (here: added after training) gets the
+    reciprocal rank of its encoder and graph scores among such items; every other item gets 0. Off by
+    default, so bundles and published figures keep their features."""
+    from lmrec.export.dataset import ItemInfo
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    plain = make_model("fused", seed=3, **_TINY).fit(dataset, train)
+    assert not any(name.startswith("new_") for name in plain.trained.feature_names)
+    fused = make_model("fused", seed=3, new_item_ranks=True, cold_share=0.3, **_TINY).fit(dataset, train)
+    assert {"new_lm_rr", "new_kg_rr"} <= set(fused.trained.feature_names)
+
+    infos = [ItemInfo(title=dataset.items[i].title + " returns", categories=dataset.items[i].categories)
+             for i in (0, 1, 7)]
+    extended = fused.with_items(fused.lm_model.encoder.encode([info.title for info in infos]), infos)
+    users = np.unique(train.user)[:3]
+    histories = [train.item[train.user == u] for u in users]
+    scores, extra = extended._signal_scores(users, histories)
+    new = np.arange(dataset.n_items, dataset.n_items + 3)
+    assert np.all(extra["new_lm_rr"][:, : dataset.n_items] == 0.0)
+    for row in range(len(users)):
+        by_text = new[np.argsort(-scores["lm"][row, new], kind="stable")]
+        np.testing.assert_allclose(extra["new_lm_rr"][row, by_text], [1.0, 0.5, 1 / 3])
+    # The served path (one user, Triton's profile) ranks the added items with the same features.
+    profile = extended.lm_model.user_embeddings(users[:1], histories[:1])
+    [candidates], [features], names = extended.features(users[:1], histories[:1], profile=profile,
+                                                          excluded=[np.unique(histories[0])])
+    column = names.index("new_lm_rr")
+    on_new = np.isin(candidates, new)
+    assert on_new.any() and np.all(features[on_new, column] > 0) and np.all(features[~on_new, column] == 0)
