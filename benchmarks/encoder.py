@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.cli import invoked_command
+from lmrec.cli_types import non_negative_int, positive_float, positive_int
 
 from .encoder_config import (ALL_PATHS, BASELINE_PATH, EXPORT_MARKER, FP32_PATHS, INFINITY_PATH, INT8_PATHS,
                              ONNX_PATHS, PATH_ALIASES, REPO_ROOT, SERVED_PATHS, TRITON_PATHS, EncoderBenchConfig,
@@ -259,8 +260,8 @@ def add_arguments(parser) -> None:
                         help=f"comma list of {', '.join(ALL_PATHS)} or groups {', '.join(PATH_ALIASES)} (default: all)")
     parser.add_argument("--batch-sizes", default="1,8,32,64", help="texts per request")
     parser.add_argument("--concurrency", default="1,2,4,8", help="requests in flight (served paths)")
-    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds; each cell reports the median")
-    parser.add_argument("--n-texts", type=int, default=512, help="texts sampled (half items, half user profiles)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="round-robin rounds; each cell reports the median")
+    parser.add_argument("--n-texts", type=positive_int, default=512, help="texts sampled (half items, half user profiles)")
     from lmrec.cli import DATASETS
 
     parser.add_argument("--dataset", default="ml-100k", choices=tuple(d for d in DATASETS if d != "synthetic"),
@@ -268,16 +269,16 @@ def add_arguments(parser) -> None:
                              "with --data-dir, a generic CSV with --csv KEY=VALUE as for `lmrec build`")
     parser.add_argument("--data-dir", help="the data set folder (default: ../shared/data/<dataset> for MovieLens)")
     parser.add_argument("--csv", action="append", metavar="KEY=VALUE", help="generic CSV layout (repeatable), as for `lmrec build`")
-    parser.add_argument("--synthetic-users", type=int, default=0,
+    parser.add_argument("--synthetic-users", type=non_negative_int, default=0,
                         help="smoke run: a synthetic data set of N users instead of MovieLens")
     parser.add_argument("--model", help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--work-dir", default="benchmarks/results/tmp/encoder",
                         help="export cache, Triton model repository, server logs")
     parser.add_argument("--export-dir", help="use this fp32 + int8 export instead of exporting")
-    parser.add_argument("--min-seconds", type=float, default=2.0, help="per cell")
-    parser.add_argument("--min-requests", type=int, default=8, help="per cell")
-    parser.add_argument("--max-seconds", type=float, default=15.0, help="per cell (in-flight requests still finish)")
-    parser.add_argument("--gemm-size", type=int, default=2048, help="GEMM peak size (at least 8192 on --device cuda)")
+    parser.add_argument("--min-seconds", type=positive_float, default=2.0, help="per cell")
+    parser.add_argument("--min-requests", type=positive_int, default=8, help="per cell")
+    parser.add_argument("--max-seconds", type=positive_float, default=15.0, help="per cell (in-flight requests still finish)")
+    parser.add_argument("--gemm-size", type=positive_int, default=2048, help="GEMM peak size (at least 8192 on --device cuda)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, or cuda: sentence-transformers and infinity-emb on the GPU, ONNX Runtime's CUDA "
                              "provider (needs onnxruntime-gpu), Triton instances KIND_GPU, GEMM peaks on the GPU")

@@ -78,6 +78,7 @@ import time
 from pathlib import Path
 
 from lmrec.cli import invoked_command
+from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int
 
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
                              POPULATIONS, SCALE_RATIO_NEEDED, SESSION_ITEMS, STAGES, GatewayLoadConfig, _config_json,
@@ -85,12 +86,13 @@ from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEE
 from .gateway_loadgen import Population, Samples, arrival_offsets, closed_loop, measure, open_loop
 from .gateway_metrics import TRITON_COUNTERS, scrape, scrape_delta, scrape_triton, triton_delta, wait_until_idle
 from .gateway_parts import measure_parts
-from .gateway_processes import (ManagedProcess, ServingPath, _sigterm_as_exit, check_alive, lmrec_command,
+from .gateway_processes import (ManagedProcess, ServingPath, check_alive, lmrec_command,
                                 naive_build_dir, start_path, wait_for_gateway, without_dynamic_batching)
 from .gateway_report import chart, render_markdown, write_results
 from .gateway_scale import SCALE_CHUNK, SCALE_NOISE, measure_scale, scale_bundle
 from .gateway_stats import _progress_line, _record, bar_checks, max_throughput, ratios, stage_summary
 from .machine import machine_facts
+from .stopping import sigterm_as_exit
 
 # Every public name of the suite stays importable from here, the module `lmrec bench gateway` and the tests
 # import, as before the split into gateway_* modules.
@@ -136,7 +138,7 @@ def _cell_order(cell: int, naive: bool) -> tuple[str, ...]:
 
 
 def run_gateway_load(config: GatewayLoadConfig, *, progress=print) -> dict:
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         return _run(config, progress=progress)
 
 
@@ -274,13 +276,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="its data folder (default: ../shared/data/<dataset>)")
     parser.add_argument("--concurrency", type=_ints, default=defaults.concurrency, metavar="N,N,...",
                         help="closed-loop concurrency levels (default: 1,2,4,8,16,32)")
-    parser.add_argument("--duration", type=float, default=defaults.duration_s, help="seconds per cell (default: 10)")
+    parser.add_argument("--duration", type=positive_float, default=defaults.duration_s, help="seconds per cell (default: 10)")
     parser.add_argument("--open-loop-shares", type=_shares, default=defaults.open_loop_shares, metavar="S,S,...",
                         help="open-loop rates as shares of each path's maximum throughput (default: 0.25,0.5,0.7,0.9)")
     parser.add_argument("--arrivals", choices=("poisson", "fixed"), default=defaults.arrivals)
-    parser.add_argument("-k", type=int, default=defaults.k, help="items per Recommend (default: 10)")
-    parser.add_argument("--cached-users", type=int, default=defaults.cached_users)
-    parser.add_argument("--candidate-cache-users", type=int, default=None,
+    parser.add_argument("-k", type=int_in_range(1, 1000, "k"), default=defaults.k, help="items per Recommend (default: 10)")
+    parser.add_argument("--cached-users", type=positive_int, default=defaults.cached_users)
+    parser.add_argument("--candidate-cache-users", type=non_negative_int, default=None,
                         help="the lmrec gateway's --candidate-cache-users (0: candidates computed on every request)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline path")
     parser.add_argument("--scale-items", type=_ints, default=(), metavar="N,N,...",

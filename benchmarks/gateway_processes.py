@@ -168,23 +168,3 @@ def check_alive(path: ServingPath) -> None:
         raise RuntimeError(f"[{path.name}] gateway died (code {code}):\n{path.gateway.log()}")
     if not path.triton.is_running():
         raise RuntimeError(f"[{path.name}] Triton died:\n{path.triton.log_tail()}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_exit():
-    """SIGTERM raises SystemExit while the suite runs, so the `finally`s stop Triton and the gateways
-    (they run in sessions of their own and would outlive a plainly killed benchmark)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lmrec.cli import invoked_command
+from lmrec.cli_types import non_negative_int
 from lmrec.export.metrics import PER_USER_METRIC, paired_bootstrap_ratio
 from lmrec.export.models.fused import settings_for_protocol
 from lmrec.export.splits import PROTOCOLS
@@ -351,7 +352,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="quality", help="result file stem")
-    parser.add_argument("--smoke-users", type=int, default=0, help="smoke run on a synthetic data set of N users")
+    parser.add_argument("--smoke-users", type=non_negative_int, default=0, help="smoke run on a synthetic data set of N users")
     parser.add_argument("--reuse", action="append", help="a previous results JSON: records this run does not measure are carried over, marked")
 
 
@@ -367,6 +368,10 @@ def config_from_args(args) -> QualityConfig:
     from lmrec.cli import CliError, _model_params, writable_file
 
     methods = tuple(m for chunk in (args.method or [",".join(ALL_METHODS)]) for m in chunk.split(",") if m)
+    if not methods:
+        raise CliError(f"--method {args.method[-1]!r} names no method (known: {', '.join(ALL_METHODS)})")
+    if args.datasets is not None and not [name for name in args.datasets.split(",") if name]:
+        raise CliError(f"--datasets {args.datasets!r} names no data set (e.g. ml-100k,ml-latest-small)")
     for method in methods:
         if method not in ALL_METHODS:
             raise CliError(f"--method: unknown method {method!r} (known: {', '.join(ALL_METHODS)})")
@@ -379,7 +384,8 @@ def config_from_args(args) -> QualityConfig:
     if not args.name or "/" in args.name or args.name.startswith("."):
         raise CliError(f"--name {args.name!r}: a file name without folders (the files go to --out)")
     writable_file("--out", Path(args.out) / f"{args.name}.json")
-    return QualityConfig(datasets=tuple((args.datasets or ",".join(QualityConfig.datasets)).split(",")),
+    return QualityConfig(datasets=tuple(name for name in (args.datasets or ",".join(QualityConfig.datasets)).split(",")
+                                        if name),
                          data=_own_data(args), protocols=protocols, methods=methods,
                          seed=args.seed, finetune=finetune, fused=fused, out_dir=Path(args.out), name=args.name,
                          synthetic_users=args.smoke_users, reuse=tuple(_existing_file("--reuse", f) for f in args.reuse or ()),

@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lmrec.cli_types import int_in_range, positive_float, positive_int
 from lmrec.export.repository import model_family
 
 from .machine import machine_facts
@@ -555,16 +556,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows per ranker request (default: --batch-sizes)")
     add("--concurrency", type=parse_int_list, default=default.concurrency,
         help="concurrency levels: 1,2,4,8 or start:end:step (e.g. 1:8:1)")
-    add("--measurement-ms", type=int, default=default.measurement_ms, help="perf_analyzer --measurement-interval")
+    add("--measurement-ms", type=positive_int, default=default.measurement_ms, help="perf_analyzer --measurement-interval")
     add("--measurement-mode", choices=MEASUREMENT_MODES, default=default.measurement_mode)
-    add("--measurement-request-count", type=int, default=default.measurement_request_count,
+    add("--measurement-request-count", type=positive_int, default=default.measurement_request_count,
         help="requests per window with --measurement-mode count_windows")
-    add("--stability-pct", type=float, default=default.stability_pct, help="perf_analyzer -s")
-    add("--max-trials", type=int, default=default.max_trials, help="perf_analyzer -r")
-    add("--relaxed-stability-pct", type=float, default=default.relaxed_stability_pct,
+    add("--stability-pct", type=positive_float, default=default.stability_pct, help="perf_analyzer -s")
+    add("--max-trials", type=positive_int, default=default.max_trials, help="perf_analyzer -r")
+    add("--relaxed-stability-pct", type=positive_float, default=default.relaxed_stability_pct,
         help="retry an unstable point once with this -s (0: no retry)")
-    add("--percentile", type=int, default=default.percentile, help="perf_analyzer --percentile")
-    add("--max-texts", type=int, default=default.max_texts, help="catalogue texts fed to text_encoder")
+    add("--percentile", type=int_in_range(1, 99, "--percentile"), default=default.percentile, help="perf_analyzer --percentile")
+    add("--max-texts", type=positive_int, default=default.max_texts, help="catalogue texts fed to text_encoder")
     add("--seed", type=int, default=default.seed)
     add("--out", default=str(default.out_dir), help="results folder")
     add("--name", default=default.name, help="result file stem")

@@ -17,7 +17,7 @@ import numpy as np
 
 from lmrec.export.dataset import Dataset, Interactions, Split, concat, histories_of, targets_by_user
 from lmrec.export.metrics import PER_USER_METRIC, compute_metrics, per_user_values, rank_top_k
-from lmrec.export.models.base import Recommender, make_model, model_param_grid
+from lmrec.export.models.base import Recommender, check_settings, make_model, model_param_grid
 from lmrec.export.splits import Protocol
 
 if TYPE_CHECKING:  # the loaders are only needed when the harness loads data itself
@@ -254,6 +254,7 @@ def check_methods(methods: Sequence[str], model_params: dict[str, dict], dataset
     for method in methods:
         fixed = model_params.get(method)
         for params in [dict(fixed)] if fixed is not None else model_param_grid(method):
+            check_settings(method, params)
             try:
                 model = _build(method, params, seed)
             except (TypeError, ValueError) as error:

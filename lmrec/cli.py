@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from lmrec.cli_client import CliError, add_client_verbs, int_in_range  # one error type for every verb
+from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
+from lmrec.cli_types import gateway_address, int_in_range, non_negative_float, positive_float
 from lmrec.encoder import DEVICES
 from lmrec.export.splits import PROTOCOLS
 
@@ -113,8 +114,9 @@ def _csv_columns(pairs: list[str] | None, dataset: str):
         elif key == "encoding":
             import codecs
 
-            try:
-                codecs.lookup(value)
+            try:  # rot13, base64 and the like are codecs too, but not ones that decode a file's bytes to text
+                if not getattr(codecs.lookup(value), "_is_text_encoding", True):
+                    raise LookupError(value)
             except LookupError:
                 raise CliError(f"--csv encoding={value!r}: not a text encoding Python knows (e.g. utf-8, latin-1)") from None
             values[key] = value
@@ -331,7 +333,10 @@ def cmd_bench(args) -> int:
     parser = argparse.ArgumentParser(prog=f"lmrec bench {args.suite}")
     module.add_arguments(parser)
     config = module.config_from_args(parser.parse_args(args.suite_args))
-    payload = getattr(module, runner)(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    from lmrec.benchmarks.stopping import sigterm_as_exit
+
+    with sigterm_as_exit():  # a suite stopped by SIGTERM still stops the servers it started
+        payload = getattr(module, runner)(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"wrote {Path(config.out_dir) / config.name}.json, .md and .png")
     for bar in payload.get("bars", []):
         value = "n/a" if bar.get("value") is None else f"{bar['value']:.3f}"
@@ -407,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("profile", help="a user's profile text, recent items and LM interest tags "
                                          "(from the gateway at --address, or offline from --build-dir)")
     p.add_argument("--build-dir", help="read the build offline instead of asking the gateway")
-    p.add_argument("--address", default=os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051"))
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--address", type=gateway_address, default=os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051"))
+    p.add_argument("--timeout", type=positive_float, default=10.0)
     p.add_argument("--user", required=True)
     p.add_argument("--tags", type=tag_count, default=5, help="how many interest tags (1 to 50)")
     p.add_argument("--bundle-version", type=int, default=None)
@@ -423,14 +428,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("cache", help="list the cached encoder exports and fine-tuned models, or prune them "
                                        "(least recently used first)")
     p.add_argument("--prune", action="store_true", help="remove entries (default: only list them)")
-    p.add_argument("--max-gb", type=float, default=None, help="with --prune: keep the cache under this size")
-    p.add_argument("--older-than-days", type=float, default=None,
+    p.add_argument("--max-gb", type=non_negative_float, default=None, help="with --prune: keep the cache under this size")
+    p.add_argument("--older-than-days", type=non_negative_float, default=None,
                    help="with --prune: remove entries not used for this many days")
     p.add_argument("--dry-run", action="store_true", help="with --prune: say what would go, remove nothing")
     p.set_defaults(run=cmd_cache)
 
     add_client_verbs(verbs)
     return parser
+
+
+def _hint(error: BaseException, args) -> str:
+    """What to do about an error whose own text does not say: no gateway at the address a verb called."""
+    from lmrec.client.client import ClientError
+
+    if isinstance(error, ClientError) and error.code == "UNAVAILABLE" and "connect" in error.details.lower():
+        return (f"\n  no gateway answers at {args.address}: start one (`lmrec serve --build-dir BUILD`) or pass "
+                "--address HOST:PORT (or set LMREC_ADDRESS)")
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmrec {args.verb}: error: {error}", file=sys.stderr)
         return 2
     except user_facing_errors() as error:
-        print(f"lmrec {args.verb}: error: {error}", file=sys.stderr)
+        print(f"lmrec {args.verb}: error: {error}{_hint(error, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

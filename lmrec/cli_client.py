@@ -5,10 +5,11 @@ recommend, similar, event, add-items, profile --address, forget, deploy, status.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
+
+from lmrec.cli_types import gateway_address, int_in_range, positive_float
 
 DEFAULT_ADDRESS = os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
 
@@ -210,27 +211,14 @@ def cmd_status(args) -> int:
     return 0
 
 
-def int_in_range(low: int, high: int, what: str):
-    """An argparse type: a whole number from `low` to `high`, refused with a message naming `what`."""
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {value!r}") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {number}")
-        return number
-    return parse
-
-
 positive_k = int_in_range(1, 1000, "k")
 
 
 def add_client_verbs(verbs) -> None:
     def client_parser(name: str, helptext: str, runner, timeout: float = 10.0):
         p = verbs.add_parser(name, help=helptext)
-        p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
-        p.add_argument("--timeout", type=float, default=timeout, help="deadline in seconds")
+        p.add_argument("--address", type=gateway_address, default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
+        p.add_argument("--timeout", type=positive_float, default=timeout, help="deadline in seconds")
         p.set_defaults(run=runner)
         return p
 

@@ -55,6 +55,41 @@ def make_model(name: str, **params: Any) -> Recommender:
     return factory(**params)
 
 
+def check_settings(name: str, params: dict[str, Any]) -> None:
+    """Refuse a setting `name` does not have, or a value of the wrong kind for it (text for a number, a
+    fraction for a count, inf or NaN), with a message naming both; a default of None or of another type
+    is not checked. Before any fit: such a value would otherwise fail deep inside one, as a traceback."""
+    import inspect
+    import math
+
+    factory = MODELS[name]
+    defaults = getattr(factory, "setting_defaults", None)
+    if defaults is not None:
+        defaults = defaults()
+    else:
+        parameters = inspect.signature(factory).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return
+        defaults = {p.name: p.default for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    for key, value in params.items():
+        if key not in defaults:
+            raise ValueError(f"{name} has no setting {key!r} (its settings: {', '.join(sorted(defaults))})")
+        default = defaults[key]
+        if isinstance(default, bool):
+            wrong = None if isinstance(value, bool) else "true or false"
+        elif isinstance(default, int):
+            wrong = None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+        elif isinstance(default, float):
+            wrong = None if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and math.isfinite(value)) else "a finite number"
+        elif isinstance(default, str):
+            wrong = None if isinstance(value, str) else "text"
+        else:
+            wrong = None
+        if wrong is not None:
+            raise ValueError(f"{name}.{key}={value!r}: needs {wrong}")
+
+
 def model_param_grid(name: str) -> list[dict[str, Any]]:
     """The hyper-parameter sets to tune for `name` (copies, so callers may edit them)."""
     if name not in MODELS:

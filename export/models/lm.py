@@ -148,6 +148,15 @@ class FinetunedLMRecommender(_TextEncoderRecommender):
 
     name = "lm-finetuned"
 
+    @staticmethod
+    def setting_defaults() -> dict[str, Any]:
+        """Its settings, for `check_settings`: seed, precision and the fine-tuning ones (`FinetuneConfig`)."""
+        from dataclasses import fields
+
+        from lmrec.export.finetune import FinetuneConfig
+
+        return {"seed": 42, "precision": "fp32", **{f.name: getattr(FinetuneConfig(), f.name) for f in fields(FinetuneConfig)}}
+
     def __init__(self, *, seed: int = 42, precision: Literal["fp32", "int8"] = "fp32", **finetune: Any) -> None:
         from lmrec.export.finetune import FinetuneConfig
 

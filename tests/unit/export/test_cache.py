@@ -89,8 +89,11 @@ def test_cli_lists_prunes_and_names_bad_values(cache, monkeypatch, capsys):
     monkeypatch.setenv("LMREC_CACHE_DIR", str(cache))
     assert main(["cache"]) == 0
     assert "4 entries" in capsys.readouterr().out
-    assert main(["cache", "--prune", "--max-gb", "-1"]) == 2
-    assert "--max-gb must be >= 0, got -1.0" in capsys.readouterr().err
+    for bad in ("-1", "inf", "nan"):  # refused while parsing (inf used to end in an OverflowError traceback)
+        with pytest.raises(SystemExit) as refused:
+            main(["cache", "--prune", "--max-gb", bad, "--dry-run"])
+        assert refused.value.code == 2 and f"argument --max-gb: the value must be a finite number at least 0, got '{bad}'" \
+            in capsys.readouterr().err
     assert main(["cache", "--prune"]) == 2
     assert "--prune needs --max-gb" in capsys.readouterr().err
     assert main(["cache", "--max-gb", "1"]) == 2

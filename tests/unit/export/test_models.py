@@ -243,3 +243,30 @@ def test_als_exposes_float32_factors_and_zero_for_what_it_never_saw():
 def test_unknown_model_names_are_rejected():
     with pytest.raises(ValueError, match="unknown model"):
         make_model("no-such-model")
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("als", {"factors": 2.5}, "als.factors=2.5: needs a whole number"),
+    ("ease", {"l2": "abc"}, "ease.l2='abc': needs a finite number"),
+    ("ease", {"l2": float("inf")}, "needs a finite number"),
+    ("ease", {"l2": True}, "needs a finite number"),
+    ("fused", {"holdot": "last"}, "fused has no setting 'holdot' (its settings: candidates, cold_share, holdout"),
+    ("fused", {"new_item_ranks": "yes"}, "needs true or false"),
+    ("lm-finetuned", {"steps": "abc"}, "lm-finetuned.steps='abc': needs a whole number"),
+    ("lm-finetuned", {"stepz": 3}, "lm-finetuned has no setting 'stepz'"),
+])
+def test_settings_of_the_wrong_kind_are_refused_before_any_fit(method, params, message):
+    """Such values used to fail deep inside a fit, as a traceback (a review of the CLI)."""
+    from lmrec.export.models.base import check_settings
+
+    with pytest.raises(ValueError) as refused:
+        check_settings(method, params)
+    assert message in str(refused.value)
+
+
+def test_settings_of_the_right_kind_pass():
+    from lmrec.export.models.base import check_settings
+
+    check_settings("ease", {"l2": 250})  # an int where a float is expected is fine
+    check_settings("fused", {"new_item_ranks": True, "signals": {"ease": {"l2": 1.0}}, "lm_params": {"steps": 3}})
+    check_settings("lm-finetuned", {"steps": 3, "learning_rate": 1e-4})
