@@ -293,9 +293,13 @@ def config_from_args(args) -> EncoderBenchConfig:
 
     try:
         paths = expand_paths(p for p in args.paths.split(",") if p)
-        batch_sizes, concurrency = _ints(args.batch_sizes), _ints(args.concurrency)
     except ValueError as error:
         raise CliError(str(error)) from None
+    try:
+        batch_sizes, concurrency = _ints(args.batch_sizes), _ints(args.concurrency)
+    except ValueError:
+        raise CliError(f"--batch-sizes {args.batch_sizes!r} and --concurrency {args.concurrency!r} need "
+                       "comma-separated positive integers (e.g. 1,8,32)") from None
     if not batch_sizes or min(batch_sizes) < 1 or not concurrency or min(concurrency) < 1:
         raise CliError("--batch-sizes and --concurrency need positive integers")
     if max(batch_sizes) > 64 and any(p in TRITON_PATHS for p in paths):

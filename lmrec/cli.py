@@ -105,6 +105,8 @@ def _csv_columns(pairs: list[str] | None, dataset: str):
                 low, high = (float(v) for v in value.split(","))
             except ValueError:
                 raise CliError(f"--csv rating_range={value!r}: expected LOW,HIGH (e.g. 1,5)") from None
+            if not low < high:  # every rating would fall outside and be dropped
+                raise CliError(f"--csv rating_range={value!r}: LOW must be below HIGH (e.g. 1,5)")
             values[key] = (low, high)
         elif key == "delimiter":
             delimiter = {"\\t": "\t", "tab": "\t"}.get(value, value)
@@ -150,11 +152,19 @@ def _build_config(args):
         from lmrec.encoder import INT8_ON_CUDA
 
         raise CliError(f"--device cuda serves the fp32 encoder (--precision fp32): {INT8_ON_CUDA}")
-    kwargs = dict(data=_data_config(args), output_dir=Path(args.build_dir or _default_build_dir(args.dataset)),
+    output_dir = Path(args.build_dir or _default_build_dir(args.dataset))
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:  # the folders still to be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CliError(f"--build-dir {output_dir}: {existing} is a file, not a folder")
+    kwargs = dict(data=_data_config(args), output_dir=output_dir,
                   precision=args.precision, version=args.version, fused=args.fused, device=args.device)
     if args.finetune_steps is not None:
         if args.finetune_steps < 1:
             raise CliError(f"--finetune-steps must be >= 1, got {args.finetune_steps}")
+        if not args.fused:  # only the fused ranker's encoder is fine-tuned; the option would do nothing
+            raise CliError("--finetune-steps needs --fused: only a fused build fine-tunes the encoder")
         kwargs["finetune"] = {"steps": args.finetune_steps}
     if args.encoder:
         kwargs["encoder_model"] = args.encoder

@@ -189,3 +189,32 @@ def test_profile_tags_outside_1_to_50_are_refused_by_name(capsys, value):
     with pytest.raises(SystemExit) as exited:
         main(["profile", "--user", "u1", "--tags", value])
     assert exited.value.code == 2 and "--tags" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--build-dir", "{file}"], "is a file, not a folder"),
+    (["build", "--build-dir", "{file}/sub"], "is a file, not a folder"),
+    (["build", "--build-dir", "{dir}/out", "--finetune-steps", "5"], "--finetune-steps needs --fused"),
+    (["evaluate", "--method", "pop", "--dataset", "csv", "--data-dir", "{dir}", "--csv", "rating_range=5,1"],
+     "rating_range='5,1': LOW must be below HIGH"),
+])
+def test_build_and_data_options_that_cannot_work_are_refused_before_loading(capsys, tmp_path, argv, message):
+    """A review found these running a full build (or dropping every row) instead of saying so."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    argv = [a.format(file=afile, dir=tmp_path) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_encoder_bench_names_a_bad_batch_size_list():
+    import argparse
+
+    from lmrec.benchmarks import encoder
+    from lmrec.cli_client import CliError
+
+    parser = argparse.ArgumentParser()
+    encoder.add_arguments(parser)
+    with pytest.raises(CliError, match=r"--batch-sizes 'a' and --concurrency '.*' need comma-separated"):
+        encoder.config_from_args(parser.parse_args(["--batch-sizes", "a"]))
