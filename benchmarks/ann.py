@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.cli import invoked_command
+from lmrec.cli_types import positive_int
 
 from .machine import machine_facts
 from .report import markdown_table, write_report
@@ -599,25 +600,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = AnnConfig()
     parser.add_argument("--sizes", type=_ints, default=defaults.sizes, metavar="N,N,...",
                         help="catalogue sizes (default: 10000,100000,1000000)")
     parser.add_argument("--efs", type=_ints, default=defaults.efs, metavar="EF,EF,...",
                         help="hnswlib ef values searched (default: 10,20,40,80,160,320,400,480,640)")
-    parser.add_argument("--queries", type=_positive_int, default=defaults.n_queries, help="held-out queries (default: 1000)")
-    parser.add_argument("--m", type=_positive_int, default=defaults.m, help="hnswlib M (default: 32, as the served indexes)")
-    parser.add_argument("--ef-construction", type=_positive_int, default=defaults.ef_construction,
+    parser.add_argument("--queries", type=positive_int, default=defaults.n_queries, help="held-out queries (default: 1000)")
+    parser.add_argument("--m", type=positive_int, default=defaults.m, help="hnswlib M (default: 32, as the served indexes)")
+    parser.add_argument("--ef-construction", type=positive_int, default=defaults.ef_construction,
                         help="hnswlib ef_construction (default: 200)")
     parser.add_argument("--embeddings", default=None, metavar="PATH.npy",
                         help="real item embeddings (.npy, or a bundle folder with item_embeddings.npy); "
@@ -625,13 +616,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=MOVIELENS, default=defaults.dataset,
                         help="whose item texts are encoded for the real vectors (default: ml-100k)")
     parser.add_argument("--data-dir", default=None, help="that data set's folder (default: ../shared/data/DATASET)")
-    parser.add_argument("--repeats", type=_positive_int, default=defaults.repeats, help="interleaved repeats (median)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="threads for build and batched search (default: all)")
+    parser.add_argument("--repeats", type=positive_int, default=defaults.repeats, help="interleaved repeats (median)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="threads for build and batched search (default: all)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--noise", choices=NOISES, default=defaults.noise,
                         help="synthetic noise: along the real vectors' top principal directions (default), "
                              "independent per dimension, or correlated like the real vectors")
-    parser.add_argument("--noise-rank", type=_positive_int, default=defaults.noise_rank,
+    parser.add_argument("--noise-rank", type=positive_int, default=defaults.noise_rank,
                         help=f"principal directions of the `principal` noise (default: {defaults.noise_rank})")
     parser.add_argument("--out", default=str(defaults.out_dir), help="result folder")
     parser.add_argument("--name", default=defaults.name, help="result file stem")

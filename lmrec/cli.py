@@ -45,14 +45,19 @@ def invoked_command() -> str | None:
 port_number = int_in_range(0, 65535, "a port number")
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its closest ancestor that exists (the folders below it are still to be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def writable_file(option: str, path: Path) -> None:
     """Refuse an output path now rather than after the measurements meant for it: a folder, or a file in
     a folder that cannot be created or written."""
     if path.is_dir():
         raise CliError(f"{option} {path} is a directory; give a file name")
-    existing = path.parent.absolute()
-    while not existing.exists():  # the folders to be made are made with the file, not now
-        existing = existing.parent
+    existing = nearest_existing(path.parent.absolute())  # the folders to be made are made with the file, not now
     if not existing.is_dir():
         raise CliError(f"{option} {path}: {existing} is not a folder")
     if not os.access(existing, os.W_OK):
@@ -153,9 +158,7 @@ def _build_config(args):
 
         raise CliError(f"--device cuda serves the fp32 encoder (--precision fp32): {INT8_ON_CUDA}")
     output_dir = Path(args.build_dir or _default_build_dir(args.dataset))
-    existing = output_dir
-    while not existing.exists() and existing != existing.parent:  # the folders still to be made
-        existing = existing.parent
+    existing = nearest_existing(output_dir)
     if not existing.is_dir():
         raise CliError(f"--build-dir {output_dir}: {existing} is a file, not a folder")
     kwargs = dict(data=_data_config(args), output_dir=output_dir,
@@ -309,9 +312,6 @@ def cmd_cache(args) -> int:
                   f"last used {(now - entry.last_used) / 86400:6.1f} days ago{'  (staging)' if entry.staging else ''}")
         print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 2**30:.2f} GiB in {cache_dir()}")
         return 0
-    for flag, value in (("--max-gb", args.max_gb), ("--older-than-days", args.older_than_days)):
-        if value is not None and value < 0:
-            raise CliError(f"{flag} must be >= 0, got {value}")
     if args.max_gb is None and args.older_than_days is None:
         raise CliError("--prune needs --max-gb GB, --older-than-days DAYS, or both")
     config = PruneConfig(max_bytes=None if args.max_gb is None else int(args.max_gb * 2**30),

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from lmrec.cli_types import gateway_address, int_in_range, positive_float
+from lmrec.text import has_item_text
 
 DEFAULT_ADDRESS = os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
 
@@ -133,8 +135,8 @@ def read_items_file(path: Path) -> list[dict]:
         if problem:
             raise CliError(f"{path}: {where} {position}: {problem}")
         tags = item.get("tags") or []
-        if not (str(item.get("title", "")).strip() or str(item.get("description", "")).strip()
-                or any(str(tag).strip() for tag in ([tags] if isinstance(tags, str) else tags))):
+        if not has_item_text(SimpleNamespace(title=str(item.get("title", "")), description=str(item.get("description", "")),
+                                             tags=[str(tag) for tag in ([tags] if isinstance(tags, str) else tags)])):
             raise CliError(f"{path}: {where} {position} has no text: give it a title, a description or tags")
     return items
 
