@@ -92,7 +92,7 @@ from .gateway_report import chart, render_markdown, write_results
 from .gateway_scale import SCALE_CHUNK, SCALE_NOISE, measure_scale, scale_bundle
 from .gateway_stats import _progress_line, _record, bar_checks, max_throughput, ratios, stage_summary
 from .machine import machine_facts
-from .stopping import sigterm_as_exit
+from lmrec.stopping import sigterm_as_exit
 
 # Every public name of the suite stays importable from here, the module `lmrec bench gateway` and the tests
 # import, as before the split into gateway_* modules.

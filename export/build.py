@@ -20,8 +20,8 @@ from lmrec.text import item_text_of
 from .encoder_export import EncoderExportConfig, default_model_path, export_encoder
 from .index_build import IndexConfig, build_index
 from .loaders import DataConfig, load_dataset
-from .repository import (MANIFEST_FILE, STAGING_DIR, existing_versions, next_version, publish_bundle, stage_bundle,
-                         write_encoder_version, write_ranker_version)
+from .repository import (MANIFEST_FILE, STAGING_DIR, discard_version, existing_versions, next_version, publish_bundle,
+                         stage_bundle, write_encoder_version, write_ranker_version)
 from .snapshot import save_snapshot
 from .triton_config import TextEncoderSpec
 
@@ -98,12 +98,20 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
     build_dir = Path(config.output_dir)
     if config.version is not None and config.version < 1:
         raise ValueError(f"--version must be a positive number, got {config.version}")
-    build_dir.mkdir(parents=True, exist_ok=True)
     version = config.version or next_version(build_dir)
     if version in existing_versions(build_dir):  # refused now, not after the export and fine-tuning
         raise FileExistsError(f"version {version} already exists in {build_dir}; versions are immutable "
                               f"(pick another --version, or leave it out for {next_version(build_dir)})")
+    created = not build_dir.exists()
+    try:
+        return _build_version(config, build_dir, version, started, progress)
+    except BaseException:  # Ctrl-C too: a half-written version would hold its number and ~150 MB
+        discard_version(build_dir, version, remove_build_dir=created)
+        raise
 
+
+def _build_version(config: BuildConfig, build_dir: Path, version: int, started: float, progress) -> BuildResult:
+    build_dir.mkdir(parents=True, exist_ok=True)
     progress(f"[1/5] loading data set '{config.data.dataset}' ...")
     loaded = load_dataset(config.data)
     dataset = loaded.dataset

@@ -167,6 +167,28 @@ def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSp
     return part
 
 
+def discard_version(build_dir: Path, version: int, *, remove_build_dir: bool = False) -> None:
+    """Remove what a failed build of `version` left behind: its staging folders, and every model version
+    it had already published. No bundle names those, so nothing serves them, and a later build would
+    skip their number. A model folder left without versions goes too (the build created it), and so
+    does an empty `.staging` or `model_repository`; the build folder itself only with `remove_build_dir`
+    (the build created it) and when nothing else is in it."""
+    if (build_dir / BUNDLES_DIR / str(version) / MANIFEST_FILE).is_file():
+        return  # published: the build did not fail where it matters
+    staging = build_dir / STAGING_DIR
+    for staged in staging.glob(f"*-{version}") if staging.is_dir() else ():
+        shutil.rmtree(staged, ignore_errors=True)
+    repository = build_dir / REPOSITORY_DIR
+    for model in sorted(repository.iterdir()) if repository.is_dir() else ():
+        if (model / str(version)).is_dir():
+            shutil.rmtree(model / str(version))
+            if not any(p.is_dir() and p.name.isdigit() for p in model.iterdir()):
+                shutil.rmtree(model)
+    for folder in (staging, repository, *([build_dir] if remove_build_dir else [])):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def stage_bundle(build_dir: Path, version: int) -> Path:
     staged = build_dir / STAGING_DIR / f"bundle-{version}"
     shutil.rmtree(staged, ignore_errors=True)

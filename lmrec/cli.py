@@ -176,8 +176,10 @@ def _build_config(args):
 
 def cmd_build(args) -> int:
     from lmrec.export.build import build_bundle
+    from lmrec.stopping import sigterm_as_exit
 
-    build_bundle(_build_config(args))
+    with sigterm_as_exit():  # a build stopped by SIGTERM still removes its half-written version
+        build_bundle(_build_config(args))
     return 0
 
 
@@ -343,7 +345,7 @@ def cmd_bench(args) -> int:
     parser = argparse.ArgumentParser(prog=f"lmrec bench {args.suite}")
     module.add_arguments(parser)
     config = module.config_from_args(parser.parse_args(args.suite_args))
-    from lmrec.benchmarks.stopping import sigterm_as_exit
+    from lmrec.stopping import sigterm_as_exit
 
     with sigterm_as_exit():  # a suite stopped by SIGTERM still stops the servers it started
         payload = getattr(module, runner)(config, progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -169,3 +169,26 @@ def test_a_fused_build_fine_tunes_the_encoder_it_was_given(tmp_path, tiny_data_c
                      progress=lambda line: None)
     assert asked["base_model"] == "/my/encoder"
     assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
+
+
+def test_a_build_that_fails_late_leaves_no_version_behind(tmp_path, tiny_data_config, monkeypatch):
+    import lmrec.export.build as build_module
+    from lmrec.export.build import BuildConfig, build_bundle
+    from lmrec.export.repository import existing_versions
+
+    class Stop(Exception):
+        pass
+
+    def fail(*args, **kwargs):  # after the encoder version was published and the bundle staged
+        raise Stop
+
+    monkeypatch.setattr(build_module, "fit_cf", fail)
+    build_dir = tmp_path / "fresh"
+    with pytest.raises(Stop):
+        build_bundle(BuildConfig(data=tiny_data_config, output_dir=build_dir), progress=lambda line: None)
+    assert not build_dir.exists()  # it created the folder, so nothing of it is left
+
+    (build_dir / "bundles").mkdir(parents=True)
+    with pytest.raises(Stop):
+        build_bundle(BuildConfig(data=tiny_data_config, output_dir=build_dir), progress=lambda line: None)
+    assert existing_versions(build_dir) == [] and sorted(p.name for p in build_dir.iterdir()) == ["bundles"]

@@ -157,3 +157,48 @@ def test_a_version_needing_another_config_goes_to_a_sibling_model_and_earlier_ve
     with pytest.raises(FileExistsError, match="immutable"):
         write_encoder_version(tmp_path, cpu, encoder_export, precision="fp32", version=2)
     assert existing_versions(tmp_path) == [1, 2, 3, 4] and next_version(tmp_path) == 5
+
+
+def _version_folders(build_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(build_dir)) for p in build_dir.rglob("*") if p.is_dir() and p.name.isdigit())
+
+
+def test_discard_version_removes_what_a_failed_build_left_and_nothing_else(tmp_path):
+    from lmrec.export.repository import discard_version
+
+    # An earlier build's version 1 (model and bundle), then version 2 failed after publishing its
+    # encoder into the existing model and into a new sibling model, with its bundle still staged.
+    for folder in ("model_repository/text_encoder/1", "model_repository/text_encoder/2",
+                   "model_repository/text_encoder_0a1b2c3d/2", "bundles/1", ".staging/bundle-2",
+                   ".staging/encoder-export-2", ".staging/bundle-12"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "model_repository/text_encoder_0a1b2c3d/config.pbtxt").write_text("sibling")
+    (tmp_path / "bundles/1" / MANIFEST_FILE).write_text("{}")
+    discard_version(tmp_path, 2)
+    assert _version_folders(tmp_path) == ["bundles/1", "model_repository/text_encoder/1"]
+    assert not (tmp_path / "model_repository/text_encoder_0a1b2c3d").exists()  # only version 2 was in it
+    assert sorted(p.name for p in (tmp_path / STAGING_DIR).iterdir()) == ["bundle-12"]  # another build's
+    assert next_version(tmp_path) == 2  # the number is free again
+
+
+def test_discard_version_leaves_a_published_version_and_empties_what_the_build_created(tmp_path):
+    from lmrec.export.repository import discard_version
+
+    build_dir = tmp_path / "new"
+    (build_dir / "bundles/3").mkdir(parents=True)
+    (build_dir / "bundles/3" / MANIFEST_FILE).write_text("{}")
+    (build_dir / "model_repository/text_encoder/3").mkdir(parents=True)
+    discard_version(build_dir, 3, remove_build_dir=True)  # published: a failure after that changes nothing
+    assert _version_folders(build_dir) == ["bundles/3", "model_repository/text_encoder/3"]
+
+    (build_dir / "bundles/3" / MANIFEST_FILE).unlink()
+    (build_dir / "bundles/3").rmdir()
+    (build_dir / "bundles").rmdir()
+    (build_dir / ".staging/ranker-3").mkdir(parents=True)
+    discard_version(build_dir, 3, remove_build_dir=True)
+    assert not build_dir.exists()
+
+    kept = tmp_path / "kept"
+    (kept / ".staging/bundle-1").mkdir(parents=True)
+    discard_version(kept, 1)  # the folder was there before the build: it stays, empty
+    assert kept.is_dir() and not any(kept.iterdir())

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lmrec.benchmarks.stopping import sigterm_as_exit
+from lmrec.stopping import sigterm_as_exit
 
 
 def test_sigterm_runs_the_finally_blocks_and_restores_the_handler():
