@@ -283,7 +283,7 @@ def add_arguments(parser) -> None:
                         help="cpu, or cuda: sentence-transformers and infinity-emb on the GPU, ONNX Runtime's CUDA "
                              "provider (needs onnxruntime-gpu), Triton instances KIND_GPU, GEMM peaks on the GPU")
     parser.add_argument("--infinity-venv", help="infinity-emb's venv (default: .venv-infinity at the repo root)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=non_negative_int, default=42)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="encoder", help="result file stem")
 

@@ -290,7 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. 10000,1000000; default: skipped)")
     parser.add_argument("--scale-dir", default=None,
                         help="where padded builds are kept and reused (default: <build-dir>-scaled/)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     parser.add_argument("--out", default=str(defaults.out_dir), help="result folder")
     parser.add_argument("--name", default=defaults.name, help="result file stem")
 

@@ -349,7 +349,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
                         help="fine-tuning settings, e.g. lm-finetuned.steps=400; fused.NAME=VALUE sets a fused "
                              "(and fused-int8) setting, e.g. fused.candidates=25")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=non_negative_int, default=42)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="quality", help="result file stem")
     parser.add_argument("--smoke-users", type=non_negative_int, default=0, help="smoke run on a synthetic data set of N users")

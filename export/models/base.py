@@ -86,6 +86,8 @@ def check_settings(name: str, params: dict[str, Any]) -> None:
             wrong = None if isinstance(value, str) else "text"
         else:
             wrong = None
+        if wrong is None and key == "seed" and value < 0:  # numpy's own refusal names no setting
+            wrong = "a whole number >= 0"
         if wrong is not None:
             raise ValueError(f"{name}.{key}={value!r}: needs {wrong}")
 

@@ -42,6 +42,10 @@ class BPRRecommender:
         iterations: int = 100,
         seed: int = 42,
     ) -> None:
+        if min(factors, iterations) < 1:
+            raise ValueError(f"factors and iterations must be >= 1 (got {factors}, {iterations})")
+        if not learning_rate > 0 or regularization < 0:
+            raise ValueError(f"learning_rate must be > 0 and regularization >= 0 (got {learning_rate}, {regularization})")
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization

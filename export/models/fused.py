@@ -136,6 +136,10 @@ class FusedRecommender:
         self.new_item_ranks = new_item_ranks
         if holdout not in HOLDOUTS:
             raise ValueError(f"holdout must be one of {list(HOLDOUTS)}, got {holdout!r}")
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        if not (0 <= recent_share <= 1 and 0 <= cold_share < 1):
+            raise ValueError(f"recent_share must be in [0, 1] and cold_share in [0, 1) (got {recent_share}, {cold_share})")
         # Disjoint hold-out folds the ranker learns from: each fold's lists get signals fitted without
         # that fold, and the encoder is fine-tuned without any of them (so it never saw a target). With
         # one fold ml-latest-small gives ~610 lists, too few to tell a 2% gain from noise; a second fold

@@ -120,6 +120,11 @@ def check_finetuning(config, dataset: Dataset, train: Interactions) -> None:
     if config.max_length < MIN_MAX_LENGTH:
         raise ValueError(f"fine-tuning needs max_length >= {MIN_MAX_LENGTH} tokens (got {config.max_length}): "
                          "shorter texts cannot tell items apart")
+    for name, value, lowest in (("learning_rate", config.learning_rate, None), ("frozen_layers", config.frozen_layers, 0),
+                                ("extra_negatives", config.extra_negatives, 0),
+                                ("max_pairs_per_user", config.max_pairs_per_user, 1), ("threads", config.threads, 1)):
+        if not (value > 0 if lowest is None else value >= lowest):
+            raise ValueError(f"fine-tuning needs {name} {'> 0' if lowest is None else f'>= {lowest}'} (got {value})")
 
 
 def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:

@@ -191,6 +191,13 @@ def test_profile_tags_outside_1_to_50_are_refused_by_name(capsys, value):
     assert exited.value.code == 2 and "--tags" in capsys.readouterr().err
 
 
+def test_a_negative_seed_is_refused_by_name(capsys):
+    """numpy refused it deep inside ALS's fit ("expected non-negative integer"), naming no option."""
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", "--method", "als", "--seed", "-1"])
+    assert exited.value.code == 2 and "argument --seed: the value must be at least 0, got -1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["build", "--build-dir", "{file}"], "is a file, not a folder"),
     (["build", "--build-dir", "{file}/sub"], "is a file, not a folder"),

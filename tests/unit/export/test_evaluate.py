@@ -238,6 +238,17 @@ def test_unknown_methods_fail_before_any_data_is_loaded():
     ({"lm-finetuned": {"steps": 0}}, "lm-finetuned: fine-tuning needs steps >= 1"),
     ({"lm-finetuned": {"temperature": 0.0, "batch_size": 4}}, "lm-finetuned: fine-tuning needs temperature > 0"),
     ({"fused": {"candidtes": 25}}, "fused has no setting 'candidtes' \\(its settings: candidates, "),
+    # Values of the right kind but out of range: numpy's "negative dimensions are not allowed", implicit's
+    # "NaN encountered in factors" or a run to the end with a model that learned nothing, before.
+    ({"als": {"factors": -3}}, "als with factors=-3: factors, iterations and num_threads must be >= 1"),
+    ({"als": {"alpha": -1.0}}, "regularization and alpha must be >= 0"),
+    ({"bpr": {"factors": 0}}, "bpr with factors=0: factors and iterations must be >= 1"),
+    ({"bpr": {"learning_rate": 0.0}}, "learning_rate must be > 0"),
+    ({"als": {"seed": -1}}, "als.seed=-1: needs a whole number >= 0"),
+    ({"lm-finetuned": {"learning_rate": 0.0, "batch_size": 4}}, "fine-tuning needs learning_rate > 0"),
+    ({"lm-finetuned": {"frozen_layers": -1, "batch_size": 4}}, "fine-tuning needs frozen_layers >= 0"),
+    ({"fused": {"candidates": 0}}, "candidates must be at least 1, got 0"),
+    ({"fused": {"cold_share": 1.0}}, r"cold_share in \[0, 1\)"),
 ])
 def test_a_bad_setting_stops_the_run_before_the_first_fit(history_lover, params, message):
     dataset, split = two_group_split()
