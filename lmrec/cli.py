@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
-from lmrec.cli_types import gateway_address, int_in_range, non_negative_float, non_negative_int, positive_float
+from lmrec.cli_types import (gateway_address, int_in_range, non_negative_float, non_negative_int, positive_float,
+                             positive_int)
 from lmrec.encoder import DEVICES
 from lmrec.export.splits import PROTOCOLS
 
@@ -287,11 +288,26 @@ def _model_params(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str
     return params
 
 
+PROFILE_DEFAULT_TIMEOUT_S = 10.0
+
+
 def cmd_profile(args) -> int:
     if not args.build_dir:  # ask the running gateway (the profile as served, with recorded events)
         from lmrec.cli_client import cmd_remote_profile
 
-        return cmd_remote_profile(args)
+        if args.bundle_version is not None:
+            raise CliError(f"--bundle-version {args.bundle_version} reads one bundle of a build offline: it needs "
+                           "--build-dir (the gateway answers from the bundle it serves)")
+        address = args.address or os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
+        try:
+            address = gateway_address(address)
+        except argparse.ArgumentTypeError as error:
+            raise CliError(f"LMREC_ADDRESS={address!r}: {error}") from None
+        timeout = PROFILE_DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+        return cmd_remote_profile(argparse.Namespace(**{**vars(args), "address": address, "timeout": timeout}))
+    if args.address is not None or args.timeout is not None:  # they would be ignored: nothing is asked
+        raise CliError("--address and --timeout ask a running gateway, --build-dir reads a build offline: "
+                       "pass one or the other")
     from lmrec.profiles import ProfileConfig, describe_profile
 
     print(describe_profile(ProfileConfig(build_dir=Path(args.build_dir), user_id=args.user, top_tags=args.tags,
@@ -424,11 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("profile", help="a user's profile text, recent items and LM interest tags "
                                          "(from the gateway at --address, or offline from --build-dir)")
     p.add_argument("--build-dir", help="read the build offline instead of asking the gateway")
-    p.add_argument("--address", type=gateway_address, default=os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051"))
-    p.add_argument("--timeout", type=positive_float, default=10.0)
+    p.add_argument("--address", type=gateway_address, default=None,
+                   help="the gateway to ask (default: $LMREC_ADDRESS or 127.0.0.1:50051)")
+    p.add_argument("--timeout", type=positive_float, default=None, help=f"seconds (default {PROFILE_DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--user", required=True)
     p.add_argument("--tags", type=tag_count, default=5, help="how many interest tags (1 to 50)")
-    p.add_argument("--bundle-version", type=int, default=None)
+    p.add_argument("--bundle-version", type=positive_int, default=None,
+                   help="with --build-dir: that bundle (default: the newest)")
     p.set_defaults(run=cmd_profile)
 
     p = verbs.add_parser("bench", help="run a benchmark suite (results under benchmarks/results/); "
