@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.cli import invoked_command
+from lmrec.cli_client import CliError
 from lmrec.cli_types import non_negative_int, positive_int
 
 from .machine import machine_facts
@@ -94,7 +95,10 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
         path = Path(config.embeddings)
         if path.is_dir():
             path = path / "item_embeddings.npy"
-        vectors = np.load(path).astype(np.float32)
+        try:
+            vectors = np.load(path).astype(np.float32)
+        except (OSError, ValueError, TypeError) as error:  # a missing file, a pickle, JSON, text ...
+            raise ValueError(f"{path}: not a .npy array of item embeddings ({error})") from None
         if vectors.ndim != 2 or len(vectors) < 2:
             raise ValueError(f"{path}: expected a 2-d array of item embeddings, got shape {vectors.shape}")
         return _normalise(vectors), f"{path} ({len(vectors)} × {vectors.shape[1]})"
@@ -613,8 +617,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", default=None, metavar="PATH.npy",
                         help="real item embeddings (.npy, or a bundle folder with item_embeddings.npy); "
                              "default: encode the --dataset item texts")
-    parser.add_argument("--dataset", choices=MOVIELENS, default=defaults.dataset,
-                        help="whose item texts are encoded for the real vectors (default: ml-100k)")
+    parser.add_argument("--dataset", choices=MOVIELENS, default=None,
+                        help=f"whose item texts are encoded for the real vectors (default: {defaults.dataset})")
     parser.add_argument("--data-dir", default=None, help="that data set's folder (default: ../shared/data/DATASET)")
     parser.add_argument("--repeats", type=positive_int, default=defaults.repeats, help="interleaved repeats (median)")
     parser.add_argument("--threads", type=positive_int, default=None, help="threads for build and batched search (default: all)")
@@ -629,6 +633,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> AnnConfig:
+    if args.embeddings and (args.dataset or getattr(args, "data_dir", None)):  # they would be ignored
+        raise CliError("--embeddings gives the real vectors; --dataset and --data-dir name texts to encode "
+                       "instead: pass one or the other")
+    if args.embeddings:
+        path = Path(args.embeddings)
+        if not (path / "item_embeddings.npy" if path.is_dir() else path).is_file():
+            raise CliError(f"--embeddings {args.embeddings}: expected a .npy file or a bundle folder with "
+                           "item_embeddings.npy (BUILD/bundles/N)")
     extra = {}
     if getattr(args, "data_dir", None):
         extra["data_dir"] = Path(args.data_dir)
@@ -638,4 +650,4 @@ def config_from_args(args) -> AnnConfig:
                      ef_construction=args.ef_construction, seed=args.seed,
                      embeddings=Path(args.embeddings) if args.embeddings else None, out_dir=Path(args.out),
                      name=args.name, repeats=args.repeats, noise=args.noise,
-                     noise_rank=args.noise_rank, dataset=args.dataset, **extra)
+                     noise_rank=args.noise_rank, dataset=args.dataset or AnnConfig.dataset, **extra)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lmrec.benchmarks.ann import (AnnConfig, add_arguments, config_from_args, exact_search, make_catalogue,
                                   recall_at_k, reproduce_command, run_ann)
@@ -66,9 +69,11 @@ def test_exact_search_and_catalogue_helpers():
     assert recall_at_k(top, brute) == 1.0
 
 
-def test_cli_arguments_round_trip():
+def test_cli_arguments_round_trip(tmp_path, monkeypatch):
     import pytest
 
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "x.npy", np.ones((3, 4), dtype=np.float32))
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     config = config_from_args(parser.parse_args(["--sizes", "10000,100_000", "--efs", "10,80", "--queries", "200",
@@ -81,6 +86,35 @@ def test_cli_arguments_round_trip():
     assert reproduce_command(other).endswith("--noise principal --noise-rank 24 --dataset ml-latest-small")
     with pytest.raises(SystemExit):
         parser.parse_args(["--noise-rank", "0"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--embeddings", "{npy}", "--dataset", "ml-latest-small"], "--embeddings gives the real vectors; --dataset"),
+    (["--embeddings", "{npy}", "--data-dir", "."], "pass one or the other"),
+    (["--embeddings", "{dir}/missing.npy"], "missing.npy: expected a .npy file or a bundle folder"),
+    (["--embeddings", "{dir}"], ": expected a .npy file or a bundle folder with item_embeddings.npy"),
+])
+def test_embeddings_that_cannot_be_read_or_would_be_ignored_are_refused_by_name(tmp_path, argv, message):
+    """--dataset beside --embeddings was silently ignored; a missing path surfaced only after the parse."""
+    from lmrec.cli_client import CliError
+
+    np.save(tmp_path / "x.npy", np.ones((3, 4), dtype=np.float32))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = [a.format(npy=tmp_path / "x.npy", dir=tmp_path) for a in argv]
+    with pytest.raises(CliError, match=message):
+        config_from_args(parser.parse_args(argv))
+
+
+def test_embeddings_in_another_format_are_named():
+    """A JSON file given as --embeddings ended in numpy's pickle message, naming no file."""
+    from lmrec.benchmarks.ann import load_real_embeddings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.json"
+        path.write_text("[[1, 2], [3, 4]]")
+        with pytest.raises(ValueError, match=r"x.json: not a .npy array of item embeddings"):
+            load_real_embeddings(AnnConfig(embeddings=path))
 
 
 def test_an_unknown_dataset_is_refused_by_name():
