@@ -359,6 +359,8 @@ def add_arguments(parser) -> None:
 def _existing_file(option: str, value: str) -> Path:
     from lmrec.cli import CliError
 
+    if Path(value).is_dir():
+        raise CliError(f"{option} {value}: a folder; expected a results file (e.g. benchmarks/results/quality.json)")
     if not Path(value).is_file():
         raise CliError(f"{option}: no such file {value!r}")
     return Path(value)

@@ -128,10 +128,18 @@ def _csv_columns(pairs: list[str] | None, dataset: str):
             except LookupError:
                 raise CliError(f"--csv encoding={value!r}: not a text encoding Python knows (e.g. utf-8, latin-1)") from None
             values[key] = value
+        elif key == "category_separator":
+            if not value:  # str.split('') raises; a blank would split on every space of a category list
+                raise CliError("--csv category_separator='': expected the text between categories (e.g. '|' or ';')")
+            values[key] = value
         elif value.lower() == "none":
             if known[key].default is not None and "None" not in str(known[key].type):
                 raise CliError(f"--csv {key}=none: {key} is required (it names the column or file to read)")
             values[key] = None
+        elif not value.strip():  # read as a column or file named '', reported only once the file is opened
+            optional = known[key].default is None or "None" in str(known[key].type)
+            raise CliError(f"--csv {key}={value!r}: expected a column or file name"
+                           + (f" ({key}=none clears it)" if optional else ""))
         else:
             values[key] = value
     return CsvColumns(**values)
@@ -147,8 +155,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
                         help="keep only interactions with rating >= RATING (default: every rating counts)")
     parser.add_argument("--csv", action="append", metavar="KEY=VALUE",
                         help="generic CSV layout (repeatable): interactions_file, items_file, users_file, delimiter, "
-                             "user, item, rating, timestamp, item_id, title, categories, description, year, user_id, "
-                             "rating_range=LOW,HIGH; 'none' clears an optional column")
+                             "encoding, user, item, rating, timestamp, item_id, title, categories, category_separator, "
+                             "description, year, user_id, rating_range=LOW,HIGH; 'none' clears an optional column")
 
 
 def _build_config(args):

@@ -69,7 +69,7 @@ def test_reused_records_fill_only_what_the_run_did_not_measure_and_are_marked(tm
     assert "| lm-pretrained ¹ |" in markdown and "lmrec bench quality --old" in markdown
 
 
-def test_reuse_of_a_missing_file_names_it():
+def test_reuse_of_a_missing_file_names_it(tmp_path):
     import argparse
 
     import pytest
@@ -81,6 +81,8 @@ def test_reuse_of_a_missing_file_names_it():
     add_arguments(parser)
     with pytest.raises(CliError, match="--reuse: no such file 'nowhere.json'"):
         config_from_args(parser.parse_args(["--reuse", "nowhere.json"]))
+    with pytest.raises(CliError, match=f"--reuse {tmp_path}: a folder; expected a results file"):
+        config_from_args(parser.parse_args(["--reuse", str(tmp_path)]))
 
 
 def test_a_bar_that_reads_a_carried_over_record_says_so_and_duplicates_are_carried_once(tmp_path):

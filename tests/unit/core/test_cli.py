@@ -164,10 +164,26 @@ def test_a_port_outside_0_to_65535_is_refused_by_name(capsys, tmp_path, flag, va
     (("--dataset", "csv", "--data-dir", ".", "--csv", "user=none"), "--csv user=none: user is required"),
     (("--dataset", "csv", "--data-dir", ".", "--csv", "delimiter="), "--csv delimiter='': expected one character"),
     (("--dataset", "csv", "--data-dir", ".", "--csv", "encoding=utf9"), "--csv encoding='utf9': not a text encoding"),
+    # These reached the reader as a column named '' ("missing column(s) ''") or split nothing.
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "user="), "--csv user='': expected a column or file name"),
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "title= "), "(title=none clears it)"),
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "category_separator="),
+     "--csv category_separator='': expected the text between categories"),
 ])
 def test_data_options_that_would_be_ignored_or_fail_later_are_refused_by_name(capsys, argv, message):
     code, err = run_cli(capsys, "evaluate", *argv, "--method", "pop")
     assert message in assert_one_line_error(code, err, "evaluate")
+
+
+def test_the_csv_help_lists_every_key(capsys):
+    from dataclasses import fields
+
+    from lmrec.export.loaders import CsvColumns
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f.name in text for f in fields(CsvColumns))
 
 
 def test_an_output_path_that_cannot_be_written_is_refused_before_measuring(capsys, tmp_path):
