@@ -141,6 +141,9 @@ def read_items_file(path: Path) -> list[dict]:
     return items
 
 
+YEAR_LIMIT = 2**31  # AddItems' year is an int32
+
+
 def _field_problem(item: dict) -> str | None:
     """What is wrong with the type of one of `item`'s fields, or None."""
     for name in ("item_id", "title", "description"):
@@ -155,6 +158,8 @@ def _field_problem(item: dict) -> str | None:
     if year is not None and not (isinstance(year, int) and not isinstance(year, bool)
                                  or isinstance(year, str) and year.strip().isdigit()):
         return f"year must be a whole number, not {json.dumps(year)[:40]}"
+    if year is not None and not -YEAR_LIMIT <= int(year) < YEAR_LIMIT:  # protobuf raised "Value out of range"
+        return f"year {year} is out of range (the API's year is a 32-bit number)"
     attributes = item.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
         return f"attributes must be an object of name: value, not {json.dumps(attributes)[:40]}"
