@@ -100,6 +100,16 @@ class RecommendQuery:
     require: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, any-of values)
 
 
+@dataclass(kw_only=True)
+class RankerInput:
+    """A user's candidates and the ranker's features for them; `scores`, the ranker's answer, is filled
+    in by the first request that asks the ranker (the cached entry keeps it for the next ones)."""
+    candidates: np.ndarray
+    features: np.ndarray
+    names: list[str]
+    scores: np.ndarray | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Recommendation:
     items: list[RankedItem]
@@ -160,8 +170,9 @@ class Recommender:
         # Both per-user caches go stale together (events, ForgetUser, deploys): one log of when.
         self.invalidations = InvalidationLog()
         self.cache = cache if cache is not None else UserVectorCache(log=self.invalidations)
-        # A returning user's candidates with their features (the blend's or the ranker's input): what the
-        # signals say about them changes only with their events, added items or a deploy.
+        # A returning user's candidates with their features (the blend's or the ranker's input, with the
+        # ranker's scores once it answered): what the signals say about them changes only with their
+        # events, added items or a deploy.
         self.candidates = PerUserCache(max_entries=config.candidate_cache_users, log=self.invalidations)
         self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
         self.metrics.set_bundle_version(state.bundle.version)
@@ -413,16 +424,22 @@ class Recommender:
         def features_of_candidates():
             candidates, features, names = fused.features(np.array([cf_row]), [history], profile=profile[None, :],
                                                          excluded=[np.flatnonzero(blocked)])
-            return candidates[0], features[0], names
+            return RankerInput(candidates=candidates[0], features=features[0], names=names)
 
         with self.metrics.time_stage("Recommend", "cf"):
-            candidates, features, names = self._cached_candidates(user, stamp, as_of, features_of_candidates)
+            found = self._cached_candidates(user, stamp, as_of, features_of_candidates)
+        candidates, features, names = found.candidates, found.features, found.names
         ranked = []
         if len(candidates):
-            with self.metrics.time_stage("Recommend", "rank"):
-                scores = await self.encoder.score(features, model=state.bundle.ranker_model,
-                                                  version=state.bundle.ranker_version,
-                                                  timeout_s=self._triton_budget(deadline - time.perf_counter()))
+            scores = found.scores
+            if scores is None:
+                with self.metrics.time_stage("Recommend", "rank"):
+                    scores = await self.encoder.score(features, model=state.bundle.ranker_model,
+                                                      version=state.bundle.ranker_version,
+                                                      timeout_s=self._triton_budget(deadline - time.perf_counter()))
+                # The same features and ranker version (the stamp holds the bundle) give the same scores:
+                # a returning user's next request needs no ranker call.
+                found.scores = scores
             order = np.argsort(-scores, kind="stable")[:k]
             rr_columns = {name[:-3]: j for j, name in enumerate(names) if name.endswith("_rr")}
             for position in order:

@@ -550,3 +550,30 @@ def test_the_rankers_share_is_of_what_is_left_after_the_candidates_are_ready(liv
     fake_fused_ranker(live, monkeypatch, on_features=lambda users: time.sleep(0.4), score=score)
     run(live.recommend(RecommendQuery(text="a space adventure", k=5), timeout_s=1.0))
     assert budgets and budgets[-1] <= 0.6 * (1.0 - 0.4) + 1e-6
+
+
+def test_a_returning_user_gets_the_rankers_scores_from_the_cache_until_an_event(live, monkeypatch):
+    """The same features and ranker version give the same scores: no second ranker call, also for another
+    k, and a full answer while the ranker is down; an event makes the next request ask the ranker again."""
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    calls = []
+
+    async def score(features, *, model, version, timeout_s):
+        calls.append(len(features))
+        if len(calls) > 1 and down:
+            raise EncoderUnavailable("triton is down")
+        return np.arange(len(features), dtype=np.float32)
+
+    down = False
+    fake_fused_ranker(live, monkeypatch, score=score)
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    down = True
+    again = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    more = run(live.recommend(RecommendQuery(user_id=user_id, k=8)))
+    assert len(calls) == 1 and not again.degraded and not more.degraded
+    assert ids(again) == ids(first) and [r.score for r in again.items] == [r.score for r in first.items]
+    assert ids(more)[:5] == ids(first)
+    run(live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]))
+    after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(calls) == 2 and after.degraded  # asked again (and the ranker is down: the blend answered)
