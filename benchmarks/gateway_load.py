@@ -79,6 +79,7 @@ from pathlib import Path
 
 from lmrec.cli import invoked_command
 from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int
+from lmrec.stopping import sigterm_as_exit
 
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
                              POPULATIONS, SCALE_RATIO_NEEDED, SESSION_ITEMS, STAGES, GatewayLoadConfig, _config_json,
@@ -92,7 +93,6 @@ from .gateway_report import chart, render_markdown, write_results
 from .gateway_scale import SCALE_CHUNK, SCALE_NOISE, measure_scale, scale_bundle
 from .gateway_stats import _progress_line, _record, bar_checks, max_throughput, ratios, stage_summary
 from .machine import machine_facts
-from lmrec.stopping import sigterm_as_exit
 
 # Every public name of the suite stays importable from here, the module `lmrec bench gateway` and the tests
 # import, as before the split into gateway_* modules.

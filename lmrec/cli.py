@@ -129,7 +129,7 @@ def _csv_columns(pairs: list[str] | None, dataset: str):
                 raise CliError(f"--csv encoding={value!r}: not a text encoding Python knows (e.g. utf-8, latin-1)") from None
             values[key] = value
         elif key == "category_separator":
-            if not value:  # str.split('') raises; a blank would split on every space of a category list
+            if not value:  # str.split('') raises ValueError deep in the reader
                 raise CliError("--csv category_separator='': expected the text between categories (e.g. '|' or ';')")
             values[key] = value
         elif value.lower() == "none":
