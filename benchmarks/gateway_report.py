@@ -160,7 +160,11 @@ def _bar_note(bar: dict) -> str:
     if "p50_ms" in bar:
         ideal = (f"; an ideal constant-time server under the same Poisson arrivals: {bar['ideal_md1']:.2f} (M/D/1), "
                  f"{bar['ideal_md2']:.2f} (M/D/2)") if bar.get("ideal_md1") is not None else ""
-        return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}"
+        behind = bar.get("fell_behind")
+        behind = (f"; fell behind: p50 {behind['p50_ms']:.1f} ms is {behind['p50_ms'] / behind['one_in_flight_p50_ms']:.0f}× "
+                  f"the one-in-flight p50 ({behind['one_in_flight_p50_ms']:.1f} ms), so the queue grew through the "
+                  "cell and its p99/p50 says nothing of the tail") if behind else ""
+        return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}{behind}"
     return ""
 
 

@@ -105,6 +105,13 @@ def ideal_queue_tail_ratio(load: float, servers: int = 1, n: int = 200_000, seed
     return float(np.percentile(in_system, 99) / np.percentile(in_system, 50))
 
 
+# A queue that keeps up at 70% load has a median of a few service times (ideal M/D/1: under 2); a median
+# this many times the one-in-flight one means the queue grew through the cell: the closed-loop maximum
+# overstated what the gateway sustains under open-loop arrivals, and a growing queue's p99/p50 is small
+# for the wrong reason (every request waits long), so the tail bar is not met there.
+FELL_BEHIND_P50_FACTOR = 10.0
+
+
 def bar_checks(payload: dict) -> list[dict]:
     records = payload.get("records", [])
     checks = []
@@ -114,11 +121,15 @@ def bar_checks(payload: dict) -> list[dict]:
     if open_cached:
         cell = min(open_cached, key=lambda r: abs(r["share"] - 0.7))
         value = cell["p99_ms"] / cell["p50_ms"]
+        alone = next((r["p50_ms"] for r in records if r["mode"] == "closed" and r["path"] == "lmrec"
+                      and r["population"] == "cached" and r["concurrency"] == 1 and r["p50_ms"]), None)
+        behind = alone is not None and cell["p50_ms"] > FELL_BEHIND_P50_FACTOR * alone
         checks.append({"bar": f"cached users: p99 ≤ {P99_OVER_P50_NEEDED:g}× p50 at 70% of the maximum sustained "
                               f"throughput (open loop, {cell['share']:.0%} = {cell['rate_rps']:.1f} req/s)",
                        "value": value, "needed": P99_OVER_P50_NEEDED, "op": "<=",
-                       "met": bool(value <= P99_OVER_P50_NEEDED and cell["n_errors"] == 0),
+                       "met": bool(value <= P99_OVER_P50_NEEDED and cell["n_errors"] == 0 and not behind),
                        "p50_ms": cell["p50_ms"], "p99_ms": cell["p99_ms"], "errors": cell["n_errors"],
+                       **({"fell_behind": {"p50_ms": cell["p50_ms"], "one_in_flight_p50_ms": alone}} if behind else {}),
                        # What an ideal single server (one event loop) and an ideal pair (2 cores) would show.
                        **({"ideal_md1": ideal_queue_tail_ratio(cell["share"], 1),
                            "ideal_md2": ideal_queue_tail_ratio(cell["share"], 2)} if poisson else {})})

@@ -38,3 +38,20 @@ def test_the_tail_bar_of_an_overloaded_cell_has_no_ideal_reference_and_does_not_
     bar = bar_checks({"config": {"arrivals": "poisson"}, "records": [cell]})[0]
     assert bar["value"] == 9.0 and bar["met"] is False
     assert bar["ideal_md1"] is None
+
+
+def test_the_tail_bar_is_not_met_by_a_cell_whose_queue_grew():
+    """A 70% cell above what the gateway sustains open-loop: p50 104 ms against 2.6 ms at one in flight. Its
+    p99/p50 (1.7) was small because every request waited, and the report had called the bar met."""
+    from lmrec.benchmarks.gateway_report import _bar_note
+    from lmrec.benchmarks.gateway_stats import bar_checks
+
+    alone = {"mode": "closed", "path": "lmrec", "population": "cached", "concurrency": 1, "p50_ms": 2.6,
+             "p99_ms": 4.2, "n_errors": 0}
+    grew = {"mode": "open", "path": "lmrec", "population": "cached", "share": 0.7, "rate_rps": 373.9,
+            "p50_ms": 104.4, "p99_ms": 177.4, "n_errors": 0}
+    bar = bar_checks({"config": {"arrivals": "poisson"}, "records": [alone, grew]})[0]
+    assert bar["value"] == pytest.approx(1.70, abs=0.01) and bar["met"] is False
+    assert "fell behind: p50 104.4 ms is 40× the one-in-flight p50 (2.6 ms)" in _bar_note(bar)
+    kept_up = {**grew, "p50_ms": 9.0, "p99_ms": 25.0}
+    assert bar_checks({"config": {"arrivals": "poisson"}, "records": [alone, kept_up]})[0]["met"] is True
