@@ -96,9 +96,13 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
         if path.is_dir():
             path = path / "item_embeddings.npy"
         try:
-            vectors = np.load(path).astype(np.float32)
+            loaded = np.load(path)
         except (OSError, ValueError, TypeError) as error:  # a missing file, a pickle, JSON, text ...
             raise ValueError(f"{path}: not a .npy array of item embeddings ({error})") from None
+        if not isinstance(loaded, np.ndarray):  # an .npz archive (a bundle's cf.npz, say) holds several
+            raise ValueError(f"{path}: an .npz archive, not a .npy array of item embeddings "
+                             "(a bundle's is item_embeddings.npy)")
+        vectors = loaded.astype(np.float32)
         if vectors.ndim != 2 or len(vectors) < 2:
             raise ValueError(f"{path}: expected a 2-d array of item embeddings, got shape {vectors.shape}")
         return _normalise(vectors), f"{path} ({len(vectors)} × {vectors.shape[1]})"

@@ -21,7 +21,7 @@ from .encoder_export import EncoderExportConfig, default_model_path, export_enco
 from .index_build import IndexConfig, build_index
 from .loaders import DataConfig, load_dataset
 from .repository import (MANIFEST_FILE, STAGING_DIR, discard_version, existing_versions, next_version, publish_bundle,
-                         stage_bundle, write_encoder_version, write_ranker_version)
+                         release_version, reserve_version, stage_bundle, write_encoder_version, write_ranker_version)
 from .snapshot import save_snapshot
 from .triton_config import TextEncoderSpec
 
@@ -103,11 +103,14 @@ def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
         raise FileExistsError(f"version {version} already exists in {build_dir}; versions are immutable "
                               f"(pick another --version, or leave it out for {next_version(build_dir)})")
     created = not build_dir.exists()
+    reserve_version(build_dir, version)  # a build started meanwhile takes the next number, or is refused
     try:
-        return _build_version(config, build_dir, version, started, progress)
+        result = _build_version(config, build_dir, version, started, progress)
     except BaseException:  # Ctrl-C too: a half-written version would hold its number and ~150 MB
         discard_version(build_dir, version, remove_build_dir=created)
         raise
+    release_version(build_dir, version)
+    return result
 
 
 def _build_version(config: BuildConfig, build_dir: Path, version: int, started: float, progress) -> BuildResult:

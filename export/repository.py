@@ -81,8 +81,41 @@ def model_name_for(build_dir: Path, name: str, config_text: str) -> str:
 
 
 def next_version(build_dir: Path) -> int:
-    versions = existing_versions(build_dir)
-    return (versions[-1] + 1) if versions else 1
+    """The number after every version in use, published or reserved by a build still running."""
+    versions = existing_versions(build_dir) + reserved_versions(build_dir)
+    return max(versions) + 1 if versions else 1
+
+
+RESERVATION_PREFIX = "version-"
+
+
+def reserved_versions(build_dir: Path) -> list[int]:
+    staging = build_dir / STAGING_DIR
+    if not staging.is_dir():
+        return []
+    return [int(p.name[len(RESERVATION_PREFIX):]) for p in staging.iterdir()
+            if p.name.startswith(RESERVATION_PREFIX) and p.name[len(RESERVATION_PREFIX):].isdigit()]
+
+
+def reserve_version(build_dir: Path, version: int) -> Path:
+    """Claim `version` for one build (an exclusive mkdir), so that a second build started meanwhile takes
+    another number, and a failed build's clean-up (`discard_version`) can only remove its own files."""
+    reservation = build_dir / STAGING_DIR / f"{RESERVATION_PREFIX}{version}"
+    reservation.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        reservation.mkdir()
+    except FileExistsError:
+        raise FileExistsError(f"version {version} is being built by another build in {build_dir} (if none is "
+                              f"running, a stopped one left {reservation}: remove it)") from None
+    return reservation
+
+
+def release_version(build_dir: Path, version: int) -> None:
+    """A published version's reservation, and the staging folder when nothing else is in it."""
+    staging = build_dir / STAGING_DIR
+    (staging / f"{RESERVATION_PREFIX}{version}").rmdir()
+    if not any(staging.iterdir()):
+        staging.rmdir()
 
 
 def _publish(staged: Path, final: Path) -> None:
@@ -168,14 +201,16 @@ def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSp
 
 
 def discard_version(build_dir: Path, version: int, *, remove_build_dir: bool = False) -> None:
-    """Remove what a failed build of `version` left behind: its staging folders, and every model version
-    it had already published. No bundle names those, so nothing serves them, and a later build would
-    skip their number. A model folder left without versions goes too (the build created it), and so
-    does an empty `.staging` or `model_repository`; the build folder itself only with `remove_build_dir`
-    (the build created it) and when nothing else is in it."""
-    if (build_dir / BUNDLES_DIR / str(version) / MANIFEST_FILE).is_file():
-        return  # published: the build did not fail where it matters
+    """Remove what a failed build of `version` left behind: its staging folders and reservation, and every
+    model version it had already published. No bundle names those, so nothing serves them, and a later
+    build would skip their number. Only for the build holding the reservation (`reserve_version`): no
+    other build can have written anything numbered `version`. A model folder left without versions goes
+    too (the build created it), and so does an empty `.staging` or `model_repository`; the build folder
+    itself only with `remove_build_dir` (the build created it) and when nothing else is in it."""
     staging = build_dir / STAGING_DIR
+    if (build_dir / BUNDLES_DIR / str(version) / MANIFEST_FILE).is_file():  # published: stopped after that
+        shutil.rmtree(staging / f"{RESERVATION_PREFIX}{version}", ignore_errors=True)
+        return
     for staged in staging.glob(f"*-{version}") if staging.is_dir() else ():
         shutil.rmtree(staged, ignore_errors=True)
     repository = build_dir / REPOSITORY_DIR

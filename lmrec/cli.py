@@ -136,10 +136,9 @@ def _csv_columns(pairs: list[str] | None, dataset: str):
             if known[key].default is not None and "None" not in str(known[key].type):
                 raise CliError(f"--csv {key}=none: {key} is required (it names the column or file to read)")
             values[key] = None
-        elif not value.strip():  # read as a column or file named '', reported only once the file is opened
+        elif key.endswith("_file") and not value.strip():  # no file has that name ('' is the data folder)
             optional = known[key].default is None or "None" in str(known[key].type)
-            raise CliError(f"--csv {key}={value!r}: expected a column or file name"
-                           + (f" ({key}=none clears it)" if optional else ""))
+            raise CliError(f"--csv {key}={value!r}: expected a file name" + (f" ({key}=none clears it)" if optional else ""))
         else:
             values[key] = value
     return CsvColumns(**values)

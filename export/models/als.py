@@ -43,11 +43,11 @@ class ALSRecommender:
         num_threads: int = 2,
         seed: int = 42,
     ) -> None:
-        if min(factors, iterations, num_threads) < 1:
-            raise ValueError(f"factors, iterations and num_threads must be >= 1 (got {factors}, {iterations}, "
+        if min(factors, iterations) < 1:
+            raise ValueError(f"factors and iterations must be >= 1 (got {factors}, {iterations})")
+        if min(regularization, alpha, num_threads) < 0:  # num_threads 0: implicit uses every core
+            raise ValueError(f"regularization, alpha and num_threads must be >= 0 (got {regularization}, {alpha}, "
                              f"{num_threads})")
-        if regularization < 0 or alpha < 0:
-            raise ValueError(f"regularization and alpha must be >= 0 (got {regularization}, {alpha})")
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha

@@ -117,6 +117,17 @@ def test_embeddings_in_another_format_are_named():
             load_real_embeddings(AnnConfig(embeddings=path))
 
 
+def test_an_npz_archive_given_as_embeddings_is_named():
+    """A bundle's cf.npz passed the path check and ended in AttributeError ('NpzFile' has no astype)."""
+    from lmrec.benchmarks.ann import load_real_embeddings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cf.npz"
+        np.savez(path, a=np.ones((3, 4)))
+        with pytest.raises(ValueError, match=r"cf.npz: an .npz archive, not a .npy array"):
+            load_real_embeddings(AnnConfig(embeddings=path))
+
+
 def test_an_unknown_dataset_is_refused_by_name():
     import pytest
 

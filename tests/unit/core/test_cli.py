@@ -164,9 +164,11 @@ def test_a_port_outside_0_to_65535_is_refused_by_name(capsys, tmp_path, flag, va
     (("--dataset", "csv", "--data-dir", ".", "--csv", "user=none"), "--csv user=none: user is required"),
     (("--dataset", "csv", "--data-dir", ".", "--csv", "delimiter="), "--csv delimiter='': expected one character"),
     (("--dataset", "csv", "--data-dir", ".", "--csv", "encoding=utf9"), "--csv encoding='utf9': not a text encoding"),
-    # These reached the reader as a column named '' ("missing column(s) ''") or split nothing.
-    (("--dataset", "csv", "--data-dir", ".", "--csv", "user="), "--csv user='': expected a column or file name"),
-    (("--dataset", "csv", "--data-dir", ".", "--csv", "title= "), "(title=none clears it)"),
+    # A file named '' is the data folder itself; an empty separator raised inside str.split. (An empty
+    # column name stays allowed: a header cell can be empty, e.g. the index column pandas writes.)
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "interactions_file="),
+     "--csv interactions_file='': expected a file name"),
+    (("--dataset", "csv", "--data-dir", ".", "--csv", "items_file= "), "(items_file=none clears it)"),
     (("--dataset", "csv", "--data-dir", ".", "--csv", "category_separator="),
      "--csv category_separator='': expected the text between categories"),
 ])

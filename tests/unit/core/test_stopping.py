@@ -1,5 +1,6 @@
-"""`lmrec bench` turns SIGTERM into SystemExit, so a suite's `finally` stops the servers it started (a review
-found infinity-emb peers left running after `timeout` stopped the encoder suite)."""
+"""`lmrec bench` and `lmrec build` turn SIGTERM into SystemExit, so a suite's `finally` stops the servers it
+started (a review found infinity-emb peers left running after `timeout` stopped the encoder suite), and a
+build removes its half-written version."""
 
 from __future__ import annotations
 
@@ -52,3 +53,27 @@ def test_every_bench_suite_runs_inside_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "fake_suite_module", Suite)
     cli.cmd_bench(type("Args", (), {"suite": "fake", "suite_args": []})())
     assert seen and seen[0] not in (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler)
+
+
+def test_lmrec_build_turns_sigterm_into_an_exit_so_its_clean_up_runs(monkeypatch):
+    """Without it a stopped build (timeout, a CI cancel) left its half-written version behind."""
+    import os
+    import signal
+
+    import lmrec.export.build as build_module
+    from lmrec.cli import main
+
+    cleaned = []
+
+    def stopped_build(config, *, progress=print):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        finally:
+            cleaned.append(True)
+
+    monkeypatch.setattr(build_module, "build_bundle", stopped_build)
+    with pytest.raises(SystemExit) as exited:
+        main(["build", "--build-dir", "unused-build-dir"])
+    assert exited.value.code == 128 + signal.SIGTERM and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored afterwards

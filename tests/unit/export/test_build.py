@@ -192,3 +192,14 @@ def test_a_build_that_fails_late_leaves_no_version_behind(tmp_path, tiny_data_co
     with pytest.raises(Stop):
         build_bundle(BuildConfig(data=tiny_data_config, output_dir=build_dir), progress=lambda line: None)
     assert existing_versions(build_dir) == [] and sorted(p.name for p in build_dir.iterdir()) == ["bundles"]
+
+
+def test_a_build_refused_for_a_version_another_build_holds_removes_nothing(tmp_path, tiny_data_config):
+    from lmrec.export.build import BuildConfig, build_bundle
+    from lmrec.export.repository import reserve_version
+
+    reserve_version(tmp_path, 2)
+    (tmp_path / STAGING_DIR / "bundle-2").mkdir()  # the other build's work in progress
+    with pytest.raises(FileExistsError, match="version 2 is being built by another build"):
+        build_bundle(BuildConfig(data=tiny_data_config, output_dir=tmp_path, version=2), progress=lambda line: None)
+    assert (tmp_path / STAGING_DIR / "bundle-2").is_dir() and (tmp_path / STAGING_DIR / "version-2").is_dir()

@@ -240,8 +240,8 @@ def test_unknown_methods_fail_before_any_data_is_loaded():
     ({"fused": {"candidtes": 25}}, "fused has no setting 'candidtes' \\(its settings: candidates, "),
     # Values of the right kind but out of range: numpy's "negative dimensions are not allowed", implicit's
     # "NaN encountered in factors" or a run to the end with a model that learned nothing, before.
-    ({"als": {"factors": -3}}, "als with factors=-3: factors, iterations and num_threads must be >= 1"),
-    ({"als": {"alpha": -1.0}}, "regularization and alpha must be >= 0"),
+    ({"als": {"factors": -3}}, "als with factors=-3: factors and iterations must be >= 1"),
+    ({"als": {"alpha": -1.0}}, "regularization, alpha and num_threads must be >= 0"),
     ({"bpr": {"factors": 0}}, "bpr with factors=0: factors and iterations must be >= 1"),
     ({"bpr": {"learning_rate": 0.0}}, "learning_rate must be > 0"),
     ({"als": {"seed": -1}}, "als.seed=-1: needs a whole number >= 0"),

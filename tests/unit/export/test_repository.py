@@ -202,3 +202,29 @@ def test_discard_version_leaves_a_published_version_and_empties_what_the_build_c
     (kept / ".staging/bundle-1").mkdir(parents=True)
     discard_version(kept, 1)  # the folder was there before the build: it stays, empty
     assert kept.is_dir() and not any(kept.iterdir())
+
+
+def test_a_reserved_version_is_skipped_by_the_next_build_and_cannot_be_reserved_twice(tmp_path):
+    """Two builds started close together both picked the same number, and the loser's clean-up then
+    deleted the winner's published encoder version (a review of discard_version)."""
+    from lmrec.export.repository import release_version, reserve_version
+
+    (tmp_path / "bundles/1").mkdir(parents=True)
+    assert next_version(tmp_path) == 2
+    reserve_version(tmp_path, 2)  # a build is running
+    assert next_version(tmp_path) == 3  # a second build takes the next number
+    with pytest.raises(FileExistsError, match="version 2 is being built by another build"):
+        reserve_version(tmp_path, 2)  # or, asked for the same one, is refused before any work
+    release_version(tmp_path, 2)
+    assert not (tmp_path / STAGING_DIR).exists() and next_version(tmp_path) == 2
+
+
+def test_discard_version_of_a_published_version_only_releases_its_reservation(tmp_path):
+    from lmrec.export.repository import discard_version, reserve_version
+
+    reserve_version(tmp_path, 1)
+    (tmp_path / "bundles/1").mkdir(parents=True)
+    (tmp_path / "bundles/1" / MANIFEST_FILE).write_text("{}")
+    discard_version(tmp_path, 1)  # e.g. Ctrl-C right after the manifest was written
+    assert (tmp_path / "bundles/1" / MANIFEST_FILE).is_file() and next_version(tmp_path) == 2
+    assert not any((tmp_path / STAGING_DIR).iterdir())
