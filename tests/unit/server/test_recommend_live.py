@@ -501,6 +501,7 @@ def test_an_item_the_user_rated_low_is_never_named_as_liked_unless_liked_again(l
     original = state.snapshot_users.get_user
     monkeypatch.setattr(state.snapshot_users, "get_user", lambda uid: dataclasses.replace(
         original(uid), rated_low=np.array(sorted(named), np.int64)) if uid == user_id else original(uid))
+    live.forget_cached()  # a state's snapshot never changes; the patched one stands for another bundle's
     answer = run(live.recommend(RecommendQuery(user_id=user_id, k=10)))
     titles = {state.catalogue.items[i].title for i in named}
     assert not {why.because_item for why in answer.explanations} & named
@@ -577,3 +578,35 @@ def test_a_returning_user_gets_the_rankers_scores_from_the_cache_until_an_event(
     run(live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]))
     after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert len(calls) == 2 and after.degraded  # asked again (and the ranker is down: the blend answered)
+
+
+def test_a_returning_user_is_resolved_once_until_their_events_change(live, monkeypatch):
+    """The event-store read (in a thread) is skipped for a returning user; events, ForgetUser and AddItems
+    make the next request read again, and what is kept cannot be edited by a later request."""
+    import lmrec.server.recommend as recommend_module
+
+    reads = []
+
+    def counted(state, events, user_id):
+        reads.append(user_id)
+        return resolve_user(state, events, user_id)
+
+    monkeypatch.setattr(recommend_module, "resolve_user", counted)
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[6]
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=7, text="something else")))  # any request naming them
+    assert reads == [user_id]
+    kept = live.users.lookup(user_id, (id(state), state.label, state.catalogue_generation))
+    with pytest.raises(ValueError):
+        kept.history[0] = 0
+    run(live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]))
+    after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert reads == [user_id] * 2 and ids(first)[0] not in ids(after)  # read again: the item is seen now
+    template = state.catalogue.items[0]
+    run(live.add_items([("new-y", ItemInfo(title=f"{template.title} III", categories=template.categories))]))
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(reads) == 3  # the catalogue changed under the entry
+    run(live.forget_user(user_id))
+    with pytest.raises(RequestError):
+        run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
