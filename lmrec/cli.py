@@ -201,7 +201,8 @@ def _serving_config(args):
 
 def _add_cache_arguments(p) -> None:
     p.add_argument("--no-user-cache", action="store_true",
-                   help="encode every profile and compute every candidate set (benchmark baseline)")
+                   help="encode every profile, compute every candidate set and read every user from the event store "
+                        "(benchmark baseline)")
     p.add_argument("--candidate-cache-users", type=int, default=None,
                    help="returning users whose candidates and features are kept for their next request "
                         "(0: off; default 4096, ServingConfig.candidate_cache_users)")

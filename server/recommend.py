@@ -178,8 +178,9 @@ class Recommender:
         # A returning user as resolved from the snapshot and the event store (history, seen items, ALS
         # row): it changes only with their events, ForgetUser or a deploy, like the entries above. A hit
         # also spares the request its thread hop to the store, which under load cost a third of the
-        # cached throughput (performance log, fused item 6).
-        self.users = PerUserCache(max_entries=config.candidate_cache_users, log=self.invalidations)
+        # cached throughput (performance log, blend item 8). Off with the vector cache (the naive path).
+        self.users = PerUserCache(max_entries=config.candidate_cache_users if config.cache_user_vectors else 0,
+                                  log=self.invalidations)
         self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
         self.metrics.set_bundle_version(state.bundle.version)
 
@@ -535,6 +536,12 @@ class Recommender:
             ready.append(Event(user_id=event.user_id, item_id=event.item_id,
                                event_type=event.event_type or "interaction",
                                timestamp=event.timestamp or now, weight=event.weight))
+        return await run_to_completion(self._record_and_forget(ready))
+
+    async def _record_and_forget(self, ready: list[Event]) -> int:
+        """The write, then the invalidation of its users' cached entries, as one: a client that gives up
+        after the commit must not leave a returning user's cached history behind (it has no other way
+        to notice the events)."""
         try:
             stored = await asyncio.to_thread(self.events.record, ready)  # committed (fsync) before we answer
         except ValueError as error:
@@ -548,9 +555,13 @@ class Recommender:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
         check_id("user_id", user_id)
         was_known = await asyncio.to_thread(resolve_user, self.state, self.events, user_id) is not None
+        return await run_to_completion(self._forget_and_invalidate(user_id)), was_known
+
+    async def _forget_and_invalidate(self, user_id: str) -> int:
+        """Like `_record_and_forget`: a forgotten user's cached history must go even if the caller gave up."""
         deleted = await asyncio.to_thread(self.events.forget, user_id)
         self.forget_cached([user_id])
-        return deleted, was_known
+        return deleted
 
     async def profile(self, user_id: str, *, max_tags: int = 5, max_recent: int = 10,
                       timeout_s: float = 5.0) -> ProfileView:

@@ -610,3 +610,50 @@ def test_a_returning_user_is_resolved_once_until_their_events_change(live, monke
     run(live.forget_user(user_id))
     with pytest.raises(RequestError):
         run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+
+
+@pytest.mark.parametrize("call", ["record", "forget"])
+def test_a_write_whose_caller_gave_up_still_drops_the_cached_history(live, monkeypatch, call):
+    """A client deadline cancelled the handler after the store's thread had started: the write committed,
+    but the invalidation after it never ran, so Recommend kept serving the old history (and, after a
+    ForgetUser, a forgotten one) from the resolved-user cache (a review of that cache)."""
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[7]
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))  # the user is cached now
+    name = "record" if call == "record" else "forget"
+    original = getattr(live.events, name)
+
+    def slow(*args):
+        time.sleep(0.3)
+        return original(*args)
+
+    monkeypatch.setattr(live.events, name, slow)
+
+    async def give_up_then_ask():
+        write = (live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]) if call == "record"
+                 else live.forget_user(user_id))
+        task = asyncio.ensure_future(write)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)  # the write commits meanwhile
+        return await live.recommend(RecommendQuery(user_id=user_id, k=5))
+
+    if call == "record":
+        assert ids(first)[0] not in ids(run(give_up_then_ask()))  # seen now: the new history was read
+    else:
+        with pytest.raises(RequestError) as raised:
+            run(give_up_then_ask())
+        assert raised.value.code == "NOT_FOUND"
+
+
+def test_the_naive_path_keeps_no_resolved_users(tiny_build_root, local_encoder):
+    from lmrec.server.recommend import ServingConfig
+
+    recommender = Recommender(state_of(load_bundle(tiny_build_root), local_encoder), MemoryEventStore(), local_encoder,
+                              ServingConfig(cache_user_vectors=False))
+    user_id = recommender.state.bundle.dataset.user_ids[0]
+    for _ in range(2):
+        run(recommender.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(recommender.users) == 0
