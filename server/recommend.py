@@ -79,9 +79,9 @@ class ServingConfig:
     # Off only for the naive baseline of the gateway benchmark: every request then encodes its profile.
     cache_user_vectors: bool = True
     # Users whose candidates and signal features are kept for their next request (0: none). Only where
-    # the profile vector is cached too. As many resolved users (history from the snapshot and the events)
-    # are kept, for any request naming a known user. One user's entry is ~300 candidates x ~20 float32 features with a
-    # fused bundle (about 25 KB), so 4096 users hold about 100 MB.
+    # the profile vector is cached too. One user's entry is ~300 candidates x ~20 float32 features with a
+    # fused bundle (about 25 KB), so 4096 users hold about 100 MB. As many resolved users (history from
+    # the snapshot and the events) are kept too, for any request naming a known user.
     candidate_cache_users: int = 4096
 
     def __post_init__(self) -> None:
@@ -168,7 +168,7 @@ class Recommender:
         self.encoder = encoder
         self.config = config
         self.metrics = metrics or GatewayMetrics()
-        # Both per-user caches go stale together (events, ForgetUser, deploys): one log of when.
+        # The per-user caches go stale together (events, ForgetUser, deploys): one log of when.
         self.invalidations = InvalidationLog()
         self.cache = cache if cache is not None else UserVectorCache(log=self.invalidations)
         # A returning user's candidates with their features (the blend's or the ranker's input, with the
