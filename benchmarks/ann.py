@@ -32,7 +32,7 @@ import numpy as np
 
 from lmrec.cli import invoked_command
 from lmrec.cli_client import CliError
-from lmrec.cli_types import non_negative_int, positive_int
+from lmrec.cli_types import positive_int, seed_value
 
 from .machine import machine_facts
 from .report import markdown_table, write_report
@@ -626,7 +626,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="that data set's folder (default: ../shared/data/DATASET)")
     parser.add_argument("--repeats", type=positive_int, default=defaults.repeats, help="interleaved repeats (median)")
     parser.add_argument("--threads", type=positive_int, default=None, help="threads for build and batched search (default: all)")
-    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument("--seed", type=seed_value, default=defaults.seed)
     parser.add_argument("--noise", choices=NOISES, default=defaults.noise,
                         help="synthetic noise: along the real vectors' top principal directions (default), "
                              "independent per dimension, or correlated like the real vectors")

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.cli import invoked_command
-from lmrec.cli_types import non_negative_int, positive_float, positive_int
+from lmrec.cli_types import non_negative_int, positive_float, positive_int, seed_value
 
 from .encoder_config import (ALL_PATHS, BASELINE_PATH, EXPORT_MARKER, FP32_PATHS, INFINITY_PATH, INT8_PATHS,
                              ONNX_PATHS, PATH_ALIASES, REPO_ROOT, SERVED_PATHS, TRITON_PATHS, EncoderBenchConfig,
@@ -283,7 +283,7 @@ def add_arguments(parser) -> None:
                         help="cpu, or cuda: sentence-transformers and infinity-emb on the GPU, ONNX Runtime's CUDA "
                              "provider (needs onnxruntime-gpu), Triton instances KIND_GPU, GEMM peaks on the GPU")
     parser.add_argument("--infinity-venv", help="infinity-emb's venv (default: .venv-infinity at the repo root)")
-    parser.add_argument("--seed", type=non_negative_int, default=42)
+    parser.add_argument("--seed", type=seed_value, default=42)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="encoder", help="result file stem")
 

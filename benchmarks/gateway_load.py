@@ -78,7 +78,7 @@ import time
 from pathlib import Path
 
 from lmrec.cli import invoked_command
-from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int
+from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int, seed_value
 from lmrec.stopping import sigterm_as_exit
 
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
@@ -290,7 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. 10000,1000000; default: skipped)")
     parser.add_argument("--scale-dir", default=None,
                         help="where padded builds are kept and reused (default: <build-dir>-scaled/)")
-    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument("--seed", type=seed_value, default=defaults.seed)
     parser.add_argument("--out", default=str(defaults.out_dir), help="result folder")
     parser.add_argument("--name", default=defaults.name, help="result file stem")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lmrec.cli import invoked_command
-from lmrec.cli_types import non_negative_int
+from lmrec.cli_types import non_negative_int, seed_value
 from lmrec.export.metrics import PER_USER_METRIC, paired_bootstrap_ratio
 from lmrec.export.models.fused import settings_for_protocol
 from lmrec.export.splits import PROTOCOLS
@@ -349,7 +349,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--param", action="append", metavar="lm-finetuned.NAME=VALUE",
                         help="fine-tuning settings, e.g. lm-finetuned.steps=400; fused.NAME=VALUE sets a fused "
                              "(and fused-int8) setting, e.g. fused.candidates=25")
-    parser.add_argument("--seed", type=non_negative_int, default=42)
+    parser.add_argument("--seed", type=seed_value, default=42)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="quality", help="result file stem")
     parser.add_argument("--smoke-users", type=non_negative_int, default=0, help="smoke run on a synthetic data set of N users")

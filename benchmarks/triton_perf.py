@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int
+from lmrec.cli_types import int_in_range, positive_float, positive_int, seed_value
 from lmrec.export.repository import model_family
 
 from .machine import machine_facts
@@ -566,7 +566,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="retry an unstable point once with this -s (0: no retry)")
     add("--percentile", type=int_in_range(1, 99, "--percentile"), default=default.percentile, help="perf_analyzer --percentile")
     add("--max-texts", type=positive_int, default=default.max_texts, help="catalogue texts fed to text_encoder")
-    add("--seed", type=non_negative_int, default=default.seed)
+    add("--seed", type=seed_value, default=default.seed)
     add("--out", default=str(default.out_dir), help="results folder")
     add("--name", default=default.name, help="result file stem")
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
-from lmrec.cli_types import (gateway_address, int_in_range, non_negative_float, non_negative_int, positive_float,
-                             positive_int)
+from lmrec.cli_types import (gateway_address, int_in_range, non_negative_float, positive_float, positive_int,
+                             seed_value)
 from lmrec.encoder import DEVICES
 from lmrec.export.splits import PROTOCOLS
 
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", required=True,
                    help="method name(s): pop, itemknn, als, bpr, ease, sequential, kg, lm-pretrained, lm-finetuned, "
                         "fused, fused-int8 (repeat or comma-separate)")
-    p.add_argument("--seed", type=non_negative_int, default=42)
+    p.add_argument("--seed", type=seed_value, default=42)
     p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                    help="fix a hyper-parameter (repeatable), e.g. lm-finetuned.steps=400; fixed methods skip tuning")
     p.add_argument("--json", help="also write the results as JSON to this file")

@@ -44,6 +44,9 @@ positive_int = int_in_range(1, None, "the value")
 non_negative_int = int_in_range(0, None, "the value")
 positive_float = float_in_range(0.0, None, "the value")
 non_negative_float = float_in_range(0.0, None, "the value", low_inclusive=True)
+# numpy's legacy generator (which implicit's ALS and BPR seed) takes 32 bits, and refuses more naming no option.
+MAX_SEED = 2**32 - 1
+seed_value = int_in_range(0, MAX_SEED, "the seed")
 
 
 def gateway_address(value: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.cli_types import non_negative_int
+from lmrec.cli_types import seed_value
 from lmrec.export.dataset import concat
 from lmrec.export.loaders import DataConfig, load_dataset
 from lmrec.export.splits import split_dataset
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--protocol", required=True)
-    parser.add_argument("--seed", type=non_negative_int, default=42)
+    parser.add_argument("--seed", type=seed_value, default=42)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--token", default="ml100k", help="RecBole dataset name (file prefix)")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
+from lmrec.cli_types import MAX_SEED
 from lmrec.export.dataset import Dataset, Interactions
 from lmrec.export.models.als import ALSRecommender
 from lmrec.export.models.pop import PopularityRecommender
@@ -86,8 +87,8 @@ def check_settings(name: str, params: dict[str, Any]) -> None:
             wrong = None if isinstance(value, str) else "text"
         else:
             wrong = None
-        if wrong is None and key == "seed" and value < 0:  # numpy's own refusal names no setting
-            wrong = "a whole number >= 0"
+        if wrong is None and key == "seed" and not 0 <= value <= MAX_SEED:  # numpy's refusal names no setting
+            wrong = f"a whole number from 0 to {MAX_SEED}"
         if wrong is not None:
             raise ValueError(f"{name}.{key}={value!r}: needs {wrong}")
 

@@ -209,11 +209,14 @@ def test_profile_tags_outside_1_to_50_are_refused_by_name(capsys, value):
     assert exited.value.code == 2 and "--tags" in capsys.readouterr().err
 
 
-def test_a_negative_seed_is_refused_by_name(capsys):
-    """numpy refused it deep inside ALS's fit ("expected non-negative integer"), naming no option."""
+@pytest.mark.parametrize("value", ["-1", str(2**32)])
+def test_a_seed_numpy_cannot_take_is_refused_by_name(capsys, value):
+    """numpy refused it deep inside ALS's fit ("expected non-negative integer", "Seed must be between 0 and
+    2**32 - 1"), naming no option."""
     with pytest.raises(SystemExit) as exited:
-        main(["evaluate", "--method", "als", "--seed", "-1"])
-    assert exited.value.code == 2 and "argument --seed: the value must be at least 0, got -1" in capsys.readouterr().err
+        main(["evaluate", "--method", "als", "--seed", value])
+    assert exited.value.code == 2
+    assert f"argument --seed: the seed must be between 0 and 4294967295, got {value}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lmrec.cli_types import MAX_SEED
 from lmrec.export.dataset import Dataset, Interactions, ItemInfo, UserInfo, concat
 from lmrec.export.models.base import MODELS, Recommender, make_model, model_param_grid
 
@@ -94,6 +95,15 @@ def test_scores_have_one_finite_float32_row_per_user(name):
 
     assert scores.shape == (3, N_ITEMS)
     assert scores.dtype == np.float32
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_the_largest_allowed_seed_fits(name):
+    """The CLI and `check_settings` allow seeds up to MAX_SEED; every model must take them (implicit's
+    ALS and BPR seed numpy's 32-bit legacy generator)."""
+    dataset, train, _ = two_groups()
+    scores = _fit(name, dataset, train, seed=MAX_SEED).score(np.arange(2), _train_histories(train, np.arange(2)))
     assert np.isfinite(scores).all()
 
 
