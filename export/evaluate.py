@@ -49,7 +49,7 @@ class EvaluateConfig:
         if not self.ks or min(self.ks) < 1:
             raise ValueError("ks must be positive cutoffs")
         name, _, k = self.tune_metric.partition("@")
-        if not k.isdigit() or int(k) not in self.ks or name not in TABLE_METRICS + ("coverage",):
+        if not k.isdecimal() or int(k) not in self.ks or name not in TABLE_METRICS + ("coverage",):
             raise ValueError(f"tune_metric {self.tune_metric!r} must be one of the metrics at a K in {self.ks}")
 
 

@@ -136,7 +136,7 @@ def per_user_values(top_items: np.ndarray, targets: Sequence[np.ndarray], *, n_i
     """One user's value of `metric` (e.g. "ndcg@10") per row: what `compute_metrics` averages, kept per user
     so that two methods measured on the same test users can be compared user by user."""
     name, _, k_text = metric.partition("@")
-    if not k_text.isdigit() or int(k_text) < 1:
+    if not k_text.isdecimal() or int(k_text) < 1:
         raise ValueError(f"metric {metric!r} must look like 'ndcg@10'")
     k = int(k_text)
     top_items = np.asarray(top_items, dtype=np.int64)

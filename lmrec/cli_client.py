@@ -156,7 +156,7 @@ def _field_problem(item: dict) -> str | None:
             return f"{name} must be a list of strings (or one string), not {json.dumps(value)[:40]}"
     year = item.get("year")
     if year is not None and not (isinstance(year, int) and not isinstance(year, bool)
-                                 or isinstance(year, str) and year.strip().isdigit()):
+                                 or isinstance(year, str) and year.strip().isdecimal()):
         return f"year must be a whole number, not {json.dumps(year)[:40]}"
     if year is not None and not -YEAR_LIMIT <= int(year) < YEAR_LIMIT:  # protobuf raised "Value out of range"
         return f"year {year} is out of range (the API's year is a 32-bit number)"

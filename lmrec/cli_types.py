@@ -53,6 +53,6 @@ def gateway_address(value: str) -> str:
     """host:port with a port from 1 to 65535 (gRPC would silently read '127.0.0.1' as port 443, and
     wrap a port above 65535 around)."""
     host, colon, port = value.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not colon or not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
     return value

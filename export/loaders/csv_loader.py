@@ -104,7 +104,7 @@ def _read_items(path: Path, columns: CsvColumns, log: ProblemLog) -> dict[str, I
             log.add("malformed", str(path), line, "empty item id")
             continue
         year_text = fields[at["year"]].strip() if "year" in at else ""
-        if year_text and not year_text.isdigit():
+        if year_text and not year_text.isdecimal():
             log.add("malformed", str(path), line, f"year {year_text!r} is not an integer")
             continue
         categories = ()

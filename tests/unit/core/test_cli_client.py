@@ -78,6 +78,7 @@ def test_json_output_keeps_zero_and_false_fields():
 @pytest.mark.parametrize("item, message", [
     ({"year": [1990]}, "year must be a whole number"),
     ({"year": "abc"}, "year must be a whole number"),
+    ({"year": "\u00b2"}, "year must be a whole number"),  # isdigit() took a superscript two, int() did not
     ({"year": 99_999_999_999}, "year 99999999999 is out of range"),
     ({"year": "99999999999"}, "year 99999999999 is out of range"),
     ({"attributes": ["a"]}, "attributes must be an object"),

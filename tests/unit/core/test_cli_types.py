@@ -27,7 +27,8 @@ def test_good_numbers_pass():
     assert float_in_range(0.0, None, "x", low_inclusive=True)("0") == 0.0
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", ":50051", "127.0.0.1:99999", "127.0.0.1:0", "host:port"])
+@pytest.mark.parametrize("address", ["127.0.0.1", ":50051", "127.0.0.1:99999", "127.0.0.1:0", "host:port",
+                                     "127.0.0.1:\u00b2", "127.0.0.1:\u0661\u0662"])
 def test_gateway_addresses_need_a_host_and_a_real_port(address):
     with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
         gateway_address(address)

@@ -192,3 +192,14 @@ def test_a_timestamp_beyond_any_date_is_one_malformed_row(tmp_path):
     report = load_movielens(movielens_folder(tmp_path, ratings)).report
     assert (report.rows_read, report.kept, report.malformed) == (3, 2, 1)
     assert any(ex.line == 3 and "out of range" in ex.problem for ex in report.examples)
+
+
+def test_a_year_in_superscript_digits_is_one_malformed_row(tmp_path):
+    """'²' passes str.isdigit() but not int(): the whole load ended in a ValueError traceback."""
+    (tmp_path / "interactions.csv").write_text("user_id,item_id\nu1,a\nu1,b\n", encoding="utf-8")
+    (tmp_path / "items.csv").write_text("item_id,title,year\na,Alpha,1999\nb,Beta,\u00b2\n", encoding="utf-8")
+    loaded = load_dataset(DataConfig(dataset="csv", data_dir=tmp_path,
+                                     csv=CsvColumns(items_file="items.csv", year="year", rating=None,
+                                                 timestamp=None)))
+    assert [item.year for item in loaded.dataset.items] == [1999]
+    assert loaded.report.malformed == 1 and any("is not an integer" in ex.problem for ex in loaded.report.examples)

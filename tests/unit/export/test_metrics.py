@@ -194,7 +194,7 @@ def test_per_user_values_average_to_the_reported_metric():
         assert values.mean() == pytest.approx(reported[metric])
 
 
-@pytest.mark.parametrize("metric, message", [("ndcg", "look like"), ("ndcg@0", "look like"),
+@pytest.mark.parametrize("metric, message", [("ndcg", "look like"), ("ndcg@0", "look like"), ("ndcg@\u00b2", "look like"),
                                              ("coverage@10", "no per-user value"), ("ndcg@20", "does not fit")])
 def test_per_user_values_name_what_they_cannot_give(metric, message):
     with pytest.raises(ValueError, match=message):
