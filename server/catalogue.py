@@ -26,6 +26,17 @@ def shown(value: str, limit: int = 80) -> str:
     RESOURCE_EXHAUSTED instead of the one that names the problem."""
     return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
 
+# Keys an error message lists: added items may bring hundreds of attribute keys, and the whole list would
+# push the message past gRPC's metadata limit as surely as one long value.
+LISTED_KEYS = 30
+
+
+def listed(names: Sequence[str], limit: int = LISTED_KEYS) -> str:
+    """The first `limit` of `names`, each `shown`, and how many more there are."""
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(shown(name, 40) for name in names[:limit]) + more
+
+
 class UnknownFilter(ValueError):
     """A filter key that no item has; the message lists the keys that exist."""
 
@@ -97,8 +108,8 @@ class Catalogue:
         for key, values in filters:
             kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
             if kind not in by_kind:
-                known = sorted(by_kind)
-                raise UnknownFilter(f"filter key '{shown(key)}' matches no item attribute; known keys: {', '.join(known)}")
+                raise UnknownFilter(f"filter key '{shown(key)}' matches no item attribute; known keys: "
+                                    f"{listed(sorted(by_kind))}")
             matching = np.zeros(len(self), bool)
             for value in values:
                 value = " ".join(str(value).split()).lower()

@@ -37,6 +37,7 @@ MAX_BATCH = 1000
 # AddItems batch within the gateway's message size limit.
 MAX_TITLE_CHARS = 500
 MAX_DESCRIPTION_CHARS = 10_000
+MAX_ATTRIBUTE_KEY_CHARS = 100  # a key is a name (a filter's key), not text
 # An event this far ahead of the gateway's clock is a unit mistake (milliseconds), not clock skew: it would
 # stay the user's newest event for decades.
 MAX_CLOCK_AHEAD_S = 86_400.0
@@ -616,6 +617,10 @@ class Recommender:
             seen_ids.add(item_id)
             check_text(f"items[{position}].title", info.title, MAX_TITLE_CHARS)
             check_text(f"items[{position}].description", info.description, MAX_DESCRIPTION_CHARS)
+            for key in info.attributes:
+                if not key.strip() or len(key) > MAX_ATTRIBUTE_KEY_CHARS:
+                    raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes has a key of {len(key)} "
+                                                           f"characters; keys must be 1..{MAX_ATTRIBUTE_KEY_CHARS}")
             if not has_item_text(info):
                 raise RequestError("INVALID_ARGUMENT", f"items[{position}] has no text: give it a title, a "
                                                        "description or tags for the encoder")

@@ -40,6 +40,17 @@ def test_unknown_key_lists_the_known_ones(catalogue):
         catalogue.eligible((("colour", ("red",)),))
 
 
+def test_unknown_key_lists_a_bounded_number_of_keys():
+    """Hundreds of added attribute keys, all listed, pushed the INVALID_ARGUMENT past gRPC's metadata
+    limit: the caller got RESOURCE_EXHAUSTED instead."""
+    items = [ItemInfo(title=f"P{i}", attributes={f"spec_{i:03d}_{'x' * 60}": "1"}) for i in range(400)]
+    catalogue = Catalogue([f"p{i}" for i in range(400)], items, n_base=400)
+    with pytest.raises(UnknownFilter) as raised:
+        catalogue.eligible((("colour", ("red",)),))
+    message = str(raised.value)
+    assert "known keys: spec_000_" in message and "spec_029_" in message and ", and 370 more" in message and len(message) < 2_000
+
+
 def test_append_and_replace_refresh_the_filter_index(catalogue):
     row = catalogue.append("d", ItemInfo(title="D", categories=("Western",)))
     assert row == 3 and catalogue.index["d"] == 3 and len(catalogue) == 4

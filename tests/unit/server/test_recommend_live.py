@@ -280,6 +280,11 @@ def test_add_items_refuses_bundle_items_and_bad_input_without_adding(live):
     with pytest.raises(RequestError) as raised:
         run(live.add_items([("blank", ItemInfo(title="  ", categories=("Drama",)))]))
     assert "items[0] has no text" in raised.value.message
+    with pytest.raises(RequestError) as raised:  # such a key echoed in a filter error broke gRPC's metadata limit
+        run(live.add_items([("fresh", ItemInfo(title="Fresh")),
+                            ("long-key", ItemInfo(title="Long", attributes={"k" * 101: "v"}))]))
+    assert raised.value.code == "INVALID_ARGUMENT"
+    assert "items[1].attributes has a key of 101 characters; keys must be 1..100" in raised.value.message
     down = Recommender(live.state, live.events, DownEncoder())
     with pytest.raises(RequestError) as raised:
         run(down.add_items([("fresh", ItemInfo(title="Fresh"))]))
