@@ -53,6 +53,8 @@ def _recommend_request(user_id, recent_item_ids, text, k, include_seen, attribut
 
 
 def _similar_request(item_id, text, k) -> pb.SimilarItemsRequest:
+    if _id(item_id) and text:  # the request holds one of them (a oneof): the text would be dropped unseen
+        raise ValueError("SimilarItems takes an item id or a text, not both")
     if _id(item_id):
         return pb.SimilarItemsRequest(item_id=_id(item_id), k=k)
     return pb.SimilarItemsRequest(text=text, k=k)
@@ -71,9 +73,11 @@ def _events_request(events) -> pb.RecordEventsRequest:
     return pb.RecordEventsRequest(events=[e if isinstance(e, pb.Event) else event_message(**e) for e in events])
 
 
-def new_item(item_id, title: str, *, categories=(), description: str = "", year: int | None = None, tags=(),
+def new_item(item_id, title: str = "", *, categories=(), description: str = "", year: int | None = None, tags=(),
              attributes=None) -> pb.NewItem:
-    return pb.NewItem(item_id=str(item_id), title=title, categories=_values(categories), description=description,
+    """A title is optional: a description or tags alone describe an item too."""
+    return pb.NewItem(item_id=str(item_id), title=str(title), categories=_values(categories),
+                      description=str(description),
                       year=int(year or 0), tags=_values(tags),
                       attributes={str(k): str(v) for k, v in (attributes or {}).items()})
 

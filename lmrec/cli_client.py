@@ -5,19 +5,32 @@ recommend, similar, event, add-items, profile --address, forget, deploy, status.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from lmrec.cli_types import gateway_address, int_in_range, positive_float
+from lmrec.cli_types import gateway_address, int_in_range, positive_float, positive_int, utf8_text
 from lmrec.text import has_item_text
 
-DEFAULT_ADDRESS = os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
+DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 class CliError(Exception):
     """A usage problem, printed as one line naming the bad value."""
+
+
+def gateway_address_of(address: str | None) -> str:
+    """--address, else $LMREC_ADDRESS, else the default; a bad $LMREC_ADDRESS is named as such (argparse
+    would blame --address, which was not given)."""
+    if address is not None:
+        return address
+    address = os.environ.get("LMREC_ADDRESS", DEFAULT_ADDRESS)
+    try:
+        return gateway_address(address)
+    except argparse.ArgumentTypeError as error:
+        raise CliError(f"LMREC_ADDRESS={address!r}: {error}") from None
 
 
 def _print_json(message) -> None:
@@ -79,6 +92,8 @@ def cmd_similar(args) -> int:
 
     if not args.item and not args.text:
         raise CliError("give --item ID or --text TEXT")
+    if args.item and args.text:  # the request holds one of them
+        raise CliError("give --item ID or --text TEXT, not both")
     with RecommenderClient(args.address, timeout_s=args.timeout) as client:
         response = client.similar(args.item or "", text=args.text or "", k=args.k)
     print(format_items(response))
@@ -204,7 +219,7 @@ def cmd_deploy(args) -> int:
     from lmrec.client import RecommenderClient
 
     with RecommenderClient(args.address, timeout_s=args.timeout) as client:
-        response = client.deploy(args.version, timeout_s=max(args.timeout, 30.0))
+        response = client.deploy(args.version, timeout_s=args.timeout)
     print(f"serving bundle {response.bundle_version} (was {response.previous_version}); "
           f"switched in {response.seconds:.1f}s")
     return 0
@@ -224,32 +239,38 @@ positive_k = int_in_range(1, 1000, "k")
 def add_client_verbs(verbs) -> None:
     def client_parser(name: str, helptext: str, runner, timeout: float = 10.0):
         p = verbs.add_parser(name, help=helptext)
-        p.add_argument("--address", type=gateway_address, default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
+        p.add_argument("--address", type=gateway_address, default=None,
+                       help=f"gateway host:port (default: $LMREC_ADDRESS or {DEFAULT_ADDRESS})")
         p.add_argument("--timeout", type=positive_float, default=timeout, help="deadline in seconds")
-        p.set_defaults(run=runner)
+
+        def run(args) -> int:
+            args.address = gateway_address_of(args.address)
+            return runner(args)
+
+        p.set_defaults(run=run)
         return p
 
     p = client_parser("recommend", "ask the gateway for recommendations", cmd_recommend)
     p.add_argument("-k", type=positive_k, default=10)
-    p.add_argument("--user", help="user id")
-    p.add_argument("--item", action="append", help="a recent item id (repeatable), oldest first")
-    p.add_argument("--text", help="free text")
-    p.add_argument("--attribute", action="append", metavar="KEY=VALUE", help="a new user's attribute (repeatable)")
-    p.add_argument("--exclude", action="append", metavar="ITEM", help="never return this item (repeatable)")
-    p.add_argument("--require", action="append", metavar="KEY=VALUE[,VALUE]",
+    p.add_argument("--user", type=utf8_text, help="user id")
+    p.add_argument("--item", action="append", type=utf8_text, help="a recent item id (repeatable), oldest first")
+    p.add_argument("--text", type=utf8_text, help="free text")
+    p.add_argument("--attribute", action="append", type=utf8_text, metavar="KEY=VALUE", help="a new user's attribute (repeatable)")
+    p.add_argument("--exclude", action="append", type=utf8_text, metavar="ITEM", help="never return this item (repeatable)")
+    p.add_argument("--require", action="append", type=utf8_text, metavar="KEY=VALUE[,VALUE]",
                    help="only items with one of these values, e.g. genre=Comedy (repeatable: all must hold)")
     p.add_argument("--include-seen", action="store_true")
     p.add_argument("--json", action="store_true", help="print the raw response as JSON")
 
     p = client_parser("similar", "ask the gateway for similar items", cmd_similar)
     p.add_argument("-k", type=positive_k, default=10)
-    p.add_argument("--item", help="item id")
-    p.add_argument("--text", help="free text")
+    p.add_argument("--item", type=utf8_text, help="item id")
+    p.add_argument("--text", type=utf8_text, help="free text")
 
     p = client_parser("event", "record one user event (stored durably before the answer)", cmd_event)
-    p.add_argument("--user", required=True)
-    p.add_argument("--item", required=True)
-    p.add_argument("--type", default="", help="view, click, purchase, ... (default: interaction)")
+    p.add_argument("--user", type=utf8_text, required=True)
+    p.add_argument("--item", type=utf8_text, required=True)
+    p.add_argument("--type", type=utf8_text, default="", help="view, click, purchase, ... (default: interaction)")
     p.add_argument("--timestamp", type=float, default=0.0, help="seconds since the epoch (default: now)")
     p.add_argument("--weight", type=float, default=None, help="default 1; <= 0 marks seen but not liked")
 
@@ -259,10 +280,10 @@ def add_client_verbs(verbs) -> None:
                                 "attributes}")
 
     p = client_parser("forget", "delete a user's events, profile and cached vectors", cmd_forget)
-    p.add_argument("--user", required=True)
+    p.add_argument("--user", type=utf8_text, required=True)
 
     p = client_parser("deploy", "switch the gateway to bundle N (or back) without downtime", cmd_deploy,
                       timeout=300.0)
-    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--version", type=positive_int, required=True)
 
     client_parser("status", "the serving bundle, available versions, catalogue and cache figures", cmd_status)

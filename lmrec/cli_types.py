@@ -56,3 +56,13 @@ def gateway_address(value: str) -> str:
     if not colon or not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
     return value
+
+
+def utf8_text(value: str) -> str:
+    """Command-line text that can be sent: bytes that are not UTF-8 reach Python as surrogate escapes,
+    which protobuf refuses later with a message naming no option."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: {value.encode('utf-8', 'surrogateescape')!r}") from None
+    return value

@@ -43,3 +43,20 @@ def test_the_async_client_can_be_made_outside_the_loop_that_uses_it():
                 return type(error).__name__
 
     assert asyncio.run(use()) == "ClientError"
+
+
+def test_an_item_without_a_title_and_numbers_as_text():
+    """A description alone describes an item (README); `new_item` required a title, and an int title or
+    description, which the CLI's file check lets through, made protobuf raise a TypeError."""
+    described = new_item("x9", description="a gentle film about robots")
+    assert (described.title, described.description) == ("", "a gentle film about robots")
+    numbered = new_item(5, title=1984, description=7)
+    assert (numbered.item_id, numbered.title, numbered.description) == ("5", "1984", "7")
+
+
+def test_similar_items_takes_an_item_or_a_text_not_both():
+    import pytest
+
+    assert _similar_request("i1", "", 3).item_id == "i1" and _similar_request("", "robots", 3).text == "robots"
+    with pytest.raises(ValueError, match="an item id or a text, not both"):
+        _similar_request("i1", "robots", 3)  # the id was sent and the text dropped, unseen

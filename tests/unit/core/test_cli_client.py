@@ -100,3 +100,64 @@ def test_a_byte_order_mark_and_a_non_utf8_file(tmp_path):
     latin.write_bytes(json.dumps({"item_id": "a", "title": "Am\u00e9lie"}).encode().replace(b"\\u00e9", b"\xe9"))
     with pytest.raises(CliError, match="latin.jsonl is not UTF-8"):
         read_items_file(latin)
+
+
+# --- the verbs' own checks, before any connection: nothing listens on these addresses ---------------------
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    from lmrec.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exited:  # argparse's refusals
+        code = exited.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return code, captured.err
+
+
+def test_similar_refuses_an_item_and_a_text_together(capsys):
+    """The request holds one of them: the text was dropped, unseen."""
+    code, err = _run(capsys, "similar", "--item", "50", "--text", "robots", "--address", "127.0.0.1:9")
+    assert code == 2 and "give --item ID or --text TEXT, not both" in err
+
+
+def test_a_bad_lmrec_address_is_named_as_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("LMREC_ADDRESS", "bad")
+    code, err = _run(capsys, "status")
+    assert code == 2 and "LMREC_ADDRESS='bad'" in err and "--address" not in err.split(":")[0]
+
+
+def test_lmrec_address_is_the_default_address(capsys, monkeypatch):
+    monkeypatch.setenv("LMREC_ADDRESS", "127.0.0.1:9")
+    code, err = _run(capsys, "status", "--timeout", "0.5")
+    assert code != 0 and "no gateway answers at 127.0.0.1:9" in err
+
+
+def test_deploy_keeps_the_deadline_it_is_given(monkeypatch):
+    """`deploy --timeout 1` was silently raised to 30 s."""
+    from lmrec.cli import main
+    from lmrec.client import client as client_module
+
+    asked = {}
+
+    def fake_deploy(self, version, *, timeout_s=None):
+        asked["timeout_s"] = timeout_s
+        raise client_module.ClientError("UNAVAILABLE", "stop here")
+
+    monkeypatch.setattr(client_module.RecommenderClient, "deploy", fake_deploy)
+    main(["deploy", "--version", "2", "--timeout", "1", "--address", "127.0.0.1:9"])
+    assert asked == {"timeout_s": 1.0}
+
+
+@pytest.mark.parametrize("argv", [["recommend", "--text"], ["recommend", "--user"], ["similar", "--item"],
+                                  ["event", "--item", "i1", "--user"], ["forget", "--user"]])
+def test_text_that_is_not_utf8_is_refused_naming_the_option(capsys, argv):
+    """Such bytes reach Python as surrogate escapes; protobuf refused them later, naming no option."""
+    code, err = _run(capsys, *argv, "caf\udce9", "--address", "127.0.0.1:9")
+    assert code == 2 and f"argument {argv[-1]}: not UTF-8 text: b'caf\\xe9'" in err
+
+
+def test_deploy_version_must_be_positive(capsys):
+    code, err = _run(capsys, "deploy", "--version", "0", "--address", "127.0.0.1:9")
+    assert code == 2 and "argument --version" in err
