@@ -149,9 +149,10 @@ def test_cli_verbs_for_events_items_profile_forget(gateway, dataset, tmp_path):
     done = lmrec("event", "--user", "cli-user", "--item", dataset.item_ids[5], "--type", "click")
     assert done.returncode == 0 and "recorded 1 event" in done.stdout, done.stderr
     items = tmp_path / "items.jsonl"
-    items.write_text(json.dumps({"item_id": "cli-item", "title": "A quiet lighthouse", "categories": ["Drama"]}) + "\n")
-    done = lmrec("add-items", str(items))
-    assert done.returncode == 0 and "added 1" in done.stdout, done.stderr
+    items.write_text(json.dumps({"item_id": "cli-item", "title": "A quiet lighthouse", "categories": ["Drama"]}) + "\n"
+                     + json.dumps({"item_id": "cli-described", "description": "A gentle film about robots"}) + "\n")
+    done = lmrec("add-items", str(items))  # a description alone is enough: this one ended in a TypeError
+    assert done.returncode == 0 and "added 2" in done.stdout, done.stderr
     done = lmrec("profile", "--user", "cli-user")
     assert done.returncode == 0 and dataset.item_ids[5] in done.stdout, done.stderr
     done = lmrec("recommend", "--user", "cli-user", "-k", "3", "--require", "genre=Drama")
