@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -84,6 +85,10 @@ def cmd_recommend(args) -> int:
         if response.profile_text:
             print(f"profile: {response.profile_text}")
         print(format_items(response))
+    if not response.items and args.require:  # an empty answer, not an error: say why, e.g. a misspelt value
+        which = "item" if args.include_seen else "unseen item"
+        print(f"no {which} matches every --require ({'; '.join(args.require)}): values are matched whole, "
+              "ignoring case (genre=Sci-Fi, not SciFi)", file=sys.stderr)
     return 0
 
 

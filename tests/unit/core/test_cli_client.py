@@ -161,3 +161,17 @@ def test_text_that_is_not_utf8_is_refused_naming_the_option(capsys, argv):
 def test_deploy_version_must_be_positive(capsys):
     code, err = _run(capsys, "deploy", "--version", "0", "--address", "127.0.0.1:9")
     assert code == 2 and "argument --version" in err
+
+
+def test_an_empty_filtered_answer_says_why(capsys, monkeypatch):
+    """`--require genre=SciFi` (the value is Sci-Fi) printed a bare header and nothing else."""
+    from lmrec.cli import main
+    from lmrec.client import client as client_module
+    from lmrec.v1 import recommender_pb2 as pb
+
+    monkeypatch.setattr(client_module.RecommenderClient, "recommend",
+                        lambda self, *a, **kw: pb.RecommendResponse(bundle_version="1"))
+    assert main(["recommend", "--user", "1", "--require", "genre=SciFi", "--address", "127.0.0.1:9"]) == 0
+    assert "no unseen item matches every --require (genre=SciFi)" in capsys.readouterr().err
+    assert main(["recommend", "--user", "1", "--address", "127.0.0.1:9"]) == 0
+    assert "--require" not in capsys.readouterr().err
