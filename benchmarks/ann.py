@@ -34,6 +34,7 @@ from lmrec.cli import invoked_command
 from lmrec.cli_client import CliError
 from lmrec.cli_types import positive_int, seed_value
 
+from .cli_checks import check_results_file
 from .machine import machine_facts
 from .report import markdown_table, write_report
 
@@ -97,7 +98,7 @@ def load_real_embeddings(config: AnnConfig, *, progress=print) -> tuple[np.ndarr
             path = path / "item_embeddings.npy"
         try:
             loaded = np.load(path)
-        except (OSError, ValueError, TypeError) as error:  # a missing file, a pickle, JSON, text ...
+        except (OSError, ValueError, TypeError, EOFError) as error:  # a missing or empty file, a pickle, JSON, text ...
             raise ValueError(f"{path}: not a .npy array of item embeddings ({error})") from None
         if not isinstance(loaded, np.ndarray):  # an .npz archive (a bundle's cf.npz, say) holds several
             raise ValueError(f"{path}: an .npz archive, not a .npy array of item embeddings "
@@ -645,6 +646,7 @@ def config_from_args(args) -> AnnConfig:
         if not (path / "item_embeddings.npy" if path.is_dir() else path).is_file():
             raise CliError(f"--embeddings {args.embeddings}: expected a .npy file or a bundle folder with "
                            "item_embeddings.npy (BUILD/bundles/N)")
+    check_results_file(args.out, args.name)
     extra = {}
     if getattr(args, "data_dir", None):
         extra["data_dir"] = Path(args.data_dir)

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 from lmrec.cli import command_line
+from lmrec.cli_types import positive_int
 
 from . import ann
+from .cli_checks import check_results_file, parser_errors
 from .machine import machine_facts
 from .report import markdown_table, write_report
 
@@ -64,9 +66,11 @@ def render_markdown(payload: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=ann.MOVIELENS, default="ml-100k")
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=positive_int, default=200)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    with parser_errors(parser):
+        check_results_file(args.out, "ann-lid")
     started = time.perf_counter()
     payload = measure_lid_grid(dataset=args.dataset, n_queries=args.queries)
     payload["seconds"] = round(time.perf_counter() - started, 1)

@@ -17,12 +17,14 @@ import argparse
 import json
 from pathlib import Path
 
+from lmrec.export.cleaning import DataError
 from lmrec.export.dataset import concat
 from lmrec.export.evaluate import (_ranking_task, cold_random_references, cold_target_rows,
                                    fingerprint_of_test_set)
 from lmrec.export.loaders import DataConfig, load_dataset
 from lmrec.export.splits import split_dataset
 
+from .cli_checks import parser_errors
 from .quality import QualityConfig, write_results
 
 MOVIELENS = ("ml-100k", "ml-latest-small")
@@ -41,13 +43,39 @@ def cold_random_hit(dataset_name: str, data_dir: Path, seed: int, k: int = 10) -
             fingerprint_of_test_set(task))
 
 
+def read_quality_results(path: Path) -> dict:
+    """A quality suite results file, refused by name (ValueError) when it cannot be read or is another kind
+    of file: not JSON, another suite's results, records without what this script reads."""
+    try:
+        payload = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except ValueError as error:  # not UTF-8, not JSON
+        raise ValueError(f"{path}: not a JSON results file ({error})") from None
+    records = payload.get("records") if isinstance(payload, dict) else None
+    suite = payload.get("suite") if isinstance(payload, dict) else None
+    if suite not in (None, "quality"):
+        raise ValueError(f"{path}: the {suite} suite's results, not the quality suite's "
+                         "(expected e.g. benchmarks/results/quality.json)")
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: not a quality suite results file (no list of records; expected e.g. "
+                         "benchmarks/results/quality.json)")
+    needed = ("dataset", "protocol", "method", "seed")
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict) or any(key not in record for key in needed):
+            raise ValueError(f"{path}: record {number} is not a quality suite record (it needs "
+                             f"{', '.join(needed)}); expected e.g. benchmarks/results/quality.json")
+    return payload
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="a quality suite JSON file")
     parser.add_argument("--data-root", type=Path, default=QualityConfig.data_root)
     parser.add_argument("--write", action="store_true", help="store it in the records and re-render the report")
     args = parser.parse_args(argv)
-    payload = json.loads(args.results.read_text())
+    with parser_errors(parser, ValueError):
+        payload = read_quality_results(args.results)
     computed: dict[tuple[str, int], tuple[float, float, int, str]] = {}
     changed = False
     for record in payload["records"]:
@@ -58,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         key = (record["dataset"], record["seed"])
         if key not in computed:
-            computed[key] = cold_random_hit(record["dataset"], args.data_root / record["dataset"], record["seed"])
+            try:
+                computed[key] = cold_random_hit(record["dataset"], args.data_root / record["dataset"], record["seed"])
+            except DataError as error:  # no such --data-root, or not the data set there
+                parser.error(f"--data-root {args.data_root}: {error}")
         chance, new_only, users, fingerprint = computed[key]
         if record.get("test_set") not in (None, fingerprint) or users != record.get("n_cold_test_users", users):
             raise SystemExit(f"{record['dataset']} {record['method']}: the split made again is not the record's "

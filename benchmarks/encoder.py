@@ -41,6 +41,7 @@ import numpy as np
 from lmrec.cli import invoked_command
 from lmrec.cli_types import non_negative_int, positive_float, positive_int, seed_value
 
+from .cli_checks import NothingMeasured, check_results_file
 from .encoder_config import (ALL_PATHS, BASELINE_PATH, EXPORT_MARKER, FP32_PATHS, INFINITY_PATH, INT8_PATHS,
                              ONNX_PATHS, PATH_ALIASES, REPO_ROOT, SERVED_PATHS, TRITON_PATHS, EncoderBenchConfig,
                              expand_paths)
@@ -106,6 +107,15 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
         if "error" in out["machine"]["gpu"]:
             raise RuntimeError(f"device cuda: {out['machine']['gpu']['error']}")
         paths = _drop_paths_without_cuda(paths, out["errors"], progress)
+    if INFINITY_PATH in paths:
+        from .peers.infinity import SETUP_HINT, is_installed
+
+        if not is_installed(config.infinity_venv):
+            out["errors"].append({"path": INFINITY_PATH, "error": SETUP_HINT})
+            progress(f"{INFINITY_PATH}: {SETUP_HINT}")
+            paths = tuple(p for p in paths if p != INFINITY_PATH)
+    if not paths:  # before the texts, the export and the GEMM peaks: nothing would use them
+        raise NothingMeasured("no requested path can run here, nothing written: " + _first_lines(out["errors"]))
     texts, kinds, label = _load_texts(config)
     model_has_tokenizer = all((Path(config.model) / name).is_file()
                               for name in ("tokenizer.json", "sentence_bert_config.json"))
@@ -171,23 +181,22 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
                 for p in triton_paths:
                     out["errors"].append({"path": p, "error": f"{type(error).__name__}: {error}"})
         if INFINITY_PATH in paths:
-            from .peers.infinity import SETUP_HINT, InfinityServer, installed_version, is_installed
+            from .peers.infinity import InfinityServer, installed_version
 
-            if not is_installed(config.infinity_venv):
-                out["errors"].append({"path": INFINITY_PATH, "error": SETUP_HINT})
-                progress(f"{INFINITY_PATH}: {SETUP_HINT}")
-            else:
-                progress("starting infinity-emb ...")
-                try:
-                    server = InfinityServer(config.model, venv=config.infinity_venv,
-                                            batch_size=max(64, *config.batch_sizes), log_dir=work / "infinity",
-                                            device=config.device).start()
-                    runners[INFINITY_PATH] = InfinityPath(server)
-                    out["infinity_version"] = installed_version(config.infinity_venv)
-                except Exception as error:  # noqa: BLE001
-                    out["errors"].append({"path": INFINITY_PATH, "error": f"{type(error).__name__}: {error}"})
+            progress("starting infinity-emb ...")
+            try:
+                server = InfinityServer(config.model, venv=config.infinity_venv,
+                                        batch_size=max(64, *config.batch_sizes), log_dir=work / "infinity",
+                                        device=config.device).start()
+                runners[INFINITY_PATH] = InfinityPath(server)
+                out["infinity_version"] = installed_version(config.infinity_venv)
+            except Exception as error:  # noqa: BLE001
+                out["errors"].append({"path": INFINITY_PATH, "error": f"{type(error).__name__}: {error}"})
 
         order = [p for p in paths if p in runners]
+        if not order:  # nothing can run: an earlier run's results stay as they were
+            raise NothingMeasured("no requested path could run, nothing written: "
+                                  + _first_lines(out["errors"]))
         per_cell: dict[tuple[str, int, int], list[dict]] = {}
         for round_index in range(config.rounds):
             shift = round_index % max(1, len(order))
@@ -209,8 +218,9 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
                 # Partial results after every path: a long run that stops still leaves its numbers.
                 out["records"] = [_median_record(p, b, c, r) for (p, b, c), r in per_cell.items()]
                 out["seconds"] = round(time.perf_counter() - started, 1)
-                _finish(out)
-                write_results(out, config.out_dir, config.name)
+                if out["records"]:
+                    _finish(out)
+                    write_results(out, config.out_dir, config.name)
             out["rounds_done"] = round_index + 1
     finally:
         for runner in runners.values():
@@ -221,6 +231,8 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
         if triton is not None:
             triton.stop()
 
+    if not out["records"]:
+        raise NothingMeasured("no path produced a measurement, nothing written: " + _first_lines(out["errors"]))
     progress("GEMM peaks again ...")
     peak_runs.append(measure_peaks(config.gemm_size, config.gemm_repeats, config.device))
     out["peaks"] = merge_peaks(peak_runs)
@@ -228,6 +240,12 @@ def run_encoder_bench(config: EncoderBenchConfig, *, progress=print) -> dict:
     _finish(out)
     write_results(out, config.out_dir, config.name)
     return out
+
+
+def _first_lines(errors: list[dict], most: int = 3) -> str:
+    """The first line of the first `most` recorded errors, on one line."""
+    shown = [f"{e['path']}: {(str(e['error']).splitlines() or [''])[0]}" for e in errors[:most]]
+    return "; ".join(shown) + (f" (and {len(errors) - most} more)" if len(errors) > most else "")
 
 
 def _drop_paths_without_cuda(paths: tuple[str, ...], errors: list, progress) -> tuple[str, ...]:
@@ -295,6 +313,9 @@ def config_from_args(args) -> EncoderBenchConfig:
         paths = expand_paths(p for p in args.paths.split(",") if p)
     except ValueError as error:
         raise CliError(str(error)) from None
+    if not paths:
+        raise CliError(f"--paths {args.paths!r} names no path (known: {', '.join(ALL_PATHS)}; "
+                       f"groups: {', '.join(PATH_ALIASES)})")
     try:
         batch_sizes, concurrency = _ints(args.batch_sizes), _ints(args.concurrency)
     except ValueError:
@@ -306,6 +327,10 @@ def config_from_args(args) -> EncoderBenchConfig:
         raise CliError("--batch-sizes: the served text_encoder takes at most 64 texts per request (max_batch_size)")
     if args.rounds < 1:
         raise CliError("--rounds must be >= 1")
+    if args.min_seconds > args.max_seconds:
+        raise CliError(f"--min-seconds {args.min_seconds:g} is more than --max-seconds {args.max_seconds:g}: each "
+                       "cell is measured for at least the one and at most the other")
+    check_results_file(args.out, args.name)
     from lmrec.encoder import DEVICES
 
     if args.device not in DEVICES:

@@ -81,6 +81,7 @@ from lmrec.cli import invoked_command
 from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int, seed_value
 from lmrec.stopping import sigterm_as_exit
 
+from .cli_checks import check_results_file
 from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEEDED, PARTS_RATIO_NEEDED, PATHS,
                              POPULATIONS, SCALE_RATIO_NEEDED, SESSION_ITEMS, STAGES, GatewayLoadConfig, _config_json,
                              reproduce_command)
@@ -296,6 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> GatewayLoadConfig:
+    check_results_file(args.out, args.name)
     return GatewayLoadConfig(
         build_dir=Path(args.build_dir), concurrency=tuple(args.concurrency), duration_s=args.duration,
         open_loop_shares=tuple(args.open_loop_shares), k=args.k, naive=not args.no_naive, out_dir=Path(args.out),

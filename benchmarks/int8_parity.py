@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmrec.benchmarks.cli_checks import check_results_file, parser_errors
 from lmrec.benchmarks.machine import machine_facts
 from lmrec.benchmarks.report import markdown_table, write_report
 
@@ -217,7 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="int8-parity", help="result file stem")
     args = parser.parse_args(argv)
-    texts = parity_texts(args.data_dir)
+    from lmrec.export.cleaning import DataError
+
+    with parser_errors(parser, DataError):  # before the export and the quantisations
+        check_results_file(args.out_dir, args.name, out_option="--out-dir")
+        texts = parity_texts(args.data_dir)
     with tempfile.TemporaryDirectory(prefix="lmrec-int8-parity-") as tmp:
         rows = measure_recipes(texts, Path(tmp))
     command = "python -m lmrec.benchmarks.int8_parity " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -367,7 +367,9 @@ def _existing_file(option: str, value: str) -> Path:
 
 
 def config_from_args(args) -> QualityConfig:
-    from lmrec.cli import CliError, _model_params, writable_file
+    from lmrec.cli import CliError, _model_params
+
+    from .cli_checks import check_results_file
 
     methods = tuple(m for chunk in (args.method or [",".join(ALL_METHODS)]) for m in chunk.split(",") if m)
     if not methods:
@@ -382,16 +384,36 @@ def config_from_args(args) -> QualityConfig:
         if protocol not in PROTOCOLS:
             raise CliError(f"--protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     params = _model_params(args.param, ("lm-finetuned", "fused"))
+    _check_params(params, methods)
     finetune, fused = dict(params.get("lm-finetuned", {})), dict(params.get("fused", {}))
-    if not args.name or "/" in args.name or args.name.startswith("."):
-        raise CliError(f"--name {args.name!r}: a file name without folders (the files go to --out)")
-    writable_file("--out", Path(args.out) / f"{args.name}.json")
+    check_results_file(args.out, args.name)
     return QualityConfig(datasets=tuple(name for name in (args.datasets or ",".join(QualityConfig.datasets)).split(",")
                                         if name),
                          data=_own_data(args), protocols=protocols, methods=methods,
                          seed=args.seed, finetune=finetune, fused=fused, out_dir=Path(args.out), name=args.name,
                          synthetic_users=args.smoke_users, reuse=tuple(_existing_file("--reuse", f) for f in args.reuse or ()),
                          **({"data_root": Path(args.data_root)} if args.data_root else {}))
+
+
+# Which methods each `--param METHOD.NAME=VALUE` reaches: the fine-tuning settings also fine-tune the fused
+# models' encoder, the fused settings set both fused methods.
+PARAM_METHODS = {"lm-finetuned": ("lm-finetuned", *FUSED_METHODS), "fused": FUSED_METHODS}
+
+
+def _check_params(params: dict[str, dict], methods: tuple[str, ...]) -> None:
+    """Refuse, as `lmrec evaluate` does, a --param that no method of the run would read, and a setting the
+    method does not have (or a value of the wrong kind), before any data is loaded."""
+    from lmrec.cli import CliError
+    from lmrec.export.models.base import check_settings
+
+    for method, settings in params.items():
+        if not any(m in methods for m in PARAM_METHODS[method]):
+            raise CliError(f"--param {method}.{next(iter(settings))}: no method of this run reads {method} settings "
+                           f"(they reach {', '.join(PARAM_METHODS[method])}; --method runs {', '.join(methods)})")
+        try:
+            check_settings(method, settings)
+        except ValueError as error:
+            raise CliError(f"--param: {error}") from None
 
 
 def _own_data(args):

@@ -34,9 +34,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmrec.cli_types import int_in_range, positive_float, positive_int, seed_value
+from lmrec.cli_client import CliError
+from lmrec.cli_types import int_in_range, non_negative_float, positive_float, positive_int, seed_value
 from lmrec.export.repository import model_family
 
+from .cli_checks import NothingMeasured, check_results_file
 from .machine import machine_facts
 from .report import markdown_table, write_report
 
@@ -50,8 +52,9 @@ UNSTABLE_MARKER = "Failed to obtain stable measurement"
 DEFAULT_BUILD_DIR = Path("build/ml-100k")
 
 
-class PerfAnalyzerError(RuntimeError):
-    """perf_analyzer is missing, cannot load its libraries, or a run failed; the message says what to do."""
+class PerfAnalyzerError(CliError):
+    """perf_analyzer is missing, cannot load its libraries, or a run failed; the message says what to do
+    (the CLI prints it as an error, not a traceback)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,17 +357,12 @@ def run_triton_perf(config: TritonPerfConfig, *, progress=print) -> dict:
                 "instances": sum(g.count or 1 for g in model_config.instance_group) or 1,
                 "parameters": {k: v.string_value for k, v in model_config.parameters.items()},
             }
+        check_batch_sizes(config, {model: info["max_batch_size"] for model, info in out["models"].items()})
         progress(f"starting Triton on {repository} with {', '.join(present)} ...")
         with TritonProcess(TritonConfig(repository=repository, models=tuple(present))) as triton:
             progress(f"Triton ready (gRPC {triton.grpc_url}); perf_analyzer: {out['perf_analyzer']}")
             for model in present:
-                batches = config.ranker_batch_sizes if model_family(model) == "ranker" and config.ranker_batch_sizes \
-                    else config.batch_sizes
-                for batch in batches:
-                    if batch > out["models"][model]["max_batch_size"]:
-                        out["failures"].append({"model": model, "batch": batch, "error":
-                                                f"batch {batch} > max_batch_size {out['models'][model]['max_batch_size']}"})
-                        continue
+                for batch in batches_of(config, model)[0]:
                     for concurrency in config.concurrency:
                         if not triton.is_running():
                             raise PerfAnalyzerError(f"tritonserver died during the run:\n{triton.log_tail()}")
@@ -387,11 +385,34 @@ def run_triton_perf(config: TritonPerfConfig, *, progress=print) -> dict:
                         write_results(out, config.out_dir, config.name)  # partial results survive a long run
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if not out["records"]:  # nothing to publish: an earlier run's results stay as they were
+        first = out["failures"][0] if out["failures"] else None
+        raise NothingMeasured("no point was measured, nothing written" + (
+            f": {len(out['failures'])} failed, the first ({first['model']} batch {first['batch']}"
+            f"{' concurrency ' + str(first['concurrency']) if 'concurrency' in first else ''}): "
+            f"{first['error'].splitlines()[0]}" if first else ""))
     out["seconds"] = round(time.perf_counter() - started, 1)
     write_results(out, config.out_dir, config.name)
-    if not out["records"]:
-        raise PerfAnalyzerError("no point was measured:\n" + "\n".join(f["error"][:500] for f in out["failures"]))
     return out
+
+
+def batches_of(config: TritonPerfConfig, model: str) -> tuple[tuple[int, ...], str]:
+    """The batch sizes `model` is measured at and the option that gave them."""
+    if model_family(model) == "ranker" and config.ranker_batch_sizes:
+        return config.ranker_batch_sizes, "--ranker-batch-sizes"
+    return config.batch_sizes, "--batch-sizes"
+
+
+def check_batch_sizes(config: TritonPerfConfig, max_batch_sizes: dict[str, int]) -> None:
+    """Refuse, before Triton starts, a batch size a model does not take (its config's max_batch_size; 0: no
+    batching, one row per request): perf_analyzer would refuse every point of it."""
+    for model, largest in max_batch_sizes.items():
+        largest = max(largest, 1)
+        batches, option = batches_of(config, model)
+        too_large = [b for b in batches if b > largest]
+        if too_large:
+            raise CliError(f"{option} {','.join(map(str, batches))}: {model} takes at most {largest} rows per "
+                           f"request (max_batch_size in its config.pbtxt); {','.join(map(str, too_large))} cannot run")
 
 
 def _has_string_input(model_config) -> bool:
@@ -562,7 +583,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests per window with --measurement-mode count_windows")
     add("--stability-pct", type=positive_float, default=default.stability_pct, help="perf_analyzer -s")
     add("--max-trials", type=positive_int, default=default.max_trials, help="perf_analyzer -r")
-    add("--relaxed-stability-pct", type=positive_float, default=default.relaxed_stability_pct,
+    add("--relaxed-stability-pct", type=non_negative_float, default=default.relaxed_stability_pct,
         help="retry an unstable point once with this -s (0: no retry)")
     add("--percentile", type=int_in_range(1, 99, "--percentile"), default=default.percentile, help="perf_analyzer --percentile")
     add("--max-texts", type=positive_int, default=default.max_texts, help="catalogue texts fed to text_encoder")
@@ -587,6 +608,7 @@ def config_from_args(args: argparse.Namespace) -> TritonPerfConfig:
         name = default.name
     models = get("models", default.models)
     models = tuple(m for m in models.split(",") if m) if isinstance(models, str) else tuple(models)
+    check_results_file(get("out", default.out_dir), name)
     return TritonPerfConfig(
         build_dir=Path(get("build_dir", DEFAULT_BUILD_DIR)), models=models, batch_sizes=ints("batch_sizes"),
         ranker_batch_sizes=ints("ranker_batch_sizes"), concurrency=ints("concurrency"),
