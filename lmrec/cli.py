@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from lmrec.cli_client import CliError, add_client_verbs  # one error type for every verb
-from lmrec.cli_types import (gateway_address, int_in_range, non_negative_float, positive_float, positive_int,
-                             seed_value)
+from lmrec.cli_client import CliError, add_client_verbs, gateway_address_of  # one error type for every verb
+from lmrec.cli_types import (finite_number, gateway_address, int_in_range, non_negative_float, positive_float,
+                             positive_int, seed_value)
 from lmrec.encoder import DEVICES
 from lmrec.export.splits import PROTOCOLS
 
@@ -63,6 +63,21 @@ def writable_file(option: str, path: Path) -> None:
         raise CliError(f"{option} {path}: {existing} is not a folder")
     if not os.access(existing, os.W_OK):
         raise CliError(f"{option} {path}: {existing} is not writable")
+
+
+def state_dir_option(value: str | None) -> Path | None:
+    """`--state-dir`: a folder, or a path whose missing folders the event store will make; refused before
+    anything starts (the store opens only once Triton answers, and `lmrec serve` starts Triton first)."""
+    if not value:
+        return None
+    path = Path(value)
+    existing = nearest_existing(path.absolute())
+    if not existing.is_dir():
+        what = "is a file" if existing == path.absolute() else f"is under {existing}, which is a file"
+        raise CliError(f"--state-dir {value} {what}: it must be a folder, or not exist yet")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CliError(f"--state-dir {value}: {existing} is not writable")
+    return path
 
 
 # The gateway reads 0 tags as "the default", so 0 is refused here.
@@ -150,7 +165,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
     parser.add_argument("--data-dir", help="folder with the data set's files (all but synthetic)")
     parser.add_argument("--min-user-interactions", type=int, default=0, metavar="N")
     parser.add_argument("--min-item-interactions", type=int, default=0, metavar="N")
-    parser.add_argument("--implicit-threshold", type=float, default=None, metavar="RATING",
+    parser.add_argument("--implicit-threshold", type=finite_number("the rating threshold"), default=None,
+                        metavar="RATING",
                         help="keep only interactions with rating >= RATING (default: every rating counts)")
     parser.add_argument("--csv", action="append", metavar="KEY=VALUE",
                         help="generic CSV layout (repeatable): interactions_file, items_file, users_file, delimiter, "
@@ -212,10 +228,11 @@ def cmd_serve(args) -> int:
     from lmrec.server.metrics import configure_logging
     from lmrec.server.serve import ServeConfig, serve
 
-    # The whole config first: a bad value is refused before Triton starts.
+    # The whole config first: a bad value is refused before Triton starts (serve() checks the bundle and the
+    # ports before it starts Triton).
     config = ServeConfig(build_dir=Path(args.build_dir), host=args.host, port=args.port,
                          bundle_version=args.bundle_version, metrics_port=args.metrics_port,
-                         state_dir=Path(args.state_dir) if args.state_dir else None, serving=_serving_config(args))
+                         state_dir=state_dir_option(args.state_dir), serving=_serving_config(args))
     configure_logging("DEBUG" if args.verbose else "INFO")  # JSON lines with request ids, as `lmrec gateway`
     serve(config)
     return 0
@@ -224,6 +241,7 @@ def cmd_serve(args) -> int:
 def cmd_gateway(args) -> int:
     from lmrec.server.gateway import GatewayConfig, serve_gateway
     from lmrec.server.metrics import configure_logging
+    from lmrec.server.serve import check_ports_free
 
     def ready(port: int) -> None:
         print(f"gateway serving on {args.host}:{port}", flush=True)
@@ -232,8 +250,9 @@ def cmd_gateway(args) -> int:
     serving = _serving_config(args)
     config = GatewayConfig(build_dir=Path(args.build_dir), triton_url=args.triton_url, host=args.host,
                            port=args.port, bundle_version=args.bundle_version, retriever=args.retriever,
-                           state_dir=Path(args.state_dir) if args.state_dir else None,
+                           state_dir=state_dir_option(args.state_dir),
                            event_store=args.event_store, metrics_port=args.metrics_port, serving=serving)
+    check_ports_free(config.host, config.port, config.metrics_port)  # before the bundle loads
     for handler in list(logging.getLogger().handlers):  # one format on the root logger: the JSON lines
         logging.getLogger().removeHandler(handler)
     configure_logging("DEBUG" if args.verbose else "INFO")
@@ -306,11 +325,7 @@ def cmd_profile(args) -> int:
         if args.bundle_version is not None:
             raise CliError(f"--bundle-version {args.bundle_version} reads one bundle of a build offline: it needs "
                            "--build-dir (the gateway answers from the bundle it serves)")
-        address = args.address or os.environ.get("LMREC_ADDRESS", "127.0.0.1:50051")
-        try:
-            address = gateway_address(address)
-        except argparse.ArgumentTypeError as error:
-            raise CliError(f"LMREC_ADDRESS={address!r}: {error}") from None
+        address = gateway_address_of(args.address)
         timeout = PROFILE_DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
         return cmd_remote_profile(argparse.Namespace(**{**vars(args), "address": address, "timeout": timeout}))
     if args.address is not None or args.timeout is not None:  # they would be ignored: nothing is asked
@@ -417,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("gateway", help="start only the gateway, against a running Triton")
     p.add_argument("--build-dir", required=True)
-    p.add_argument("--triton-url", required=True, help="Triton gRPC address, host:port")
+    p.add_argument("--triton-url", type=gateway_address, required=True, help="Triton gRPC address, host:port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=50051, help="0 picks a free port (printed)")
     p.add_argument("--bundle-version", type=int, default=None)

@@ -40,6 +40,20 @@ def float_in_range(low: float, high: float | None, what: str, *, low_inclusive: 
     return parse
 
 
+def finite_number(what: str):
+    """Any finite number, negative included (a CSV's ratings may run from -10 to 10): float() also takes
+    'nan', which compares False with every number, and 'inf'."""
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {value!r}")
+        return number
+    return parse
+
+
 positive_int = int_in_range(1, None, "the value")
 non_negative_int = int_in_range(0, None, "the value")
 positive_float = float_in_range(0.0, None, "the value")

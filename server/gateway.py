@@ -26,7 +26,7 @@ from .deploy import Deployer, encode_with, keep_models_loaded, pin_models, serve
 from .encoder_client import TritonTextEncoder
 from .event_store import Event, EventStoreError, open_event_store
 from .metrics import GatewayMetrics, new_request_id
-from .model_control import TritonModelControl
+from .model_control import ModelControlError, TritonModelControl
 from .recommend import Recommendation, RecommendQuery, Recommender, RequestError, ServingConfig
 from .state import prepare_state
 
@@ -260,40 +260,71 @@ def limit_blas_threads(threads: int | None):
 
 
 async def start_gateway(config: GatewayConfig) -> RunningGateway:
+    """Everything started here is stopped again when a later step fails (no Triton at the address, a port
+    in use): the caller gets the error, not a half-open store or a gRPC server left for the loop to drop."""
     build_dir = Path(config.build_dir)
     bundle = load_bundle(build_dir, config.bundle_version, retriever=config.retriever)
     state_dir = Path(config.state_dir) if config.state_dir else build_dir / STATE_DIR
-    events = open_event_store(config.event_store, state_dir / "events.sqlite3")
-    encoder = TritonTextEncoder(config.triton_url)
-    control = TritonModelControl(config.triton_url, build_dir / "model_repository")
-    await pin_models(control, bundle)
-    state = await prepare_state(bundle, events.items(), encode_with(encoder, bundle))
-    recommender = Recommender(state, events, encoder, config.serving, metrics=GatewayMetrics())
-    deployer = Deployer(recommender, build_dir, control, retriever=config.retriever)
-
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
-    pb_grpc.add_AdminServicer_to_server(AdminServicer(recommender, deployer, encoder), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    metrics = GatewayMetrics()
+    events = encoder = control = server = None
     try:
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
-    except RuntimeError as error:  # grpc.aio raises where the sync server returned 0
-        raise OSError(f"cannot listen on {config.host}:{config.port} (in use by another process?): {error}") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {config.host}:{config.port}")
-    await server.start()
-    for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    metrics_port = None
-    if config.metrics_port is not None:
-        metrics_port = recommender.metrics.start_http_server(config.metrics_port, config.host)
+        encoder = TritonTextEncoder(config.triton_url)
+        control = TritonModelControl(config.triton_url, build_dir / "model_repository")
+        if not await control.is_live():  # else pin_models fails with gRPC's "failed to connect to all addresses"
+            raise ModelControlError(f"no Triton answers at {config.triton_url} (--triton-url: the host:port of "
+                                    "Triton's gRPC endpoint; is it running?)")
+        events = open_event_store(config.event_store, state_dir / "events.sqlite3")
+        await pin_models(control, bundle)
+        state = await prepare_state(bundle, events.items(), encode_with(encoder, bundle))
+        recommender = Recommender(state, events, encoder, config.serving, metrics=metrics)
+        deployer = Deployer(recommender, build_dir, control, retriever=config.retriever)
+
+        metrics_port = None
+        if config.metrics_port is not None:  # before the gRPC port is bound: a busy metrics port then
+            # leaves nothing listening (a grpc.aio server that bound a port but never started keeps it after stop())
+            try:
+                metrics_port = metrics.start_http_server(config.metrics_port, config.host)
+            except OSError as error:
+                raise OSError(f"--metrics-port {config.metrics_port}: cannot serve metrics on {config.host}:"
+                              f"{config.metrics_port} ({error.strerror or error})") from None
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
+        pb_grpc.add_AdminServicer_to_server(AdminServicer(recommender, deployer, encoder), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        try:
+            port = server.add_insecure_port(f"{config.host}:{config.port}")
+        except RuntimeError as error:  # grpc.aio raises where the sync server returned 0
+            raise OSError(f"--port {config.port}: cannot listen on {config.host}:{config.port} (in use by another "
+                          f"process?): {error}") from None
+        if port == 0:
+            raise OSError(f"--port {config.port}: cannot listen on {config.host}:{config.port}")
+        await server.start()
+        for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        await _close_started(server, metrics, encoder, control, events)
+        raise
     log.info("gateway serving bundle %s on %s:%d (Triton at %s, metrics port %s)", bundle.label, config.host, port,
              config.triton_url, metrics_port)
     watcher = asyncio.create_task(keep_models_loaded(deployer), name="lmrec-keep-models-loaded")
     blas_limit = limit_blas_threads(config.blas_threads)  # last: a failed start leaves the process as it was
     return RunningGateway(server=server, port=port, recommender=recommender, encoder=encoder, control=control,
                           watcher=watcher, metrics_port=metrics_port, blas_limit=blas_limit)
+
+
+async def _close_started(server, metrics: GatewayMetrics, encoder, control, events) -> None:
+    """Undo a start that failed part way, in reverse order; a failure here must not hide the first one."""
+    steps = [None if server is None else lambda: server.stop(None), metrics.stop_http_server,
+             None if encoder is None else encoder.close, None if control is None else control.close,
+             None if events is None else events.close]
+    for step in filter(None, steps):
+        try:
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:  # noqa: BLE001 - the caller is already raising the error that matters
+            log.debug("closing after a failed start", exc_info=True)
 
 
 async def run_gateway(config: GatewayConfig, *, on_ready=None, stop: asyncio.Event | None = None) -> None:

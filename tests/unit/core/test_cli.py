@@ -246,3 +246,161 @@ def test_encoder_bench_names_a_bad_batch_size_list():
     encoder.add_arguments(parser)
     with pytest.raises(CliError, match=r"--batch-sizes 'a' and --concurrency '.*' need comma-separated"):
         encoder.config_from_args(parser.parse_args(["--batch-sizes", "a"]))
+
+
+# -- `lmrec serve` / `lmrec gateway`: bad values refused by name before Triton (or the bundle load) starts --
+
+@pytest.fixture
+def root_logging_kept(monkeypatch):
+    """`lmrec gateway` replaces the root logger's handlers (pytest's among them): put them back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    monkeypatch.setattr("lmrec.server.metrics.configure_logging", lambda *a, **k: None)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def no_triton(monkeypatch, root_logging_kept):
+    """`lmrec serve` fails the test if it gets as far as starting Triton (and leaves the root logger as it was:
+    `lmrec serve` sets up its JSON lines before it starts anything)."""
+    started = []
+
+    def refuse(*args, **kwargs):
+        started.append(args)
+        raise AssertionError("Triton was started before the bad value was refused")
+
+    monkeypatch.setattr("lmrec.server.serve.TritonProcess", refuse)
+    return started
+
+
+def _build_with_bundle(root: Path, version: int = 1) -> Path:
+    """What complete_versions() reads: bundles/<N>/manifest.json."""
+    (root / "bundles" / str(version)).mkdir(parents=True)
+    (root / "bundles" / str(version) / "manifest.json").write_text("{}")
+    return root
+
+
+def _listening_port() -> "socket.socket":
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    return held
+
+
+def test_a_triton_url_without_a_port_is_refused_by_name(capsys, tmp_path):
+    # gRPC reads '127.0.0.1' as 127.0.0.1:443 and the gateway then fails to reach it.
+    with pytest.raises(SystemExit) as exited:
+        main(["gateway", "--build-dir", str(tmp_path), "--triton-url", "127.0.0.1", "--port", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--triton-url" in err and "HOST:PORT" in err and "'127.0.0.1'" in err
+
+
+def test_a_triton_url_where_no_triton_answers_is_one_line(capsys, tmp_path, monkeypatch, root_logging_kept):
+    monkeypatch.setattr("lmrec.server.gateway.load_bundle", lambda *a, **k: object())  # no bundle to build here
+    code, err = run_cli(capsys, "gateway", "--build-dir", str(tmp_path), "--triton-url", "127.0.0.1:1",
+                        "--port", "0", "--state-dir", str(tmp_path / "state"))
+    line = assert_one_line_error(code, err, "gateway")
+    assert "no Triton answers at 127.0.0.1:1" in line and "--triton-url" in line
+    assert not (tmp_path / "state").exists()  # nothing was opened for a gateway that could not start
+
+
+def test_model_control_and_event_store_errors_are_the_users_to_fix():
+    from lmrec.errors import user_facing_errors
+    from lmrec.server.event_store import EventStoreError
+    from lmrec.server.model_control import ModelControlError
+
+    assert issubclass(ModelControlError, user_facing_errors()) and issubclass(EventStoreError, user_facing_errors())
+
+
+@pytest.mark.parametrize("verb", ["serve", "gateway"])
+@pytest.mark.parametrize("below", [False, True])
+def test_a_state_dir_that_is_a_file_is_refused_by_name_before_anything_starts(capsys, tmp_path, no_triton, verb,
+                                                                              below, root_logging_kept):
+    build = _build_with_bundle(tmp_path / "build")
+    (tmp_path / "file").write_text("not a folder")
+    state_dir = tmp_path / "file" / "sub" if below else tmp_path / "file"
+    extra = ("--triton-url", "127.0.0.1:1") if verb == "gateway" else ()
+    code, err = run_cli(capsys, verb, "--build-dir", str(build), *extra, "--port", "0", "--state-dir", str(state_dir))
+    line = assert_one_line_error(code, err, verb)
+    assert f"--state-dir {state_dir}" in line and "must be a folder, or not exist yet" in line
+    assert not no_triton
+
+
+def test_serve_refuses_a_bundle_version_that_does_not_exist_before_triton_starts(capsys, tmp_path, no_triton):
+    build = _build_with_bundle(tmp_path)
+    code, err = run_cli(capsys, "serve", "--build-dir", str(build), "--port", "0", "--bundle-version", "7")
+    line = assert_one_line_error(code, err, "serve")
+    assert "--bundle-version 7" in line and "complete bundles: 1" in line
+    assert not no_triton
+
+
+def test_serve_refuses_a_build_without_a_bundle_before_triton_starts(capsys, tmp_path, no_triton):
+    code, err = run_cli(capsys, "serve", "--build-dir", str(tmp_path), "--port", "0")
+    assert f"--build-dir {tmp_path}" in assert_one_line_error(code, err, "serve")
+    assert not no_triton
+
+
+def test_serve_refuses_an_events_file_that_is_not_an_event_store_before_triton_starts(capsys, tmp_path, no_triton):
+    build = _build_with_bundle(tmp_path / "build")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "events.sqlite3").write_text("not a database, but a page of text " * 200)
+    code, err = run_cli(capsys, "serve", "--build-dir", str(build), "--port", "0", "--state-dir", str(tmp_path / "state"))
+    assert "is not a usable SQLite event store" in assert_one_line_error(code, err, "serve")
+    assert not no_triton
+
+
+@pytest.mark.parametrize("verb", ["serve", "gateway"])
+@pytest.mark.parametrize("flag", ["--port", "--metrics-port"])
+def test_a_port_in_use_is_refused_by_name_before_anything_starts(capsys, tmp_path, no_triton, verb, flag,
+                                                                 monkeypatch, root_logging_kept):
+    def no_bundle_load(*args, **kwargs):
+        raise AssertionError("the bundle was loaded before the busy port was refused")
+
+    monkeypatch.setattr("lmrec.server.gateway.load_bundle", no_bundle_load)
+    build = _build_with_bundle(tmp_path)
+    with _listening_port() as held:
+        busy = str(held.getsockname()[1])
+        ports = ("--port", busy) if flag == "--port" else ("--port", "0", "--metrics-port", busy)
+        extra = ("--triton-url", "127.0.0.1:1") if verb == "gateway" else ()
+        code, err = run_cli(capsys, verb, "--build-dir", str(build), *extra, *ports,
+                            "--state-dir", str(tmp_path / "state"))
+    line = assert_one_line_error(code, err, verb)
+    assert f"{flag} {busy}" in line and "in use" in line
+    assert not no_triton
+
+
+def test_the_same_port_for_grpc_and_metrics_is_refused_by_name(capsys, tmp_path, no_triton):
+    build = _build_with_bundle(tmp_path)
+    with _listening_port() as held:  # a port number that is free once `held` closes
+        port = str(held.getsockname()[1])
+    code, err = run_cli(capsys, "serve", "--build-dir", str(build), "--port", port, "--metrics-port", port)
+    assert f"--metrics-port {port} is the gateway's --port too" in assert_one_line_error(code, err, "serve")
+    assert not no_triton
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_an_implicit_threshold_that_is_not_a_finite_number_is_refused_by_name(capsys, value):
+    # float('nan') compares False with every rating: the filter was silently off.
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", "--method", "pop", f"--implicit-threshold={value}"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--implicit-threshold" in err and "finite number" in err and repr(value) in err
+
+
+def test_a_negative_implicit_threshold_stays_allowed():
+    from lmrec.cli import build_parser
+
+    # A generic CSV's ratings may be negative (rating_range=-10,10).
+    args = build_parser().parse_args(["evaluate", "--method", "pop", "--implicit-threshold", "-2.5"])
+    assert args.implicit_threshold == -2.5
