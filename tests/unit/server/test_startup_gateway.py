@@ -4,6 +4,7 @@ serving or open (a gRPC server left started was dropped by the closing loop with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,6 +68,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _held_port():
+    """A port another socket listens on, for as long as the block runs."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
 def _can_bind(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,10 +89,7 @@ def _can_bind(port: int) -> bool:
 
 def test_a_busy_metrics_port_is_named_and_leaves_no_grpc_server_running(fake_stack, tmp_path):
     grpc_port = _free_port()
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        busy = held.getsockname()[1]
+    with _held_port() as busy:
         config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=grpc_port, metrics_port=busy,
                                state_dir=tmp_path / "state", blas_threads=None)
 
@@ -146,10 +153,7 @@ def test_path_is_not_touched_when_the_start_fails(fake_stack, tmp_path):
 
 def test_a_busy_grpc_port_is_named_and_stops_the_metrics_endpoint_already_started(fake_stack, tmp_path):
     metrics_port = _free_port()
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        busy = held.getsockname()[1]
+    with _held_port() as busy:
         config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=busy, metrics_port=metrics_port,
                                state_dir=tmp_path / "state", blas_threads=None)
         with pytest.raises(OSError, match=f"--port {busy}: cannot listen"):
