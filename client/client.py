@@ -40,6 +40,10 @@ def _filters(require) -> list[pb.AttributeFilter]:
     return [pb.AttributeFilter(key=str(key), values=_values(values)) for key, values in pairs]
 
 
+def _text(value) -> str:
+    return "" if value is None else str(value)  # a missing title is no title, not the word "None"
+
+
 def _id(value) -> str:
     return "" if value is None else str(value)  # 0 is an id, not "no id"
 
@@ -76,8 +80,8 @@ def _events_request(events) -> pb.RecordEventsRequest:
 def new_item(item_id, title: str = "", *, categories=(), description: str = "", year: int | None = None, tags=(),
              attributes=None) -> pb.NewItem:
     """A title is optional: a description or tags alone describe an item too."""
-    return pb.NewItem(item_id=str(item_id), title=str(title), categories=_values(categories),
-                      description=str(description),
+    return pb.NewItem(item_id=str(item_id), title=_text(title), categories=_values(categories),
+                      description=_text(description),
                       year=int(year or 0), tags=_values(tags),
                       attributes={str(k): str(v) for k, v in (attributes or {}).items()})
 

@@ -241,6 +241,7 @@ def cmd_serve(args) -> int:
 def cmd_gateway(args) -> int:
     from lmrec.server.gateway import GatewayConfig, serve_gateway
     from lmrec.server.metrics import configure_logging
+    from lmrec.server.model_control import TritonUnreachable
     from lmrec.server.serve import check_ports_free
 
     def ready(port: int) -> None:
@@ -256,7 +257,10 @@ def cmd_gateway(args) -> int:
     for handler in list(logging.getLogger().handlers):  # one format on the root logger: the JSON lines
         logging.getLogger().removeHandler(handler)
     configure_logging("DEBUG" if args.verbose else "INFO")
-    serve_gateway(config, on_ready=ready)
+    try:
+        serve_gateway(config, on_ready=ready)
+    except TritonUnreachable as error:  # `lmrec serve` starts its own Triton: only here is the address the user's
+        raise CliError(f"--triton-url {args.triton_url}: {error}") from None
     return 0
 
 
@@ -325,9 +329,10 @@ def cmd_profile(args) -> int:
         if args.bundle_version is not None:
             raise CliError(f"--bundle-version {args.bundle_version} reads one bundle of a build offline: it needs "
                            "--build-dir (the gateway answers from the bundle it serves)")
-        address = gateway_address_of(args.address)
-        timeout = PROFILE_DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
-        return cmd_remote_profile(argparse.Namespace(**{**vars(args), "address": address, "timeout": timeout}))
+        args.address = gateway_address_of(args.address)  # in place: the error hint names it
+        if args.timeout is None:
+            args.timeout = PROFILE_DEFAULT_TIMEOUT_S
+        return cmd_remote_profile(args)
     if args.address is not None or args.timeout is not None:  # they would be ignored: nothing is asked
         raise CliError("--address and --timeout ask a running gateway, --build-dir reads a build offline: "
                        "pass one or the other")

@@ -26,7 +26,7 @@ from .deploy import Deployer, encode_with, keep_models_loaded, pin_models, serve
 from .encoder_client import TritonTextEncoder
 from .event_store import Event, EventStoreError, open_event_store
 from .metrics import GatewayMetrics, new_request_id
-from .model_control import ModelControlError, TritonModelControl
+from .model_control import TritonModelControl, TritonUnreachable
 from .recommend import Recommendation, RecommendQuery, Recommender, RequestError, ServingConfig
 from .state import prepare_state
 
@@ -271,8 +271,8 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
         encoder = TritonTextEncoder(config.triton_url)
         control = TritonModelControl(config.triton_url, build_dir / "model_repository")
         if not await control.is_live():  # else pin_models fails with gRPC's "failed to connect to all addresses"
-            raise ModelControlError(f"no Triton answers at {config.triton_url} (--triton-url: the host:port of "
-                                    "Triton's gRPC endpoint; is it running?)")
+            raise TritonUnreachable(f"no Triton answers at {config.triton_url}: is it running, and is that its "
+                                    "gRPC endpoint (host:port)?")
         events = open_event_store(config.event_store, state_dir / "events.sqlite3")
         await pin_models(control, bundle)
         state = await prepare_state(bundle, events.items(), encode_with(encoder, bundle))

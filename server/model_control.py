@@ -17,6 +17,10 @@ class ModelControlError(RuntimeError):
     """Triton refused or failed a load; the message carries Triton's reason."""
 
 
+class TritonUnreachable(ModelControlError):
+    """No Triton answers at the address (the CLI names the option that gave it)."""
+
+
 def config_with_versions(config_path: Path, versions: set[int]) -> str:
     """The model's config.pbtxt as Triton's JSON load override, serving exactly `versions`."""
     config = text_format.Parse(Path(config_path).read_text(), mc.ModelConfig())

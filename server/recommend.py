@@ -618,9 +618,11 @@ class Recommender:
             check_text(f"items[{position}].title", info.title, MAX_TITLE_CHARS)
             check_text(f"items[{position}].description", info.description, MAX_DESCRIPTION_CHARS)
             for key in info.attributes:
-                if not key.strip() or len(key) > MAX_ATTRIBUTE_KEY_CHARS:
+                if not key.strip():
+                    raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes has a blank key")
+                if len(key) > MAX_ATTRIBUTE_KEY_CHARS:
                     raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes has a key of {len(key)} "
-                                                           f"characters; keys must be 1..{MAX_ATTRIBUTE_KEY_CHARS}")
+                                                           f"characters; the limit is {MAX_ATTRIBUTE_KEY_CHARS}")
             if not has_item_text(info):
                 raise RequestError("INVALID_ARGUMENT", f"items[{position}] has no text: give it a title, a "
                                                        "description or tags for the encoder")

@@ -50,6 +50,7 @@ def test_an_item_without_a_title_and_numbers_as_text():
     description, which the CLI's file check lets through, made protobuf raise a TypeError."""
     described = new_item("x9", description="a gentle film about robots")
     assert (described.title, described.description) == ("", "a gentle film about robots")
+    assert new_item("x8", title=None, description=None).title == ""  # not the word "None", sent and encoded
     numbered = new_item(5, title=1984, description=7)
     assert (numbered.item_id, numbered.title, numbered.description) == ("5", "1984", "7")
 

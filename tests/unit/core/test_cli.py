@@ -310,7 +310,7 @@ def test_a_triton_url_where_no_triton_answers_is_one_line(capsys, tmp_path, monk
     code, err = run_cli(capsys, "gateway", "--build-dir", str(tmp_path), "--triton-url", "127.0.0.1:1",
                         "--port", "0", "--state-dir", str(tmp_path / "state"))
     line = assert_one_line_error(code, err, "gateway")
-    assert "no Triton answers at 127.0.0.1:1" in line and "--triton-url" in line
+    assert "--triton-url 127.0.0.1:1: no Triton answers at 127.0.0.1:1" in line
     assert not (tmp_path / "state").exists()  # nothing was opened for a gateway that could not start
 
 

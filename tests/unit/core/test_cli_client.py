@@ -128,9 +128,11 @@ def test_a_bad_lmrec_address_is_named_as_the_variable(capsys, monkeypatch):
     assert code == 2 and "LMREC_ADDRESS='bad'" in err and "--address" not in err.split(":")[0]
 
 
-def test_lmrec_address_is_the_default_address(capsys, monkeypatch):
+@pytest.mark.parametrize("verb", [["status"], ["profile", "--user", "1"]])
+def test_lmrec_address_is_the_default_address(capsys, monkeypatch, verb):
+    """profile's hint said 'no gateway answers at None'."""
     monkeypatch.setenv("LMREC_ADDRESS", "127.0.0.1:9")
-    code, err = _run(capsys, "status", "--timeout", "0.5")
+    code, err = _run(capsys, *verb, "--timeout", "0.5")
     assert code != 0 and "no gateway answers at 127.0.0.1:9" in err
 
 

@@ -284,7 +284,9 @@ def test_add_items_refuses_bundle_items_and_bad_input_without_adding(live):
         run(live.add_items([("fresh", ItemInfo(title="Fresh")),
                             ("long-key", ItemInfo(title="Long", attributes={"k" * 101: "v"}))]))
     assert raised.value.code == "INVALID_ARGUMENT"
-    assert "items[1].attributes has a key of 101 characters; keys must be 1..100" in raised.value.message
+    assert "items[1].attributes has a key of 101 characters; the limit is 100" in raised.value.message
+    with pytest.raises(RequestError, match=r"items\[0\].attributes has a blank key"):
+        run(live.add_items([("blank-key", ItemInfo(title="Blank", attributes={" ": "v"}))]))
     down = Recommender(live.state, live.events, DownEncoder())
     with pytest.raises(RequestError) as raised:
         run(down.add_items([("fresh", ItemInfo(title="Fresh"))]))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -109,7 +108,7 @@ def test_no_triton_at_the_address_is_a_model_control_error_naming_it_and_opens_n
     FakeTritonClient.live = False
     config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=0, state_dir=tmp_path / "state",
                            blas_threads=None)
-    with pytest.raises(ModelControlError, match=r"no Triton answers at 127\.0\.0\.1:1 \(--triton-url"):
+    with pytest.raises(ModelControlError, match=r"no Triton answers at 127\.0\.0\.1:1: is it running"):
         asyncio.run(start_gateway(config))
     assert fake_stack == []  # the event store was never opened
     assert all(client.closed for client in FakeTritonClient.instances)
@@ -141,14 +140,6 @@ def test_the_failed_start_does_not_hide_its_error_behind_a_failing_close(fake_st
     config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=0, blas_threads=None)
     with pytest.raises(ModelControlError):
         asyncio.run(start_gateway(config))
-
-
-def test_path_is_not_touched_when_the_start_fails(fake_stack, tmp_path):
-    FakeTritonClient.live = False
-    with pytest.raises(ModelControlError):
-        asyncio.run(start_gateway(GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=0,
-                                                state_dir=tmp_path / "state", blas_threads=None)))
-    assert not Path(tmp_path / "state").exists()
 
 
 def test_a_busy_grpc_port_is_named_and_stops_the_metrics_endpoint_already_started(fake_stack, tmp_path):
