@@ -24,6 +24,25 @@ from lmrec.export.dataset import Dataset, Interactions
 from lmrec.text import item_text_of, profile_text_of
 
 _ENCODERS: dict[tuple[str, str], OnnxTextEncoder] = {}
+_WEIGHT_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def model_identity(model: str) -> str:
+    """What a cache key says about a model: for a folder, the digest of its weights, not its path. The
+    packaged MiniLM lives inside the virtual environment, so a path-keyed cache missed in every new venv
+    (or fresh clone) and kept the old entries: a new fine-tune and two new exports (~0.4 GB) each time."""
+    weights = Path(model) / "model.safetensors"
+    if not weights.is_file():
+        return model  # a hub name, or a folder without safetensors weights: the name is all we have
+    stat = weights.stat()
+    seen = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
+    if seen not in _WEIGHT_DIGESTS:
+        digest = hashlib.sha256()
+        with weights.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _WEIGHT_DIGESTS[seen] = "sha256:" + digest.hexdigest()
+    return _WEIGHT_DIGESTS[seen]
 
 
 def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"] = "fp32") -> OnnxTextEncoder:
@@ -37,9 +56,7 @@ def exported_encoder(model: str | None = None, precision: Literal["fp32", "int8"
         # The recipe (opset, quantisation) is part of the key: a changed recipe must not reuse old files.
         # Offline scoring records the int8 drift without gating it: the int8 rows measure it.
         export_config = EncoderExportConfig(model=model, output_dir=Path(), int8_min_cosine=None)
-        fingerprint = model + "|" + export_recipe(export_config)
-        if Path(model).is_dir() and (Path(model) / "model.safetensors").is_file():
-            fingerprint += str((Path(model) / "model.safetensors").stat().st_mtime_ns)
+        fingerprint = model_identity(model) + "|" + export_recipe(export_config)
         directory = cache_dir() / "encoders" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
         if not (directory / INT8_FILE).is_file():
             # Exported beside the cache entry and moved in whole: a failed export leaves no entry behind.
@@ -136,7 +153,8 @@ def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
     # What the texts are built from: an edited items file or CSV layout must not reuse the old model.
     digest.update(repr(dataset.items).encode())
     digest.update(repr(dataset.users).encode())
-    digest.update(json.dumps({k: str(v) for k, v in asdict(config).items()}, sort_keys=True).encode())
+    settings = {**asdict(config), "base_model": model_identity(config.base_model)}
+    digest.update(json.dumps({k: str(v) for k, v in settings.items()}, sort_keys=True).encode())
     # A change to the text builders or the training loop must not reuse a model trained with the old ones.
     import inspect
 

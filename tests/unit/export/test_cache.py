@@ -118,3 +118,31 @@ def test_loading_an_encoder_from_the_cache_marks_its_entry_used(tmp_path, monkey
     directory = lm.exported_encoder(str(tmp_path / "some-model"), "int8")
     assert (directory / LAST_USED).is_file()
     assert [e.path for e in list_cache(tmp_path)] == [directory]
+
+
+def test_a_model_folder_is_keyed_by_its_weights_not_its_path(tmp_path):
+    """The packaged MiniLM lives in the virtual environment: keyed by path, every new venv missed the cache
+    and left ~0.4 GB of unreachable entries behind."""
+    from lmrec.export.models.lm import model_identity
+
+    first, second, other = (tmp_path / name for name in ("venv-a", "venv-b", "changed"))
+    for folder, weights in ((first, b"same weights"), (second, b"same weights"), (other, b"other weights")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(weights)
+    assert model_identity(str(first)) == model_identity(str(second)) != model_identity(str(other))
+    assert model_identity("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_fine_tunes_of_the_same_base_weights_share_a_key(tmp_path):
+    from lmrec.export.finetune import FinetuneConfig
+    from lmrec.export.loaders import DataConfig, load_dataset
+    from lmrec.export.models.lm import training_fingerprint
+
+    dataset = load_dataset(DataConfig(dataset="synthetic")).dataset
+    keys = []
+    for name, weights in (("venv-a", b"same weights"), ("venv-b", b"same weights"), ("changed", b"other")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(weights)
+        config = FinetuneConfig(base_model=str(tmp_path / name))
+        keys.append(training_fingerprint(dataset, dataset.interactions, config))
+    assert keys[0] == keys[1] != keys[2]
