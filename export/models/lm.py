@@ -153,7 +153,9 @@ def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
     # What the texts are built from: an edited items file or CSV layout must not reuse the old model.
     digest.update(repr(dataset.items).encode())
     digest.update(repr(dataset.users).encode())
-    settings = {**asdict(config), "base_model": model_identity(config.base_model)}
+    settings = asdict(config)  # a fine-tune's config, or the fused model's ranker config (no base model)
+    if "base_model" in settings:
+        settings["base_model"] = model_identity(settings["base_model"])
     digest.update(json.dumps({k: str(v) for k, v in settings.items()}, sort_keys=True).encode())
     # A change to the text builders or the training loop must not reuse a model trained with the old ones.
     import inspect
