@@ -401,7 +401,7 @@ class Recommender:
         """The fixed blend's candidates and their raw signal scores: text similarity, ALS and popularity.
         The blend is also the ranker's fallback when Triton is away."""
         n = self.config.candidates_per_signal
-        candidate_sets, features_source = [], {}
+        candidate_sets = []
         if vector is not None:
             if eligible is not None:  # a restrictive filter: score the eligible items exactly
                 scores = state.item_embeddings @ vector
