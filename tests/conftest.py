@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,12 @@ def ml100k_dir() -> Path:
 @pytest.fixture(scope="session")
 def ml_latest_small_dir() -> Path:
     return require_shared_dataset("ml-latest-small")
+
+
+@pytest.fixture
+def busy_port() -> int:
+    """A port another socket listens on for the whole test: what a start-up must refuse by name."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]

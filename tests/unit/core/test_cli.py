@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lmrec.cli import main
+from lmrec.server.triton_launcher import free_port
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -287,15 +288,6 @@ def _build_with_bundle(root: Path, version: int = 1) -> Path:
     return root
 
 
-def _listening_port() -> "socket.socket":
-    import socket
-
-    held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen()
-    return held
-
-
 def test_a_triton_url_without_a_port_is_refused_by_name(capsys, tmp_path):
     # gRPC reads '127.0.0.1' as 127.0.0.1:443 and the gateway then fails to reach it.
     with pytest.raises(SystemExit) as exited:
@@ -362,18 +354,17 @@ def test_serve_refuses_an_events_file_that_is_not_an_event_store_before_triton_s
 @pytest.mark.parametrize("verb", ["serve", "gateway"])
 @pytest.mark.parametrize("flag", ["--port", "--metrics-port"])
 def test_a_port_in_use_is_refused_by_name_before_anything_starts(capsys, tmp_path, no_triton, verb, flag,
-                                                                 monkeypatch, root_logging_kept):
+                                                                 monkeypatch, root_logging_kept, busy_port):
     def no_bundle_load(*args, **kwargs):
         raise AssertionError("the bundle was loaded before the busy port was refused")
 
     monkeypatch.setattr("lmrec.server.gateway.load_bundle", no_bundle_load)
     build = _build_with_bundle(tmp_path)
-    with _listening_port() as held:
-        busy = str(held.getsockname()[1])
-        ports = ("--port", busy) if flag == "--port" else ("--port", "0", "--metrics-port", busy)
-        extra = ("--triton-url", "127.0.0.1:1") if verb == "gateway" else ()
-        code, err = run_cli(capsys, verb, "--build-dir", str(build), *extra, *ports,
-                            "--state-dir", str(tmp_path / "state"))
+    busy = str(busy_port)
+    ports = ("--port", busy) if flag == "--port" else ("--port", "0", "--metrics-port", busy)
+    extra = ("--triton-url", "127.0.0.1:1") if verb == "gateway" else ()
+    code, err = run_cli(capsys, verb, "--build-dir", str(build), *extra, *ports,
+                        "--state-dir", str(tmp_path / "state"))
     line = assert_one_line_error(code, err, verb)
     assert f"{flag} {busy}" in line and "in use" in line
     assert not no_triton
@@ -381,8 +372,7 @@ def test_a_port_in_use_is_refused_by_name_before_anything_starts(capsys, tmp_pat
 
 def test_the_same_port_for_grpc_and_metrics_is_refused_by_name(capsys, tmp_path, no_triton):
     build = _build_with_bundle(tmp_path)
-    with _listening_port() as held:  # a port number that is free once `held` closes
-        port = str(held.getsockname()[1])
+    port = str(free_port())
     code, err = run_cli(capsys, "serve", "--build-dir", str(build), "--port", port, "--metrics-port", port)
     assert f"--metrics-port {port} is the gateway's --port too" in assert_one_line_error(code, err, "serve")
     assert not no_triton

@@ -4,7 +4,6 @@ serving or open (a gRPC server left started was dropped by the closing loop with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ import pytest
 from lmrec.server import gateway
 from lmrec.server.gateway import GatewayConfig, start_gateway
 from lmrec.server.model_control import ModelControlError
+from lmrec.server.triton_launcher import free_port
 
 
 class FakeTritonClient:
@@ -61,21 +61,6 @@ def fake_stack(monkeypatch):
     return opened
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _held_port():
-    """A port another socket listens on, for as long as the block runs."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        yield held.getsockname()[1]
-
-
 def _can_bind(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -86,18 +71,17 @@ def _can_bind(port: int) -> bool:
             return False
 
 
-def test_a_busy_metrics_port_is_named_and_leaves_no_grpc_server_running(fake_stack, tmp_path):
-    grpc_port = _free_port()
-    with _held_port() as busy:
-        config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=grpc_port, metrics_port=busy,
-                               state_dir=tmp_path / "state", blas_threads=None)
+def test_a_busy_metrics_port_is_named_and_leaves_no_grpc_server_running(fake_stack, tmp_path, busy_port):
+    grpc_port, busy = free_port(), busy_port
+    config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=grpc_port, metrics_port=busy,
+                           state_dir=tmp_path / "state", blas_threads=None)
 
-        async def start():
-            with pytest.raises(OSError) as raised:
-                await start_gateway(config)
-            return str(raised.value)
+    async def start():
+        with pytest.raises(OSError) as raised:
+            await start_gateway(config)
+        return str(raised.value)
 
-        message = asyncio.run(start())
+    message = asyncio.run(start())
     assert f"--metrics-port {busy}" in message and "in use" in message
     assert _can_bind(grpc_port), "the gRPC server was left listening"
     assert all(client.closed for client in FakeTritonClient.instances) and len(FakeTritonClient.instances) == 2
@@ -142,12 +126,11 @@ def test_the_failed_start_does_not_hide_its_error_behind_a_failing_close(fake_st
         asyncio.run(start_gateway(config))
 
 
-def test_a_busy_grpc_port_is_named_and_stops_the_metrics_endpoint_already_started(fake_stack, tmp_path):
-    metrics_port = _free_port()
-    with _held_port() as busy:
-        config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=busy, metrics_port=metrics_port,
-                               state_dir=tmp_path / "state", blas_threads=None)
-        with pytest.raises(OSError, match=f"--port {busy}: cannot listen"):
-            asyncio.run(start_gateway(config))
+def test_a_busy_grpc_port_is_named_and_stops_the_metrics_endpoint_already_started(fake_stack, tmp_path, busy_port):
+    metrics_port, busy = free_port(), busy_port
+    config = GatewayConfig(build_dir=tmp_path, triton_url="127.0.0.1:1", port=busy, metrics_port=metrics_port,
+                           state_dir=tmp_path / "state", blas_threads=None)
+    with pytest.raises(OSError, match=f"--port {busy}: cannot listen"):
+        asyncio.run(start_gateway(config))
     assert _can_bind(metrics_port), "the metrics endpoint was left serving"
     assert [store.closed for store in fake_stack] == [True]
