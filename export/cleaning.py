@@ -27,7 +27,14 @@ MAX_EXAMPLES = 20
 
 
 class DataError(Exception):
-    """A data folder or file cannot be used; the message says which file, where, and what was expected."""
+    """A data folder or file cannot be used; the message says which file, where, and what was expected.
+
+    `hint` (which option to pass) is kept apart from `problem`, so that a caller whose option has another
+    name (a benchmark's --data-root) can give its own."""
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem} ({hint})" if hint else problem)
+        self.problem, self.hint = problem, hint
 
 
 class RowProblem(NamedTuple):
@@ -231,7 +238,7 @@ class InteractionRows:
 def require_file(path: Path, what: str, hint: str) -> Path:
     """`path` if it is a file, else DataError 'what: expected <name> in <folder> (hint)'."""
     if not path.is_file():
-        raise DataError(f"{what}: expected {path.name} in {path.parent} ({hint})")
+        raise DataError(f"{what}: expected {path.name} in {path.parent}", hint)
     return path
 
 

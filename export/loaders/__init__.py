@@ -72,10 +72,10 @@ def make_reader(name: str) -> Callable[[DataConfig], RawData]:
 
 def _data_dir(config: DataConfig, hint: str) -> Path:
     if config.data_dir is None:
-        raise DataError(f"{config.dataset}: no data directory given ({hint})")
+        raise DataError(f"{config.dataset}: no data directory given", hint)
     path = Path(config.data_dir).expanduser()
     if not path.is_dir():
-        raise DataError(f"{config.dataset}: data directory {path} does not exist ({hint})")
+        raise DataError(f"{config.dataset}: data directory {path} does not exist", hint)
     return path
 
 

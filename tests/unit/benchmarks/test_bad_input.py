@@ -287,7 +287,9 @@ def test_cold_random_names_a_data_root_without_the_data_set(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([str(tmp_path / "quality.json"), "--data-root", str(tmp_path / "nowhere")])
     assert stopped.value.code == 2
-    assert f"error: --data-root {tmp_path / 'nowhere'}: ml-100k: data directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: --data-root {tmp_path / 'nowhere'}: ml-100k: data directory" in err
+    assert "--data-dir" not in err and "pass --data-root pointing at the folder that holds ml-100k/" in err
 
 
 # --- quality -----------------------------------------------------------------------------------------------
