@@ -7,8 +7,8 @@ encoded in requests of `--batch` texts the way the served model encodes them (`O
 by length, similar-length runs). Kernel time is summed per operator type over `--passes` passes, after one
 warm-up pass, and grouped: the weight products (int8 or fp32), attention's own work (its two activation
 products, softmax, head transposes, scaling), and the rest (layer norms, GELU, bias and residual adds).
-Writes `benchmarks/results/encoder-profile.{json,md}`. A profile, not a speed figure: the profiler itself
-costs time, so texts/s here is below the encoder suite's.
+Writes `<--out>/<--name>.{json,md}` (default `benchmarks/results/encoder-profile`). A profile, not a speed
+figure: the profiler itself costs time, so texts/s here is below the encoder suite's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from lmrec.benchmarks.cli_checks import check_results_file, parser_errors
 from lmrec.benchmarks.encoder_config import EncoderBenchConfig
 from lmrec.benchmarks.machine import machine_facts
 from lmrec.benchmarks.report import markdown_table, write_report
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/results/tmp/encoder"),
                         help="the encoder suite's export cache, reused")
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="result folder")
     parser.add_argument("--name", default="encoder-profile", help="result file stem")
     args = parser.parse_args(argv)
     for name in ("n_texts", "batch", "passes"):
@@ -132,10 +133,12 @@ def main(argv: list[str] | None = None) -> None:
                      **({"data_dir": args.data_dir} if args.data_dir else {}))
     if not Path(config.data_dir).is_dir():
         parser.error(f"--data-dir {config.data_dir} is not a directory")
+    with parser_errors(parser):  # before the export and the profiled passes
+        check_results_file(args.out, args.name)
     payload = run_profile(config, batch=args.batch, passes=args.passes)
     payload["command"] = "python -m lmrec.benchmarks.encoder_profile " + shlex.join(sys.argv[1:] if argv is None else argv)
     markdown = render_markdown(payload)
-    write_report(payload, args.out_dir, args.name, markdown=markdown + "\n", plot=None)
+    write_report(payload, args.out, args.name, markdown=markdown + "\n", plot=None)
     print(markdown)
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# The gateway's own stage list; the gateway_* modules import it from here with the suite's other constants.
+from lmrec.server.metrics import STAGES  # noqa: F401
 
 PATHS = ("lmrec", "naive")
 POPULATIONS = ("cached", "uncached")
-STAGES = ("encode", "retrieve", "cf", "rank", "blend", "explain", "total")
 DATASETS_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SESSION_ITEMS = 3
 P99_OVER_P50_NEEDED = 3.0

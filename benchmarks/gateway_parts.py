@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from lmrec.ranker_runtime import RANKER_INPUT
+
 from .gateway_processes import ServingPath
 
 
@@ -56,7 +58,7 @@ def measure_parts(path: ServingPath, bundle, texts: dict[str, list[str]], cached
         features = _ranker_features(bundle, cached_users[0], vectors[0])
 
         def rank() -> None:
-            tensor = grpcclient.InferInput("FEATURES", list(features.shape), "FP32")
+            tensor = grpcclient.InferInput(RANKER_INPUT, list(features.shape), "FP32")
             tensor.set_data_from_numpy(features)
             triton.infer(bundle.ranker_model, [tensor], model_version=str(bundle.ranker_version))
 

@@ -13,7 +13,7 @@ fusion recognises), and `MatMulNBits` (8-bit weights with a scale per block of 3
 quantised per block, int8 products). Reports each int8 model's cosine to the fp32 embeddings of the
 same texts (the first 400 item texts and the profiles of the first 200 users, from their last 20
 items) and its speed on 256 of them (half items, half profiles), the recipes alternating round by round
-so machine noise hits all alike. Writes `benchmarks/results/<--name, default int8-parity>.{json,md}`.
+so machine noise hits all alike. Writes `<--out>/<--name>.{json,md}` (default `benchmarks/results/int8-parity`).
 """
 
 from __future__ import annotations
@@ -215,13 +215,13 @@ def _op_counts(onnx_path: Path) -> Counter:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="the ml-100k folder")
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="result folder")
     parser.add_argument("--name", default="int8-parity", help="result file stem")
     args = parser.parse_args(argv)
     from lmrec.export.cleaning import DataError
 
     with parser_errors(parser, DataError):  # before the export and the quantisations
-        check_results_file(args.out_dir, args.name, out_option="--out-dir")
+        check_results_file(args.out, args.name)
         texts = parity_texts(args.data_dir)
     with tempfile.TemporaryDirectory(prefix="lmrec-int8-parity-") as tmp:
         rows = measure_recipes(texts, Path(tmp))
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
          "speed vs Optimum's preset"],
         [[r["recipe"], r["weights"], r["matmuls_quantised"], f"{r['mean_cosine']:.4f}", f"{r['p01_cosine']:.4f}",
           f"{r['min_cosine']:.4f}", f"{r['texts_per_s']:.1f}", f"{r['speed_vs_optimum_preset']:.2f}x"] for r in rows])
-    write_report(payload, args.out_dir, args.name, markdown="\n".join(lines) + "\n", plot=None)
+    write_report(payload, args.out, args.name, markdown="\n".join(lines) + "\n", plot=None)
     print("\n".join(lines))
 
 

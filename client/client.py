@@ -245,9 +245,11 @@ class AsyncRecommenderClient:
 
 
 def format_items(response) -> str:
-    """A readable table: rank, id, title, score, the signal that found it and every signal's share."""
-    lines = [f"bundle {response.bundle_version}" + ("  (DEGRADED: text encoder unavailable)"
-                                                    if getattr(response, "degraded", False) else "")]
+    """A readable table: rank, id, title, score, the signal that found it and every signal's value."""
+    # The response does not say which served model failed: the text encoder, or the ranker of a fused bundle.
+    degraded = ("  (DEGRADED: a served model was unavailable: the text encoder, or the ranker with a fused bundle; "
+                "the answer comes from the fallback)") if getattr(response, "degraded", False) else ""
+    lines = [f"bundle {response.bundle_version}{degraded}"]
     lines.append(f"{'#':>3}  {'item':>8}  {'title':<46} {'score':>6}  {'found by':<8} signals")
     for rank, item in enumerate(response.items, 1):
         signals = " ".join(f"{s.signal}={s.score:.2f}" for s in item.signals)

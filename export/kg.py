@@ -14,7 +14,8 @@ counts for more than a shared "Drama". On it:
   `kg` recommender;
 - `explain`: the path history item → shared attributes → recommended item, as a sentence
   ("shares Animation and 1995 with Toy Story (1995), which you rated");
-- `save` / `load_item_graph`: npz + json, so a bundle can ship the graph the gateway explains with.
+- `save` / `load_item_graph`: npz + json. Only the tests use them: no bundle ships the graph; the gateway
+  builds it from the bundle's snapshot at start-up, or takes the one inside a fused bundle's fused.pkl.
 """
 
 from __future__ import annotations

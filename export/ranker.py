@@ -2,8 +2,8 @@
 
 Entry points: `candidate_features(...)` builds the feature tensor from per-signal score matrices;
 `train_ranker(...)` fits a small MLP with a softmax (listwise) loss over each user's candidates;
-`export_ranker_onnx(...)` writes it as ONNX with the feature standardisation inside the graph, and
-`OnnxRanker` scores through ONNX Runtime — the same graph Triton serves as the `ranker` model.
+`export_ranker_onnx(...)` writes it as ONNX with the feature standardisation inside the graph;
+`lmrec.ranker_runtime.OnnxRanker` scores that graph through ONNX Runtime, offline and in Triton's `ranker` model.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-RANKER_INPUT = "FEATURES"
-RANKER_OUTPUT = "SCORE"
+# OnnxRanker is re-exported: the ranker model.py copied into model versions built before it moved to
+# lmrec.ranker_runtime imports it from here, and those versions must still load in Triton.
+from lmrec.ranker_runtime import RANKER_INPUT, RANKER_OUTPUT, OnnxRanker  # noqa: F401
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,18 +362,3 @@ def _export(torch, ranker: TrainedRanker, example, path: Path) -> None:
                       output_names=[RANKER_OUTPUT], dynamic_axes={RANKER_INPUT: {0: "n"}, RANKER_OUTPUT: {0: "n"}},
                       opset_version=18, dynamo=False)
 
-
-class OnnxRanker:
-    """The exported ranker through ONNX Runtime: what Triton's `ranker` model runs."""
-
-    def __init__(self, path: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # RankerSpec.ort_threads when served
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        if len(features) == 0:
-            return np.zeros(0, np.float32)
-        return self.session.run([RANKER_OUTPUT], {RANKER_INPUT: features.astype(np.float32)})[0]

@@ -4,12 +4,15 @@ Layout under a build directory:
 
     model_repository/text_encoder/config.pbtxt      generated from TextEncoderSpec
     model_repository/text_encoder/N/                model.py, ONNX file, tokenizer.json, encoder.json
+    model_repository/ranker/config.pbtxt            with --fused: generated from RankerSpec
+    model_repository/ranker/N/                      with --fused: model.py, ranker.onnx
     bundles/N/                                      index, CF factors, catalogue, manifest.json
+                                                    (with --fused also fused.pkl, and the manifest's `ranker` part)
 
 Triton reads one config.pbtxt for every version of a model. A version that needs another config (a
 `--device cuda` build after CPU ones, a ranker with another feature count) is therefore written to a
-sibling model, `text_encoder_<digest of its config>`, and its bundle names that model: the earlier
-versions keep the config they were built for, so a rollback still serves them as built.
+sibling model, `text_encoder_<digest of its config>` (or `ranker_…`), and its bundle names that model: the
+earlier versions keep the config they were built for, so a rollback still serves them as built.
 
 Everything is written into a staging folder and renamed into place, and each bundle's manifest is
 written last: a folder without a manifest, or whose checksums do not match it, is never served.

@@ -1,4 +1,6 @@
-"""`lmrec profile`: what lmrec knows about a user — profile text, recent items, LM interest tags.
+"""`lmrec profile --build-dir`, offline: what lmrec knows about a user — profile text, recent items, LM
+interest tags. Without `--build-dir` the verb asks the running gateway instead (`cmd_remote_profile` in
+lmrec/cli_client.py, GetUserProfile).
 
 Reads a build's bundle and runs the very encoder version that bundle serves (locally, through ONNX
 Runtime), so the tags shown are the ones the served encoder would find.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 # How many of a user's most recent items the profile names: enough to describe taste, short enough
-# to stay well inside the encoder's 256-token window.
+# to stay inside the encoder's token window (256 tokens pretrained, 128 fine-tuned).
 MAX_PROFILE_ITEMS = 10
 MAX_DESCRIPTION_CHARS = 400
 # Attribute keys rendered in a fixed order first (others follow sorted), so texts are stable.

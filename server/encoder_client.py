@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from lmrec.ranker_runtime import RANKER_INPUT, RANKER_OUTPUT
+
 from .text_encoder_backend import MAX_TEXT_BYTES
 
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
@@ -86,10 +88,10 @@ class TritonTextEncoder:
 
     async def score(self, features: np.ndarray, *, model: str, version: int, timeout_s: float) -> np.ndarray:
         """The served fusion ranker's score for each feature row."""
-        tensor = self._grpc.InferInput("FEATURES", list(features.shape), "FP32")
+        tensor = self._grpc.InferInput(RANKER_INPUT, list(features.shape), "FP32")
         tensor.set_data_from_numpy(np.ascontiguousarray(features, np.float32))
         result = await self._infer("ranker", model, version, [tensor], timeout_s)
-        return result.as_numpy("SCORE").reshape(-1)
+        return result.as_numpy(RANKER_OUTPUT).reshape(-1)
 
     async def close(self) -> None:
         await self._client.close()

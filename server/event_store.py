@@ -4,7 +4,8 @@ A bundle is a frozen snapshot; what users do after it was built (views, clicks, 
 which users asked to be forgotten, and which items were added since, lives here until the next build
 folds it in. SQLite in WAL mode is the default: one local file, every write committed (fsync'd) before
 the call returns, readers never blocked by the writer. `MemoryEventStore` behaves the same without a
-file, for unit tests of the pieces that use a store.
+file: `lmrec gateway --event-store memory` (nothing survives a restart), and the unit tests of the pieces
+that use a store.
 
 Every batch is validated as a whole before anything is written, and written in one transaction, so a
 batch is stored completely or not at all.

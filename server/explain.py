@@ -1,7 +1,8 @@
 """Why an item was recommended: the closest history item, matched interest tags, a graph path.
 
-`explain_items(state, liked, items, user_tags)` returns one `ItemExplanation` per item, computed
-with array operations over the returned items only (never the whole catalogue). `liked` is the part of
+`explain_items(state, liked, items, found_by, user_tags=())` returns one `ItemExplanation` per item,
+computed with array operations over the returned items only (never the whole catalogue); `found_by`
+(one signal per item) words the sentence of an item nothing else explains. `liked` is the part of
 the user's history an explanation may name (oldest first): the caller leaves out what they rated low.
 """
 

@@ -1,7 +1,9 @@
 """Blend per-signal scores of candidate items into one ranking, keeping each signal's contribution.
 
-Pure functions (no I/O), so the fusion rule is unit-tested on its own. The neural ranker that replaces
-the fixed blend plugs in here; the blend stays as its fallback.
+Pure functions (no I/O), so the fusion rule is unit-tested on its own. This is the fixed blend only. With a
+fused bundle the neural ranker ranks instead (`Recommender._rank_with_ranker` in recommend.py, over the
+candidates and feature rows of `FusedRecommender.features` in export/models/fused.py, pickled into the
+bundle); the blend stays its fallback.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class BlendWeights:
 class RankedItem:
     item: int  # item index in the bundle
     score: float
-    signals: dict[str, float]  # signal -> weighted contribution to `score`
+    signals: dict[str, float]  # signal -> its weighted contribution to `score`; from the ranker, its reciprocal rank
     found_by: str
 
 

@@ -2,7 +2,10 @@
 
 Entry point: `serve_gateway(config)` (blocks) or `start_gateway(config)` (returns the running parts).
 Run standalone against a running Triton with `lmrec gateway --build-dir DIR --triton-url HOST:PORT`.
-This file only translates messages; request semantics live in recommend.py, redeploys in deploy.py.
+The servicers only translate messages; request semantics live in recommend.py, redeploys in deploy.py.
+This file also wires the process: `start_gateway` loads the bundle, checks Triton, opens the event store,
+pins the model versions, prepares the serving state, starts the metrics server and the model watcher,
+and binds the port (`GatewayConfig` holds its settings, `run_gateway` the signal handling).
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# The stages the gateway times; documentation only, since `observe_stage` takes any name.
-STAGES = ("profile", "encode", "retrieve", "cf", "rank", "explain", "total")
+# The stages the gateway times (`time_stage` in server/), in the order reports list them. The load suite
+# reads and reports `lmrec_gateway_stage_seconds` by this list (benchmarks/gateway_config.py imports it),
+# and `observe_stage` takes any name, so a unit test keeps it equal to what server/ times.
+STAGES = ("encode", "retrieve", "cf", "rank", "blend", "explain", "total")
 
 # Log-ish spacing from 0.5 ms to 10 s, denser in the 5-250 ms range where a request's stages live,
 # so percentiles there are not smeared across one wide bucket.

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lmrec.ranker_runtime import RANKER_INPUT
+
 
 class BadFeatures(ValueError):
     """One request's features are unusable; only that request fails."""
@@ -17,9 +19,9 @@ def score_requests(ranker, requests_features: Sequence[np.ndarray], n_features: 
     for features in requests_features:
         array = np.asarray(features, np.float32)
         if array.ndim != 2 or array.shape[1] != n_features:
-            valid.append(BadFeatures(f"FEATURES must be [n, {n_features}], got {list(array.shape)}"))
+            valid.append(BadFeatures(f"{RANKER_INPUT} must be [n, {n_features}], got {list(array.shape)}"))
         elif not np.isfinite(array).all():
-            valid.append(BadFeatures("FEATURES contains NaN or infinity"))
+            valid.append(BadFeatures(f"{RANKER_INPUT} contains NaN or infinity"))
         else:
             valid.append(array)
     rows = [a for a in valid if not isinstance(a, BadFeatures)]

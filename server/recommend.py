@@ -33,8 +33,8 @@ from .users import ResolvedUser, latest_occurrences, resolve_user
 log = logging.getLogger("lmrec.recommend")
 MAX_K = 1000
 MAX_BATCH = 1000
-# An added item's text is cut to the encoder's max length (256 tokens) anyway; these bounds keep a full
-# AddItems batch within the gateway's message size limit.
+# An added item's text is cut to the encoder's max length (256 tokens pretrained, 128 fine-tuned) anyway;
+# these bounds keep a full AddItems batch within the gateway's message size limit.
 MAX_TITLE_CHARS = 500
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ATTRIBUTE_KEY_CHARS = 100  # a key is a name (a filter's key), not text

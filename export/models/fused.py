@@ -19,8 +19,9 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 
 from lmrec.export.dataset import Dataset, Interactions, concat, histories_of, targets_by_user
-from lmrec.export.ranker import (OnnxRanker, RankerConfig, TrainedRanker, candidate_features, export_ranker_onnx,
+from lmrec.export.ranker import (RankerConfig, TrainedRanker, candidate_features, export_ranker_onnx,
                                  select_candidates, train_ranker)
+from lmrec.ranker_runtime import OnnxRanker
 
 from .base import make_model
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from lmrec.export.ranker import OnnxRanker
+from lmrec.ranker_runtime import RANKER_INPUT, RANKER_OUTPUT, OnnxRanker
 from lmrec.server.ranker_backend import score_requests
 
 
@@ -23,7 +23,7 @@ class TritonPythonModel:
         self.ranker = OnnxRanker(version_dir / "ranker.onnx", threads=int(parameters.get("ort_threads", "1")))
 
     def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(request, "FEATURES").as_numpy() for request in requests]
+        inputs = [pb_utils.get_input_tensor_by_name(request, RANKER_INPUT).as_numpy() for request in requests]
         responses = []
         for result in score_requests(self.ranker, inputs, self.n_features):
             if isinstance(result, Exception):
@@ -32,5 +32,5 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SCORE", result)]))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(RANKER_OUTPUT, result)]))
         return responses

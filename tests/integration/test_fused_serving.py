@@ -9,7 +9,7 @@ import tritonclient.grpc as triton_grpc
 from lmrec.client import RecommenderClient
 from lmrec.export.build import BuildConfig, build_bundle
 from lmrec.export.loaders import DataConfig
-from lmrec.export.ranker import OnnxRanker
+from lmrec.ranker_runtime import OnnxRanker
 from lmrec.server.bundle import load_bundle
 from lmrec.server.triton_launcher import TritonConfig, TritonProcess, free_port, models_in_repository
 

@@ -315,7 +315,7 @@ def test_a_quality_param_no_method_of_the_run_reads_or_the_method_lacks_is_refus
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "{tmp}/nowhere"], "error: ml-100k: data directory {tmp}/nowhere does not exist"),
     (["--data-dir", "{tmp}", "--name", "../x"], "error: --name '../x': a file name without folders (the files "
-                                                "go to --out-dir)"),
+                                                "go to --out)"),
 ])
 def test_int8_parity_refuses_bad_options_in_one_line(argv, message, tmp_path, monkeypatch, capsys):
     from lmrec.benchmarks import int8_parity

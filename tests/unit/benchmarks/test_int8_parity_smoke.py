@@ -53,7 +53,7 @@ def test_the_report_is_written_with_its_command(tmp_path, monkeypatch, rows):
 
     monkeypatch.setattr(suite, "parity_texts", lambda data_dir: TEXTS)
     monkeypatch.setattr(suite, "measure_recipes", lambda texts, work: rows)  # measured by the fixture
-    main(["--data-dir", str(tmp_path / "ml-100k"), "--out-dir", str(tmp_path / "out")])
+    main(["--data-dir", str(tmp_path / "ml-100k"), "--out", str(tmp_path / "out")])
     payload = json.loads((tmp_path / "out" / "int8-parity.json").read_text())
     assert payload["command"].startswith("python -m lmrec.benchmarks.int8_parity --data-dir ")
     report = (tmp_path / "out" / "int8-parity.md").read_text()

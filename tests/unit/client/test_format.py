@@ -34,8 +34,10 @@ def test_table_has_ids_titles_scores_and_found_by():
     assert "DEGRADED" not in text
 
 
-def test_degraded_is_flagged():
-    assert "DEGRADED" in format_items(_response(degraded=True)).splitlines()[0]
+def test_degraded_is_flagged_without_blaming_the_encoder_when_it_may_have_been_the_ranker():
+    first = format_items(_response(degraded=True)).splitlines()[0]
+    assert first == ("bundle 3  (DEGRADED: a served model was unavailable: the text encoder, or the ranker with a "
+                     "fused bundle; the answer comes from the fallback)")
 
 
 def test_similar_items_response_has_no_degraded_field():

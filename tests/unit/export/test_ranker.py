@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmrec.export.ranker import OnnxRanker, RankerConfig, export_ranker_onnx, train_ranker
+from lmrec.export.ranker import RankerConfig, export_ranker_onnx, train_ranker
+from lmrec.ranker_runtime import OnnxRanker
 
 
 def _lists(n_users: int = 60, n_candidates: int = 12, seed: int = 0):

@@ -214,3 +214,18 @@ def test_a_plain_stderr_handler_set_up_before_does_not_print_every_line_twice():
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_the_stage_list_is_what_the_gateway_times_and_the_load_suite_reads():
+    """`STAGES` once listed "profile" (never timed) and lacked "blend"; the load suite kept its own copy."""
+    import re
+    from pathlib import Path
+
+    from lmrec.benchmarks import gateway_config
+    from lmrec.server import metrics
+
+    server = Path(metrics.__file__).resolve().parent
+    timed = {stage for path in server.glob("*.py")
+             for stage in re.findall(r'time_stage\([^,()]+,\s*"(\w+)"\)', path.read_text())}
+    assert timed == set(metrics.STAGES) and len(metrics.STAGES) == len(timed)
+    assert gateway_config.STAGES is metrics.STAGES
