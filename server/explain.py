@@ -44,6 +44,13 @@ class _Titles:
         return item_name(self._items[row])  # an untitled item is named by its description or tags
 
 
+# What an item nothing else explains was chosen for, by the signal that found it.
+_UNEXPLAINED = {
+    "popular": "it is popular",
+    "new_demand": "it is new, and items like it are in demand",  # the fused model's `new_demand_rr`
+}
+
+
 def _sentence(because_title: str, tags: Sequence[str], graph_path: str, found_by: str) -> str:
     parts = []
     if because_title:
@@ -53,7 +60,7 @@ def _sentence(because_title: str, tags: Sequence[str], graph_path: str, found_by
     if graph_path:
         parts.append(f"it {graph_path}")
     if not parts:
-        parts.append("it is popular" if found_by == "popular" else f"found by the {found_by} signal")
+        parts.append(_UNEXPLAINED.get(found_by, f"found by the {found_by} signal"))
     text = "; ".join(parts)
     return text[0].upper() + text[1:]
 

@@ -265,3 +265,45 @@ def test_new_item_ranks_order_items_without_interactions_among_themselves():
     column = names.index("new_lm_rr")
     on_new = np.isin(candidates, new)
     assert on_new.any() and np.all(features[on_new, column] > 0) and np.all(features[~on_new, column] == 0)
+
+
+def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added_items_by_their_text():
+    """`new_demand_rr`: items without interactions ranked among themselves by the demand their text
+    predicts (the same for every user). On by default with `cold_share`, off without it (the published
+    figures of the other protocols were measured without it), and an added item gets it from its text."""
+    from lmrec.export.dataset import ItemInfo
+    from lmrec.export.models.base import make_model
+    from lmrec.export.models.content_demand import new_item_demand_ranks
+
+    dataset, train = _tiny_data()
+    plain = make_model("fused", seed=3, **_TINY)
+    assert plain.new_item_demand is False
+    assert not make_model("fused", seed=3, cold_share=0.3, new_item_demand=False, **_TINY).new_item_demand
+    fused = make_model("fused", seed=3, cold_share=0.3, **_TINY).fit(dataset, train)
+    assert "new_demand_rr" in fused.trained.feature_names
+
+    infos = [ItemInfo(title=dataset.items[i].title + " returns", categories=dataset.items[i].categories)
+             for i in (0, 1, 7)]
+    extended = fused.with_items(fused.lm_model.encoder.encode([info.title for info in infos]), infos)
+    users = np.unique(train.user)[:2]
+    histories = [train.item[train.user == u] for u in users]
+    _, extra = extended._signal_scores(users, histories)
+    expected = new_item_demand_ranks(fused.content_demand.predict(extended.item_embeddings), extended.log_popularity)
+    np.testing.assert_allclose(extra["new_demand_rr"], np.broadcast_to(expected, extra["new_demand_rr"].shape))
+    new = np.arange(dataset.n_items, dataset.n_items + 3)
+    assert np.all(extra["new_demand_rr"][:, new] > 0)
+    assert np.all(extra["new_demand_rr"][:, extended.log_popularity > 0] == 0)
+
+    # Another encoder's embeddings (how fused-int8 and an int8 build serve): ranked from those.
+    shuffled = fused.item_embeddings[::-1].copy()
+    swapped = fused.with_encoder(fused.lm_model.encoder, shuffled)
+    np.testing.assert_allclose(swapped.new_demand_rr,
+                               new_item_demand_ranks(fused.content_demand.predict(shuffled), fused.log_popularity))
+
+
+def test_new_item_demand_takes_true_or_false_only():
+    from lmrec.export.models.base import make_model
+
+    for value in ("yes", 1):
+        with pytest.raises(ValueError, match=f"fused.new_item_demand={value!r}: needs true or false"):
+            make_model("fused", new_item_demand=value)

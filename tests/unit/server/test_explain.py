@@ -67,3 +67,14 @@ def test_an_interest_tag_matches_an_item_attribute_spelt_differently(state):
                               user_tags=["scifi", "Time-Travel", "1990s movies", "Horror"])
     assert explained[0].matched_tags == ("scifi", "Time-Travel", "1990s movies")
     assert "scifi, Time-Travel, 1990s movies" in explained[0].text
+
+
+@pytest.mark.parametrize("found_by, sentence", [
+    ("popular", "It is popular"),
+    ("new_demand", "It is new, and items like it are in demand"),
+    ("sequential", "Found by the sequential signal"),
+])
+def test_an_item_nothing_else_explains_is_worded_by_the_signal_that_found_it(state, found_by, sentence):
+    # No history: no liked item, tag or graph path can explain it.
+    explained = explain_items(state, np.array([], np.int64), [4], [found_by])
+    assert explained[0].text == sentence
