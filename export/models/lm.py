@@ -158,14 +158,27 @@ def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
         settings["base_model"] = model_identity(settings["base_model"])
     digest.update(json.dumps({k: str(v) for k, v in settings.items()}, sort_keys=True).encode())
     # A change to the text builders or the training loop must not reuse a model trained with the old ones.
-    import inspect
-
     import lmrec.export.finetune
     import lmrec.text
 
     for module in (lmrec.text, lmrec.export.finetune):
-        digest.update(inspect.getsource(module).encode())
+        digest.update(code_fingerprint(module).encode())
     return digest.hexdigest()[:20]
+
+
+def code_fingerprint(module) -> str:
+    """What a module's code does, without its comments and docstrings: editing those must not cost a new
+    fine-tune (minutes) and leave the old one in the cache unreachable."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 class FinetunedLMRecommender(_TextEncoderRecommender):

@@ -109,3 +109,23 @@ def test_fingerprint_changes_with_the_training_data_and_the_config():
     assert base != training_fingerprint(edited_item, train, FinetuneConfig())
     edited_user = replace(dataset, users=(replace(dataset.users[0], attributes={"age": "99"}),) + dataset.users[1:])
     assert base != training_fingerprint(edited_user, train, FinetuneConfig())
+
+
+def test_the_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
+    import importlib
+
+    from lmrec.export.models.lm import code_fingerprint
+
+    def fingerprint_of(source: str) -> str:
+        (tmp_path / "probe_text.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        import sys
+
+        sys.modules.pop("probe_text", None)
+        return code_fingerprint(importlib.import_module("probe_text"))
+
+    base = fingerprint_of('"""Texts."""\n\ndef build(x):\n    return f"{x} film"\n')
+    assert base == fingerprint_of('"""Other words."""\n\n# why\ndef build(x):\n    """Doc."""\n    return f"{x} film"  # note\n')
+    assert base != fingerprint_of('"""Texts."""\n\ndef build(x):\n    return f"{x} movie"\n')
+    # A function whose body is only a docstring still parses to something.
+    assert fingerprint_of('def build(x):\n    """Only a doc."""\n') == fingerprint_of("def build(x):\n    pass\n")
