@@ -234,11 +234,21 @@ def test_every_protocol_has_fused_settings_for_what_it_tests():
         settings_for_protocol("leave-two-out")
 
 
+def _with_three_added_items(fused, dataset, train, *, n_users: int):
+    """`fused` with three items added after training (as AddItems does), and the first users' histories."""
+    from lmrec.export.dataset import ItemInfo
+
+    infos = [ItemInfo(title=dataset.items[i].title + " returns", categories=dataset.items[i].categories)
+             for i in (0, 1, 7)]
+    extended = fused.with_items(fused.lm_model.encoder.encode([info.title for info in infos]), infos)
+    users = np.unique(train.user)[:n_users]
+    return extended, users, [train.item[train.user == u] for u in users]
+
+
 def test_new_item_ranks_order_items_without_interactions_among_themselves():
     """With `new_item_ranks`, an item nobody has interacted with (here: added after training) gets the
     reciprocal rank of its encoder and graph scores among such items; every other item gets 0. Off by
     default, so bundles and published figures keep their features."""
-    from lmrec.export.dataset import ItemInfo
     from lmrec.export.models.base import make_model
 
     dataset, train = _tiny_data()
@@ -247,11 +257,7 @@ def test_new_item_ranks_order_items_without_interactions_among_themselves():
     fused = make_model("fused", seed=3, new_item_ranks=True, cold_share=0.3, **_TINY).fit(dataset, train)
     assert {"new_lm_rr", "new_kg_rr"} <= set(fused.trained.feature_names)
 
-    infos = [ItemInfo(title=dataset.items[i].title + " returns", categories=dataset.items[i].categories)
-             for i in (0, 1, 7)]
-    extended = fused.with_items(fused.lm_model.encoder.encode([info.title for info in infos]), infos)
-    users = np.unique(train.user)[:3]
-    histories = [train.item[train.user == u] for u in users]
+    extended, users, histories = _with_three_added_items(fused, dataset, train, n_users=3)
     scores, extra = extended._signal_scores(users, histories)
     new = np.arange(dataset.n_items, dataset.n_items + 3)
     assert np.all(extra["new_lm_rr"][:, : dataset.n_items] == 0.0)
@@ -271,7 +277,6 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
     """`new_demand_rr`: items without interactions ranked among themselves by the demand their text
     predicts (the same for every user). On by default with `cold_share`, off without it (the published
     figures of the other protocols were measured without it), and an added item gets it from its text."""
-    from lmrec.export.dataset import ItemInfo
     from lmrec.export.models.base import make_model
     from lmrec.export.models.content_demand import new_item_demand_ranks
 
@@ -282,11 +287,7 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
     fused = make_model("fused", seed=3, cold_share=0.3, **_TINY).fit(dataset, train)
     assert "new_demand_rr" in fused.trained.feature_names
 
-    infos = [ItemInfo(title=dataset.items[i].title + " returns", categories=dataset.items[i].categories)
-             for i in (0, 1, 7)]
-    extended = fused.with_items(fused.lm_model.encoder.encode([info.title for info in infos]), infos)
-    users = np.unique(train.user)[:2]
-    histories = [train.item[train.user == u] for u in users]
+    extended, users, histories = _with_three_added_items(fused, dataset, train, n_users=2)
     _, extra = extended._signal_scores(users, histories)
     expected = new_item_demand_ranks(fused.content_demand.predict(extended.item_embeddings), extended.log_popularity)
     np.testing.assert_allclose(extra["new_demand_rr"], np.broadcast_to(expected, extra["new_demand_rr"].shape))
