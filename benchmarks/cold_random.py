@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 computed[key] = cold_random_hit(record["dataset"], args.data_root / record["dataset"], record["seed"])
             except DataError as error:  # no such --data-root, or not the data set there
-                # The loader's own hint names --data-dir, an option this command does not have.
-                parser.error(f"--data-root {args.data_root}: {error.problem} (pass --data-root pointing at the "
-                             f"folder that holds {record['dataset']}/)")
+                # The loader's own hint names --data-dir, an option this command does not have; a bad file
+                # in the right folder has no hint and needs none.
+                hint = f" (pass --data-root pointing at the folder that holds {record['dataset']}/)" if error.hint else ""
+                parser.error(f"--data-root {args.data_root}: {error.problem}{hint}")
         chance, new_only, users, fingerprint = computed[key]
         if record.get("test_set") not in (None, fingerprint) or users != record.get("n_cold_test_users", users):
             raise SystemExit(f"{record['dataset']} {record['method']}: the split made again is not the record's "

@@ -119,7 +119,7 @@ class ServingState:
             self.fused = self.fused.with_items(embeddings[len(self.fused.item_embeddings):], new_infos) \
                 if added else self.fused
             if replaced:  # a replaced item's text changed: its embedding row in the ranker changes too
-                self.fused.item_embeddings = embeddings
+                self.fused.set_item_embeddings(embeddings)
                 if getattr(self.fused, "graph", None) is not None:  # and so may its attributes
                     self.fused.graph = self.fused.graph.with_rows_replaced(replaced_rows, replaced_infos)
         self.graph = self.graph.with_items(new_infos) if added else self.graph

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def ml_latest_small_dir() -> Path:
 
 
 @pytest.fixture
-def busy_port() -> int:
+def busy_port() -> Iterator[int]:
     """A port another socket listens on for the whole test: what a start-up must refuse by name."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))

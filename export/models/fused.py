@@ -274,6 +274,13 @@ class FusedRecommender:
             extended._set_demand_ranks()
         return extended
 
+    def set_item_embeddings(self, embeddings: np.ndarray) -> None:
+        """In place: rows whose text changed (an added item sent again) get their new embeddings, and what is
+        derived from the embeddings follows them."""
+        self.item_embeddings = embeddings
+        if getattr(self, "new_item_demand", False):
+            self._set_demand_ranks()
+
     def with_encoder(self, encoder, item_embeddings: np.ndarray) -> "FusedRecommender":
         """A shallow copy whose text side comes from `encoder`: profiles are encoded by it and items carry
         `item_embeddings` (its encodings of the item texts). Ranker, CF signals, graph and the tag

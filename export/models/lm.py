@@ -178,7 +178,7 @@ def code_fingerprint(module) -> str:
         if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return ast.unparse(tree)  # code as text: steadier across Python versions than ast.dump
 
 
 class FinetunedLMRecommender(_TextEncoderRecommender):

@@ -292,6 +292,24 @@ def test_cold_random_names_a_data_root_without_the_data_set(tmp_path, capsys):
     assert "--data-dir" not in err and "pass --data-root pointing at the folder that holds ml-100k/" in err
 
 
+def test_cold_random_gives_no_folder_hint_for_a_bad_file_in_the_right_folder(tmp_path, capsys, ml100k_dir):
+    from lmrec.benchmarks.cold_random import main
+
+    folder = tmp_path / "root" / "ml-100k"
+    folder.mkdir(parents=True)
+    for name in ("u.genre", "u.item", "u.user", "u.occupation"):
+        (folder / name).symlink_to(ml100k_dir / name)  # read in place, never copied
+    (folder / "u.data").write_text("")
+    record = {"dataset": "ml-100k", "protocol": "cold-items", "method": "fused", "seed": 42,
+              "cold_metrics": {"cold_hit@10": 0.5}}
+    (tmp_path / "quality.json").write_text(json.dumps({"records": [record]}))
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "quality.json"), "--data-root", str(tmp_path / "root")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "u.data" in err and "pass --data-root" not in err and "--data-dir" not in err
+
+
 # --- quality -----------------------------------------------------------------------------------------------
 
 

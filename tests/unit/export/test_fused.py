@@ -308,3 +308,18 @@ def test_new_item_demand_takes_true_or_false_only():
     for value in ("yes", 1):
         with pytest.raises(ValueError, match=f"fused.new_item_demand={value!r}: needs true or false"):
             make_model("fused", new_item_demand=value)
+
+
+def test_an_added_item_sent_again_with_new_text_gets_the_demand_rank_of_its_new_text():
+    from lmrec.export.models.base import make_model
+
+    dataset, train = _tiny_data()
+    fused = make_model("fused", seed=3, cold_share=0.3, **_TINY).fit(dataset, train)
+    extended, _, _ = _with_three_added_items(fused, dataset, train, n_users=1)
+    added = np.arange(dataset.n_items, dataset.n_items + 3)
+    before = extended.new_demand_rr[added].copy()
+    assert len(set(before.tolist())) == 3
+    swapped = extended.item_embeddings.copy()
+    swapped[added] = swapped[added[::-1]]  # the three added items exchange texts (as AddItems replaces them)
+    extended.set_item_embeddings(swapped)
+    np.testing.assert_allclose(extended.new_demand_rr[added], before[::-1])
