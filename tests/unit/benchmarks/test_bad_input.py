@@ -278,35 +278,32 @@ def test_cold_random_names_a_file_it_cannot_use(content, message, tmp_path, caps
     assert f"error: {path}: {message}" in capsys.readouterr().err
 
 
-def test_cold_random_names_a_data_root_without_the_data_set(tmp_path, capsys):
+def _cold_random_refused(tmp_path, capsys, data_root) -> str:
+    """Run cold_random on one ml-100k cold-items record against `data_root`; the one-line error it exits with."""
     from lmrec.benchmarks.cold_random import main
 
     record = {"dataset": "ml-100k", "protocol": "cold-items", "method": "fused", "seed": 42,
               "cold_metrics": {"cold_hit@10": 0.5}}
     (tmp_path / "quality.json").write_text(json.dumps({"records": [record]}))
     with pytest.raises(SystemExit) as stopped:
-        main([str(tmp_path / "quality.json"), "--data-root", str(tmp_path / "nowhere")])
+        main([str(tmp_path / "quality.json"), "--data-root", str(data_root)])
     assert stopped.value.code == 2
-    err = capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+def test_cold_random_names_a_data_root_without_the_data_set(tmp_path, capsys):
+    err = _cold_random_refused(tmp_path, capsys, tmp_path / "nowhere")
     assert f"error: --data-root {tmp_path / 'nowhere'}: ml-100k: data directory" in err
     assert "--data-dir" not in err and "pass --data-root pointing at the folder that holds ml-100k/" in err
 
 
 def test_cold_random_gives_no_folder_hint_for_a_bad_file_in_the_right_folder(tmp_path, capsys, ml100k_dir):
-    from lmrec.benchmarks.cold_random import main
-
     folder = tmp_path / "root" / "ml-100k"
     folder.mkdir(parents=True)
     for name in ("u.genre", "u.item", "u.user", "u.occupation"):
         (folder / name).symlink_to(ml100k_dir / name)  # read in place, never copied
     (folder / "u.data").write_text("")
-    record = {"dataset": "ml-100k", "protocol": "cold-items", "method": "fused", "seed": 42,
-              "cold_metrics": {"cold_hit@10": 0.5}}
-    (tmp_path / "quality.json").write_text(json.dumps({"records": [record]}))
-    with pytest.raises(SystemExit) as stopped:
-        main([str(tmp_path / "quality.json"), "--data-root", str(tmp_path / "root")])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
+    err = _cold_random_refused(tmp_path, capsys, tmp_path / "root")
     assert "u.data" in err and "pass --data-root" not in err and "--data-dir" not in err
 
 
