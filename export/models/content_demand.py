@@ -3,7 +3,7 @@
 CF signals score every item without interactions alike (zero), and so, after the ranker learnt that
 "no interactions" can mean "a new item someone will choose", it could not tell one new item from
 another. `fit_content_demand` fits a ridge regression from an item's text embedding to its log
-popularity on the items that have interactions; `new_item_demand_ranks` then ranks the items without
+popularity on the items that have interactions; `ranks_among_new_items` then ranks the items without
 interactions by that prediction, as a feature the same for every user (`new_demand_rr`).
 """
 
@@ -49,11 +49,16 @@ def fit_content_demand(item_embeddings: np.ndarray, log_popularity: np.ndarray, 
     return ContentDemand(mean, weights, float(popularity[warm].mean()))
 
 
-def new_item_demand_ranks(predicted: np.ndarray, log_popularity: np.ndarray) -> np.ndarray:
-    """1 / (1 + rank) of each item without interactions among those items, by predicted demand (ties: the
-    lower index first); 0 for items with interactions."""
+def ranks_among_new_items(scores: np.ndarray, log_popularity: np.ndarray) -> np.ndarray:
+    """1 / (1 + rank) of each item without interactions among those items, by `scores` (one row of item
+    scores, or one per user; ties: the lower index first); 0 for items with interactions."""
+    scores = np.asarray(scores)
     new = np.flatnonzero(np.asarray(log_popularity) == 0)
-    ranks = np.zeros(len(log_popularity), np.float32)
-    order = np.argsort(-np.asarray(predicted)[new], kind="stable")
-    ranks[new[order]] = 1.0 / (1.0 + np.arange(len(new), dtype=np.float32))
+    ranks = np.zeros(scores.shape, np.float32)
+    if len(new):
+        order = np.argsort(-scores[..., new], axis=-1, kind="stable")
+        reciprocal = np.broadcast_to(1.0 / (1.0 + np.arange(len(new), dtype=np.float32)), order.shape)
+        placed = np.empty(order.shape, np.float32)
+        np.put_along_axis(placed, order, reciprocal, axis=-1)
+        ranks[..., new] = placed
     return ranks

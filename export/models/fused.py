@@ -24,7 +24,7 @@ from lmrec.export.ranker import (RankerConfig, TrainedRanker, candidate_features
 from lmrec.ranker_runtime import OnnxRanker
 
 from .base import make_model
-from .content_demand import fit_content_demand, new_item_demand_ranks
+from .content_demand import fit_content_demand, ranks_among_new_items
 
 # Hyper-parameters chosen on validation by the baselines' own tuning on ml-100k (temporal-loo);
 # the quality suite passes each data set's tuned values instead.
@@ -221,19 +221,9 @@ class FusedRecommender:
         """`new_<signal>_rr`: 1 / (1 + rank) of each item without interactions among those items, by the
         encoder's and the graph's scores; 0 for items with interactions. Seen items are not left out of
         the ranking (the served and offline paths agree on it without the exclusions)."""
-        new = np.flatnonzero(self.log_popularity == 0)  # no interactions in what the signals were fitted on
-        out = {}
-        for name in ("lm", "kg"):
-            if name not in scores:
-                continue
-            matrix = np.zeros(scores[name].shape, np.float32)
-            if len(new):
-                order = np.argsort(-scores[name][:, new], axis=1, kind="stable")
-                ranks = np.empty_like(order)
-                np.put_along_axis(ranks, order, np.broadcast_to(np.arange(len(new)), order.shape), axis=1)
-                matrix[:, new] = 1.0 / (1.0 + ranks)
-            out[f"new_{name}_rr"] = matrix
-        return out
+        # No interactions in what the signals were fitted on.
+        return {f"new_{name}_rr": ranks_among_new_items(scores[name], self.log_popularity)
+                for name in ("lm", "kg") if name in scores}
 
     def features(self, users, histories, profile: np.ndarray | None = None, excluded=None):
         """Candidates and their feature rows, per user. The gateway passes the profile embeddings it got
@@ -395,7 +385,7 @@ class FusedRecommender:
             self._set_demand_ranks()
 
     def _set_demand_ranks(self) -> None:
-        self.new_demand_rr = new_item_demand_ranks(self.content_demand.predict(self.item_embeddings),
+        self.new_demand_rr = ranks_among_new_items(self.content_demand.predict(self.item_embeddings),
                                                    self.log_popularity)
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:

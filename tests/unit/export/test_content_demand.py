@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmrec.export.models.content_demand import fit_content_demand, new_item_demand_ranks
+from lmrec.export.models.content_demand import fit_content_demand, ranks_among_new_items
 
 
 def _items(n: int = 200, dim: int = 8, seed: int = 0):
@@ -31,7 +31,7 @@ def test_the_regression_learns_demand_from_items_with_interactions_only():
 def test_new_items_are_ranked_among_themselves_and_items_with_interactions_get_zero():
     log_popularity = np.array([0.0, 1.0, 0.0, 2.0, 0.0], np.float32)
     predicted = np.array([0.5, 9.0, 3.0, 9.0, 3.0], np.float32)
-    ranks = new_item_demand_ranks(predicted, log_popularity)
+    ranks = ranks_among_new_items(predicted, log_popularity)
     # Item 2 and 4 tie at 3.0: the lower index first; item 0 last among the new ones.
     np.testing.assert_allclose(ranks, [1 / 3, 0.0, 1.0, 0.0, 0.5])
 
@@ -40,7 +40,7 @@ def test_with_fewer_than_two_items_with_interactions_every_item_is_predicted_ali
     embeddings, _ = _items(n=5)
     model = fit_content_demand(embeddings, np.array([0, 0, 0, 0, 1.5]))
     np.testing.assert_allclose(model.predict(embeddings), 1.5)
-    ranks = new_item_demand_ranks(model.predict(embeddings), np.array([0, 0, 0, 0, 1.5]))
+    ranks = ranks_among_new_items(model.predict(embeddings), np.array([0, 0, 0, 0, 1.5]))
     np.testing.assert_allclose(ranks, [1.0, 0.5, 1 / 3, 0.25, 0.0])  # ties: index order
 
 

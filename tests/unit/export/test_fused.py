@@ -278,7 +278,7 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
     predicts (the same for every user). On by default with `cold_share`, off without it (the published
     figures of the other protocols were measured without it), and an added item gets it from its text."""
     from lmrec.export.models.base import make_model
-    from lmrec.export.models.content_demand import new_item_demand_ranks
+    from lmrec.export.models.content_demand import ranks_among_new_items
 
     dataset, train = _tiny_data()
     plain = make_model("fused", seed=3, **_TINY)
@@ -289,7 +289,7 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
 
     extended, users, histories = _with_three_added_items(fused, dataset, train, n_users=2)
     _, extra = extended._signal_scores(users, histories)
-    expected = new_item_demand_ranks(fused.content_demand.predict(extended.item_embeddings), extended.log_popularity)
+    expected = ranks_among_new_items(fused.content_demand.predict(extended.item_embeddings), extended.log_popularity)
     np.testing.assert_allclose(extra["new_demand_rr"], np.broadcast_to(expected, extra["new_demand_rr"].shape))
     new = np.arange(dataset.n_items, dataset.n_items + 3)
     assert np.all(extra["new_demand_rr"][:, new] > 0)
@@ -299,7 +299,7 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
     shuffled = fused.item_embeddings[::-1].copy()
     swapped = fused.with_encoder(fused.lm_model.encoder, shuffled)
     np.testing.assert_allclose(swapped.new_demand_rr,
-                               new_item_demand_ranks(fused.content_demand.predict(shuffled), fused.log_popularity))
+                               ranks_among_new_items(fused.content_demand.predict(shuffled), fused.log_popularity))
 
 
 def test_new_item_demand_takes_true_or_false_only():
