@@ -54,6 +54,10 @@ class BuildConfig:
     # Fine-tune the encoder and train the neural fusion ranker (served by Triton as `ranker`).
     fused: bool = False
     finetune: dict = field(default_factory=dict)  # FinetuneConfig overrides, e.g. {"steps": 400}
+    # With `fused`: train the ranker for items that will be added later (AddItems) too. A share of the items
+    # become new in its hold-out, and the demand their text predicts is a feature (FusedRecommender
+    # `cold_share`, as the cold-items protocol trains it); without it, the ranker never saw a new item.
+    for_new_items: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +98,8 @@ def check_device(device: str, precision: str) -> None:
 
 def build_bundle(config: BuildConfig, *, progress=print) -> BuildResult:
     check_device(config.device, config.precision)
+    if config.for_new_items and not config.fused:
+        raise ValueError("for_new_items trains the fusion ranker: it needs fused=True")
     started = time.perf_counter()
     build_dir = Path(config.output_dir)
     if config.version is not None and config.version < 1:
@@ -126,12 +132,15 @@ def _build_version(config: BuildConfig, build_dir: Path, version: int, started: 
     fused = None
     encoder_model = config.encoder_model
     if config.fused:
-        from .models.fused import FusedRecommender
+        from .models.fused import NEW_ITEM_SHARE, FusedRecommender
 
-        progress("[1b] fine-tuning the encoder and training the fusion ranker (internal hold-out: last item) ...")
+        cold_share = NEW_ITEM_SHARE if config.for_new_items else 0.0
+        held_out = "last item" + (f", and every interaction of {cold_share:.0%} of the items" if cold_share else "")
+        progress(f"[1b] fine-tuning the encoder and training the fusion ranker (internal hold-out: {held_out}) ...")
         # The encoder to fine-tune is --encoder's, unless the fine-tuning settings name one themselves.
         lm_params = {"base_model": config.encoder_model, **dict(config.finetune)}
-        fused = FusedRecommender(holdout="last", lm_params=lm_params, signals=None).fit(dataset, dataset.interactions)
+        fused = FusedRecommender(holdout="last", lm_params=lm_params, signals=None,
+                                 cold_share=cold_share).fit(dataset, dataset.interactions)
         encoder_model = str(fused.lm_model.model_dir)
     progress(f"[2/5] exporting encoder {encoder_model} with Optimum ...")
     item_texts = [item_text_of(info) for info in dataset.items]

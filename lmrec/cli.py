@@ -193,6 +193,10 @@ def _build_config(args):
         if not args.fused:  # only the fused ranker's encoder is fine-tuned; the option would do nothing
             raise CliError("--finetune-steps needs --fused: only a fused build fine-tunes the encoder")
         kwargs["finetune"] = {"steps": args.finetune_steps}
+    if args.for_new_items:
+        if not args.fused:
+            raise CliError("--for-new-items needs --fused: it trains the fusion ranker, which only a fused build has")
+        kwargs["for_new_items"] = True
     if args.encoder:
         kwargs["encoder_model"] = args.encoder
     return BuildConfig(**kwargs)
@@ -420,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune the encoder and train the neural fusion ranker (served as Triton `ranker`)")
         p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
                        help="fine-tuning steps with --fused (default 300: ~10 min on ml-100k, 2 cores)")
+        p.add_argument("--for-new-items", action="store_true",
+                       help="with --fused: train the ranker for items added later with AddItems too (10%% of "
+                            "the items are made new in its hold-out; their predicted demand becomes a feature)")
 
     p = verbs.add_parser("build", help="load data, export the encoder, build index + ALS, write version N")
     add_build_arguments(p)

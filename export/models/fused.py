@@ -49,6 +49,9 @@ NOT_A_CANDIDATE = -1e6
 LINEAR_RANKER: dict[str, Any] = {"prior": False, "hidden": (), "early_stopping_folds": 5}
 FREE_RANKER: dict[str, Any] = {"prior": False, "early_stopping_folds": 1}
 HOLDOUTS = ("last", "random")
+# The share of items whose interactions move to the ranker's hold-out when it is trained for new items (the
+# cold-items protocol, and `lmrec build --fused --for-new-items`): each is an item without interactions then.
+NEW_ITEM_SHARE = 0.1
 
 
 def settings_for_protocol(protocol: str) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def settings_for_protocol(protocol: str) -> dict[str, Any]:
     if protocol == "random-811":
         return {"holdout": "random"}
     if protocol == "cold-items":  # the deployment condition is known: train the ranker for new items too
-        return {"holdout": "random", "cold_share": 0.1}
+        return {"holdout": "random", "cold_share": NEW_ITEM_SHARE}
     raise ValueError(f"no fused settings for protocol {protocol!r}")
 
 

@@ -224,6 +224,7 @@ def test_a_seed_numpy_cannot_take_is_refused_by_name(capsys, value):
     (["build", "--build-dir", "{file}"], "is a file, not a folder"),
     (["build", "--build-dir", "{file}/sub"], "is a file, not a folder"),
     (["build", "--build-dir", "{dir}/out", "--finetune-steps", "5"], "--finetune-steps needs --fused"),
+    (["build", "--build-dir", "{dir}/out", "--for-new-items"], "--for-new-items needs --fused"),
     (["evaluate", "--method", "pop", "--dataset", "csv", "--data-dir", "{dir}", "--csv", "rating_range=5,1"],
      "rating_range='5,1': LOW must be below HIGH"),
 ])

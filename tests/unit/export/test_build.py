@@ -151,8 +151,19 @@ def test_a_version_that_cannot_be_published_stops_the_build_before_any_work(tmp_
 
 
 def test_a_fused_build_fine_tunes_the_encoder_it_was_given(tmp_path, tiny_data_config, monkeypatch):
+    from lmrec.export.build import BuildConfig
+
+    asked = _fused_settings_of_build(monkeypatch, BuildConfig(data=tiny_data_config, output_dir=tmp_path, fused=True,
+                                                              encoder_model="/my/encoder"))
+    assert asked["lm_params"]["base_model"] == "/my/encoder"
+    assert asked["holdout"] == "last" and asked["cold_share"] == 0.0  # never trained for new items by default
+    assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
+
+
+def _fused_settings_of_build(monkeypatch, config) -> dict:
+    """The settings the build gives the fused model, captured where its fit starts (the build stops there)."""
     import lmrec.export.models.fused as fused_module
-    from lmrec.export.build import BuildConfig, build_bundle
+    from lmrec.export.build import build_bundle
 
     asked = {}
 
@@ -160,15 +171,27 @@ def test_a_fused_build_fine_tunes_the_encoder_it_was_given(tmp_path, tiny_data_c
         pass
 
     def capture(self, dataset, train):
-        asked.update(self.lm_params)
+        asked.update(self.settings)
         raise Stop
 
     monkeypatch.setattr(fused_module.FusedRecommender, "fit", capture)
     with pytest.raises(Stop):
-        build_bundle(BuildConfig(data=tiny_data_config, output_dir=tmp_path, fused=True, encoder_model="/my/encoder"),
+        build_bundle(config, progress=lambda line: None)
+    return asked
+
+
+def test_a_fused_build_for_new_items_trains_the_ranker_with_items_made_new(tmp_path, tiny_data_config, monkeypatch):
+    from lmrec.export.build import BuildConfig, build_bundle
+    from lmrec.export.models.fused import NEW_ITEM_SHARE, FusedRecommender
+
+    asked = _fused_settings_of_build(monkeypatch, BuildConfig(data=tiny_data_config, output_dir=tmp_path, fused=True,
+                                                              for_new_items=True))
+    assert asked["holdout"] == "last" and asked["cold_share"] == NEW_ITEM_SHARE > 0
+    assert FusedRecommender(**{k: v for k, v in asked.items() if k != "lm_params"}).new_item_demand  # on with it
+    with pytest.raises(ValueError, match="for_new_items trains the fusion ranker: it needs fused=True"):
+        build_bundle(BuildConfig(data=tiny_data_config, output_dir=tmp_path / "plain", for_new_items=True),
                      progress=lambda line: None)
-    assert asked["base_model"] == "/my/encoder"
-    assert not (tmp_path / STAGING_DIR).exists() or not any((tmp_path / STAGING_DIR).iterdir())
+    assert not (tmp_path / "plain").exists()  # refused before anything was written
 
 
 def test_a_build_that_fails_late_leaves_no_version_behind(tmp_path, tiny_data_config, monkeypatch):
