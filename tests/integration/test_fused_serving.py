@@ -18,11 +18,14 @@ from .conftest import LMREC, TINY, ManagedProcess, wait_for_health
 pytestmark = pytest.mark.integration
 
 
+TINY_FINETUNE = {"steps": 3, "batch_size": 8, "max_pairs_per_user": 4}
+
+
 @pytest.fixture(scope="module")
 def fused_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("fused-build")
     return build_bundle(BuildConfig(data=DataConfig(dataset="synthetic", synthetic=TINY), output_dir=out, fused=True,
-                                    finetune={"steps": 3, "batch_size": 8, "max_pairs_per_user": 4}),
+                                    finetune=TINY_FINETUNE),
                         progress=lambda *_: None)
 
 
@@ -52,6 +55,7 @@ def test_the_manifest_says_how_the_ranker_was_trained(fused_build):
     assert curve and all(0.0 <= v <= 1.0 for v in curve)
     assert 1 <= training["epochs"] < len(curve)  # curve[k]: after k epochs; 0 is no candidate without a prior
     assert training["ensemble_members"] == 5
+    assert training["new_item_share"] == 0.0 and "new_demand_rr" not in fused_build.manifest["ranker"]["feature_names"]
     on_disk = json.loads((fused_build.bundle_dir / "manifest.json").read_text())
     assert on_disk["ranker"]["training"] == training
 
@@ -126,3 +130,34 @@ def test_ranker_path_serves_added_items_events_and_filters(fused_build, fused_st
             assert len(after.items) == min(k, len(eligible))
             assert {item.item_id for item in after.items} <= eligible  # the new item is seen now
         assert client.profile(user_id).recent_items[0].item_id == "fused-new"
+
+
+def test_a_version_built_for_new_items_deploys_live_and_ranks_added_items_by_their_text(fused_build, fused_stack):
+    """The operator's path: another version built with `--for-new-items` into the served folder, deployed
+    while the gateway runs (a ranker with one more feature). An item added after that carries a
+    `new_demand` rank from its own text; items with interactions carry 0. Last in this module: it leaves
+    the new version deployed."""
+    from lmrec.export.models.fused import NEW_ITEM_SHARE
+
+    _, address = fused_stack
+    build_dir = fused_build.repository_dir.parent
+    rebuilt = build_bundle(BuildConfig(data=DataConfig(dataset="synthetic", synthetic=TINY), output_dir=build_dir,
+                                       fused=True, for_new_items=True, finetune=TINY_FINETUNE),
+                           progress=lambda *_: None)
+    assert rebuilt.version == fused_build.version + 1
+    assert rebuilt.manifest["ranker"]["training"]["new_item_share"] == NEW_ITEM_SHARE
+    assert "new_demand_rr" in rebuilt.manifest["ranker"]["feature_names"]
+    dataset = load_bundle(build_dir).dataset
+    with_interactions = {dataset.item_ids[i] for i in np.unique(dataset.interactions.item)}
+    user_id = dataset.user_ids[7]
+    last = dataset.items[int(dataset.histories()[7][-1])]
+    with RecommenderClient(address, timeout_s=300) as client:
+        assert client.deploy(rebuilt.version).bundle_version == str(rebuilt.version)
+        assert client.add_items([{"item_id": "fused-newer", "title": f"{last.title} Again",
+                                  "categories": list(last.categories), "description": last.description}]).added == 1
+        response = client.recommend(user_id, k=len(dataset.item_ids) + 1)
+    assert response.bundle_version == str(rebuilt.version) and not response.degraded
+    demand = {item.item_id: {s.signal: s.score for s in item.signals}.get("new_demand") for item in response.items
+              if item.found_by != "popular"}
+    assert demand["fused-newer"] > 0  # ranked among the items without interactions by its text
+    assert all(demand[item] == 0.0 for item in demand if item in with_interactions)
