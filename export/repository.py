@@ -199,7 +199,7 @@ def write_ranker_version(build_dir: Path, fused, *, version: int, spec: RankerSp
     if fused.trained is not None:  # how it was trained: what it starts from, and what cross-validation saw
         part["training"] = {"prior": fused.trained.prior, "epochs": fused.trained.epochs,
                             # trained for items added later: the share made new in its hold-out (0: never)
-                            "new_item_share": getattr(fused, "cold_share", 0.0),
+                            "new_item_share": fused.cold_share,
                             "ensemble_members": fused.ranker_config.ensemble if fused.trained.epochs else 1,
                             "validation_ndcg_at_10_by_epoch": [round(v, 4) for v in fused.trained.validation_curve]}
     return part
