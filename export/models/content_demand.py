@@ -3,8 +3,13 @@
 CF signals score every item without interactions alike (zero), and so, after the ranker learnt that
 "no interactions" can mean "a new item someone will choose", it could not tell one new item from
 another. `fit_content_demand` fits a ridge regression from an item's text embedding to its log
-popularity on the items that have interactions; `ranks_among_new_items` then ranks the items without
+popularity on the items that have interactions; `ranks_against_reference` then ranks each item without
 interactions by that prediction, as a feature the same for every user (`new_demand_rr`).
+
+The rank is taken among a fixed reference: the items that were new while the ranker learnt. Ranked
+among whichever items happen to be new instead, the first item added to a served catalogue in which
+every item has interactions would be first of one, 1.0, whatever its text: the value the ranker had
+learnt for the most wanted of some 170 new items (ml-100k).
 """
 
 from __future__ import annotations
@@ -61,4 +66,17 @@ def ranks_among_new_items(scores: np.ndarray, log_popularity: np.ndarray) -> np.
         placed = np.empty(order.shape, np.float32)
         np.put_along_axis(placed, order, reciprocal, axis=-1)
         ranks[..., new] = placed
+    return ranks
+
+
+def ranks_against_reference(scores: np.ndarray, reference: np.ndarray, log_popularity: np.ndarray) -> np.ndarray:
+    """1 / (1 + the number of `reference` scores above its own) for each item without interactions; 0 for
+    items with interactions. With the new items' own scores as the reference this is their rank among
+    themselves (`ranks_among_new_items`, except that tied items share a rank)."""
+    scores = np.asarray(scores, np.float32)
+    ordered = np.sort(np.asarray(reference, np.float32))
+    new = np.flatnonzero(np.asarray(log_popularity) == 0)
+    ranks = np.zeros(scores.shape, np.float32)
+    above = len(ordered) - np.searchsorted(ordered, scores[new], side="right")
+    ranks[new] = 1.0 / (1.0 + above.astype(np.float32))
     return ranks

@@ -24,7 +24,7 @@ from lmrec.export.ranker import (RankerConfig, TrainedRanker, candidate_features
 from lmrec.ranker_runtime import OnnxRanker
 
 from .base import make_model
-from .content_demand import fit_content_demand, ranks_among_new_items
+from .content_demand import fit_content_demand, ranks_against_reference, ranks_among_new_items
 
 # Hyper-parameters chosen on validation by the baselines' own tuning on ml-100k (temporal-loo);
 # the quality suite passes each data set's tuned values instead.
@@ -324,6 +324,7 @@ class FusedRecommender:
             if len(another):
                 folds.append(another)
         self.graph = None
+        self.demand_reference_items = None  # set once the ranker has learnt (below)
         if self.use_kg:
             from lmrec.export.kg import build_item_graph
 
@@ -356,7 +357,9 @@ class FusedRecommender:
         self._ranker_groups = groups if len(folds) > 1 else None  # one list per user needs no grouping
         self.retrain_ranker(self.ranker_config)
 
-        # Cheap signals learn from everything now; popularity too. The encoder keeps its inner fit.
+        # Cheap signals learn from everything now; popularity too. The encoder keeps its inner fit. New
+        # items are ranked by their predicted demand among those the ranker learnt from, from now on.
+        self.demand_reference_items = np.flatnonzero(self.log_popularity == 0)
         self.cf_models = self._fit_cf_signals(dataset, train)
         self._set_popularity(train, dataset.n_items)
         if type(self) is FusedRecommender and self.precision == "fp32":
@@ -388,8 +391,14 @@ class FusedRecommender:
             self._set_demand_ranks()
 
     def _set_demand_ranks(self) -> None:
-        self.new_demand_rr = ranks_among_new_items(self.content_demand.predict(self.item_embeddings),
-                                                   self.log_popularity)
+        predicted = self.content_demand.predict(self.item_embeddings)
+        # While the ranker learns: the items new at that stage. After `fit`: those same items, so an item
+        # gets the rank the ranker learnt for its predicted demand however many items are new when it
+        # serves. (A bundle pickled before the reference existed ranks among the items new now.)
+        reference_items = getattr(self, "demand_reference_items", None)
+        if reference_items is None:
+            reference_items = np.flatnonzero(self.log_popularity == 0)
+        self.new_demand_rr = ranks_against_reference(predicted, predicted[reference_items], self.log_popularity)
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         if getattr(self, "ranker", None) is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmrec.export.models.content_demand import fit_content_demand, ranks_among_new_items
+from lmrec.export.models.content_demand import fit_content_demand, ranks_against_reference, ranks_among_new_items
 
 
 def _items(n: int = 200, dim: int = 8, seed: int = 0):
@@ -34,6 +34,19 @@ def test_new_items_are_ranked_among_themselves_and_items_with_interactions_get_z
     ranks = ranks_among_new_items(predicted, log_popularity)
     # Item 2 and 4 tie at 3.0: the lower index first; item 0 last among the new ones.
     np.testing.assert_allclose(ranks, [1 / 3, 0.0, 1.0, 0.0, 0.5])
+
+
+def test_new_items_are_ranked_against_a_fixed_reference_however_many_are_new():
+    log_popularity = np.array([0.0, 1.0, 0.0, 2.0, 0.0], np.float32)
+    predicted = np.array([0.5, 9.0, 3.0, 9.0, 3.0], np.float32)
+    reference = np.array([4.0, 2.0, 1.0, 0.0], np.float32)
+    # Item 0 (0.5) has 3 reference scores above it, items 2 and 4 (3.0) one each; warm items get 0.
+    np.testing.assert_allclose(ranks_against_reference(predicted, reference, log_popularity), [0.25, 0, 0.5, 0, 0.5])
+    # Their own scores as the reference: their ranks among themselves (ties share the better rank).
+    own = ranks_against_reference(predicted, predicted[log_popularity == 0], log_popularity)
+    np.testing.assert_allclose(own, [1 / 3, 0.0, 1.0, 0.0, 1.0])
+    # An empty reference (nothing was new while the ranker learnt) puts every new item first.
+    np.testing.assert_allclose(ranks_against_reference(predicted, np.zeros(0), log_popularity), [1, 0, 1, 0, 1])
 
 
 def test_with_fewer_than_two_items_with_interactions_every_item_is_predicted_alike():

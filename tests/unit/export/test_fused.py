@@ -274,11 +274,12 @@ def test_new_item_ranks_order_items_without_interactions_among_themselves():
 
 
 def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added_items_by_their_text():
-    """`new_demand_rr`: items without interactions ranked among themselves by the demand their text
-    predicts (the same for every user). On by default with `cold_share`, off without it (the published
-    figures of the other protocols were measured without it), and an added item gets it from its text."""
+    """`new_demand_rr`: items without interactions ranked by the demand their text predicts among the
+    items that were new while the ranker learnt (the same for every user). On by default with
+    `cold_share`, off without it (the published figures of the other protocols were measured without it),
+    and an added item gets it from its text."""
     from lmrec.export.models.base import make_model
-    from lmrec.export.models.content_demand import ranks_among_new_items
+    from lmrec.export.models.content_demand import ranks_against_reference
 
     dataset, train = _tiny_data()
     plain = make_model("fused", seed=3, **_TINY)
@@ -289,7 +290,10 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
 
     extended, users, histories = _with_three_added_items(fused, dataset, train, n_users=2)
     _, extra = extended._signal_scores(users, histories)
-    expected = ranks_among_new_items(fused.content_demand.predict(extended.item_embeddings), extended.log_popularity)
+    reference = fused.demand_reference_items
+    assert len(reference) >= round(0.3 * len(np.unique(train.item)))  # at least the items made new for the ranker
+    predicted = fused.content_demand.predict(extended.item_embeddings)
+    expected = ranks_against_reference(predicted, predicted[reference], extended.log_popularity)
     np.testing.assert_allclose(extra["new_demand_rr"], np.broadcast_to(expected, extra["new_demand_rr"].shape))
     new = np.arange(dataset.n_items, dataset.n_items + 3)
     assert np.all(extra["new_demand_rr"][:, new] > 0)
@@ -298,8 +302,29 @@ def test_new_item_demand_is_on_where_the_ranker_learns_new_items_and_ranks_added
     # Another encoder's embeddings (how fused-int8 and an int8 build serve): ranked from those.
     shuffled = fused.item_embeddings[::-1].copy()
     swapped = fused.with_encoder(fused.lm_model.encoder, shuffled)
+    predicted = fused.content_demand.predict(shuffled)
     np.testing.assert_allclose(swapped.new_demand_rr,
-                               ranks_among_new_items(fused.content_demand.predict(shuffled), fused.log_popularity))
+                               ranks_against_reference(predicted, predicted[reference], fused.log_popularity))
+
+
+def test_an_added_items_demand_rank_does_not_depend_on_how_many_items_are_new():
+    """Ranked among whichever items are new, the first item added to a catalogue where every item has
+    interactions was 1.0 whatever its text; against the ranker's reference it keeps its place."""
+    from lmrec.export.models.base import make_model
+
+    from lmrec.export.dataset import ItemInfo
+
+    dataset, train = _tiny_data()
+    fused = make_model("fused", seed=3, cold_share=0.3, **_TINY).fit(dataset, train)
+    infos = [ItemInfo(title=dataset.items[i].title + " returns", categories=dataset.items[i].categories)
+             for i in (0, 1, 7)]
+    embeddings = fused.lm_model.encoder.encode([info.title for info in infos])
+    three, alone = fused.with_items(embeddings, infos), fused.with_items(embeddings[:1], infos[:1])
+    first = dataset.n_items
+    assert alone.new_demand_rr[first] == three.new_demand_rr[first]
+    predicted = fused.content_demand.predict(three.item_embeddings)
+    above = int(np.sum(predicted[fused.demand_reference_items] > predicted[first]))
+    assert three.new_demand_rr[first] == pytest.approx(1.0 / (1.0 + above))
 
 
 def test_new_item_demand_takes_true_or_false_only():
@@ -318,7 +343,7 @@ def test_an_added_item_sent_again_with_new_text_gets_the_demand_rank_of_its_new_
     extended, _, _ = _with_three_added_items(fused, dataset, train, n_users=1)
     added = np.arange(dataset.n_items, dataset.n_items + 3)
     before = extended.new_demand_rr[added].copy()
-    assert len(set(before.tolist())) == 3
+    assert not np.array_equal(before, before[::-1])  # so that the exchange below shows
     swapped = extended.item_embeddings.copy()
     swapped[added] = swapped[added[::-1]]  # the three added items exchange texts (as AddItems replaces them)
     extended.set_item_embeddings(swapped)
