@@ -132,11 +132,11 @@ def test_ranker_path_serves_added_items_events_and_filters(fused_build, fused_st
         assert client.profile(user_id).recent_items[0].item_id == "fused-new"
 
 
-def test_a_version_built_for_new_items_deploys_live_and_ranks_added_items_by_their_text(fused_build, fused_stack):
+def test_a_version_built_for_new_items_deploys_live_and_gives_added_items_a_demand_rank(fused_build, fused_stack):
     """The operator's path: another version built with `--for-new-items` into the served folder, deployed
-    while the gateway runs (a ranker with one more feature). An item added after that carries a
-    `new_demand` rank from its own text; items with interactions carry 0. Last in this module: it leaves
-    the new version deployed."""
+    while the gateway runs (a ranker with one more feature). Items added before and after the deploy
+    carry a `new_demand` rank (how it orders items by their text is a unit test's); items with
+    interactions carry 0. Last in this module: it leaves the new version deployed."""
     from lmrec.export.models.fused import NEW_ITEM_SHARE
 
     _, address = fused_stack
@@ -159,5 +159,6 @@ def test_a_version_built_for_new_items_deploys_live_and_ranks_added_items_by_the
     assert response.bundle_version == str(rebuilt.version) and not response.degraded
     demand = {item.item_id: {s.signal: s.score for s in item.signals}.get("new_demand") for item in response.items
               if item.found_by != "popular"}
-    assert demand["fused-newer"] > 0  # ranked among the items without interactions by its text
+    assert demand["fused-newer"] > 0  # ranked by its predicted demand
+    assert demand["fused-new"] > 0  # added to the version before, carried over by the deploy
     assert all(demand[item] == 0.0 for item in demand if item in with_interactions)

@@ -109,6 +109,18 @@ def test_evaluate_trains_the_fused_methods_for_the_protocol_unless_told_otherwis
     assert _evaluation_params(["fused.holdout=random"], ("fused",), "temporal-loo")["fused"] == {"holdout": "random"}
 
 
+def test_build_options_reach_the_build_config(tmp_path):
+    from lmrec.cli import _build_config, build_parser
+
+    def config(*extra):
+        return _build_config(build_parser().parse_args(["build", "--build-dir", str(tmp_path / "out"), *extra]))
+
+    plain = config("--fused")
+    assert plain.fused and not plain.for_new_items
+    growing = config("--fused", "--for-new-items", "--finetune-steps", "7")
+    assert growing.fused and growing.for_new_items and growing.finetune == {"steps": 7}
+
+
 def test_main_records_the_arguments_it_was_given(monkeypatch):
     from lmrec import cli
 
