@@ -92,6 +92,19 @@ def method_params(protocol: str, tuned: dict[str, dict], finetune: dict, overrid
     return {"lm-finetuned": dict(finetune), "fused": fused, "fused-int8": dict(fused)}
 
 
+def tuned_signal_settings(measured, reused: list[dict], dataset: str, protocol: str) -> dict[str, dict]:
+    """The baselines' settings as tuned on validation, which the fused methods take for their signals: from
+    this run's records, or for a baseline it does not measure, from a --reuse file's record of it. Without
+    the latter, re-measuring only `fused` against a published file would fit it with the default signals,
+    not the model that file published."""
+    tuned = {record.method: record.params for record in measured}
+    for record in reused:
+        if (record["dataset"], record["protocol"]) == (dataset, protocol) and record["method"] in FUSED_SIGNALS \
+                and "params" in record:
+            tuned.setdefault(record["method"], record["params"])
+    return tuned
+
+
 def run_quality(config: QualityConfig, *, progress=print) -> dict:
     from lmrec.export.evaluate import EvaluateConfig, check_methods, records_to_json, run_evaluation
     from lmrec.export.loaders import load_dataset
@@ -122,7 +135,7 @@ def run_quality(config: QualityConfig, *, progress=print) -> dict:
             baselines = tuple(m for m in config.methods if m in BASELINES)
             records = run_evaluation(EvaluateConfig(data=data, protocol=protocol, methods=baselines, seed=config.seed),
                                      dataset=dataset, split=split, progress=progress) if baselines else []
-            tuned = {r.method: r.params for r in records}
+            tuned = tuned_signal_settings(records, reused, dataset.name, protocol)
             others = tuple(m for m in config.methods if m not in BASELINES)
             if others:
                 records += run_evaluation(

@@ -69,6 +69,24 @@ def test_reused_records_fill_only_what_the_run_did_not_measure_and_are_marked(tm
     assert "| lm-pretrained ¹ |" in markdown and "lmrec bench quality --old" in markdown
 
 
+def test_fused_alone_takes_its_signals_tuned_as_the_reused_file_records_them():
+    """Re-measuring only `fused` against a published file must fit the model it published: a review run
+    got the default signals instead, because no baseline was tuned in that run."""
+    from types import SimpleNamespace
+
+    from lmrec.benchmarks.quality import tuned_signal_settings
+
+    reused = [{"dataset": "ml-100k", "protocol": "cold-items", "method": "ease", "params": {"l2": 250.0}},
+              {"dataset": "ml-100k", "protocol": "cold-items", "method": "als", "params": {"factors": 64}},
+              {"dataset": "ml-100k", "protocol": "cold-items", "method": "pop", "params": {}},  # not a signal
+              {"dataset": "ml-100k", "protocol": "random-811", "method": "itemknn", "params": {"neighbours": 5}},
+              {"dataset": "other", "protocol": "cold-items", "method": "sequential", "params": {"window": 1}}]
+    measured_now = [SimpleNamespace(method="als", params={"factors": 32})]
+    assert tuned_signal_settings(measured_now, reused, "ml-100k", "cold-items") == {
+        "ease": {"l2": 250.0}, "als": {"factors": 32}}  # this run's tuning wins; other splits are not read
+    assert tuned_signal_settings([], [], "ml-100k", "cold-items") == {}
+
+
 def test_reuse_of_a_missing_file_names_it(tmp_path):
     import argparse
 
