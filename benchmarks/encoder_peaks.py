@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from lmrec.ort_options import cpu_session_options
+
 
 def _best_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: thread pools, packing buffers
@@ -70,9 +72,9 @@ def int8_gemm_peaks(size: int, repeats: int) -> dict[str, float]:
     import onnxruntime as ort
 
     flops = 2.0 * size ** 3
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.inter_op_num_threads = 1
+    # The lmrec options, so that this session, if a process's first, does not turn off the flushing of
+    # denormals for the encoder sessions measured after it (lmrec/ort_options.py).
+    options = cpu_session_options(threads=os.cpu_count() or 1)
     session = ort.InferenceSession(_matmul_integer_model(size), options, providers=["CPUExecutionProvider"])
     a = np.random.default_rng(2).integers(0, 256, (size, size), dtype=np.uint8)
     return {"ort_matmulinteger": flops / _best_seconds(lambda: session.run(["Y"], {"A": a}), repeats) / 1e9}

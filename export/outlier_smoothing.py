@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lmrec.ort_options import cpu_session_options
+
 # A tensor is smoothed when its largest channel range is this many times the median channel's; the
 # channels above TARGET_RATIO times the median are divided down to it. Chosen on ml-100k texts with the
 # pretrained MiniLM (avx512_vnni preset): mean cosine to fp32 0.9922 unsmoothed; 0.9967 with (8, 5),
@@ -65,9 +67,8 @@ def channel_ranges(model, tensors: Sequence[str], tokenizer_dir: Path, texts: Se
     probe.CopyFrom(model)
     for name in tensors:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
     # Unoptimised, so that every probed tensor exists as the graph names it (fusions would absorb some).
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options = cpu_session_options(threads=0, optimize=False)
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     settings = EncoderSettings.read(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir, settings)

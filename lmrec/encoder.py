@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmrec.ort_options import cpu_session_options
+
 ENCODER_SETTINGS_FILE = "encoder.json"
 TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_OUTPUT = "sentence_embedding"
@@ -122,14 +124,9 @@ class OnnxTextEncoder:
         self.settings = EncoderSettings.read(directory)
         self.onnx_file = onnx_file or self.settings.onnx_file
         self.tokenizer = load_tokenizer(directory, self.settings)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or int(os.environ.get("LMREC_ORT_THREADS", "0"))
-        options.inter_op_num_threads = 1
-        if not spin:
-            # ORT's worker threads spin after each run, waiting for the next. Where they share the cores
-            # with other busy processes (the Triton model beside the gateway), that spinning steals them.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT's worker threads spin after each run, waiting for the next. Where they share the cores with
+        # other busy processes (the Triton model beside the gateway), that spinning steals them: `spin=False`.
+        options = cpu_session_options(threads=threads or int(os.environ.get("LMREC_ORT_THREADS", "0")), spin=spin)
         if profile_prefix:  # ONNX Runtime's profiler (benchmarks/encoder_profile.py); `session.end_profiling()`
             options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         providers = providers or ["CPUExecutionProvider"]

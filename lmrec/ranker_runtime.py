@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmrec.ort_options import cpu_session_options
+
 # The exported graph's input and output, which are also the Triton `ranker` model's tensors.
 RANKER_INPUT = "FEATURES"
 RANKER_OUTPUT = "SCORE"
@@ -22,8 +24,7 @@ class OnnxRanker:
     def __init__(self, path: Path, *, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # RankerSpec.ort_threads when served
+        options = cpu_session_options(threads=threads)  # RankerSpec.ort_threads when served
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def score(self, features: np.ndarray) -> np.ndarray:
