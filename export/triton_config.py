@@ -24,7 +24,9 @@ class TextEncoderSpec:
 
     `backend="python"` takes raw UTF-8 text and tokenises inside Triton (runs with the python backend
     the pytriton wheel ships). `backend="onnxruntime"` emits the `onnxruntime_onnx` platform config for
-    NVIDIA's container, where the graph takes token ids (tokenise client-side or in an ensemble).
+    NVIDIA's container, where the graph takes token ids (tokenise client-side or in an ensemble). Only the
+    python model opens its session with lmrec's options (`lmrec/ort_options.py`: denormals flushed, which
+    made the int8 encoder up to 1.3x faster on an Intel CPU); Triton's ONNX Runtime backend opens its own.
     """
 
     name: str = "text_encoder"
