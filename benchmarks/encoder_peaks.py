@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from lmrec.ort_options import cpu_session_options
+from lmrec.ort_options import open_session, session_options
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -69,13 +69,9 @@ def int8_gemm_peaks(size: int, repeats: int) -> dict[str, float]:
 
     torch `_int_mm` is not used: on the CPU it runs a reference loop (≈0.5 GOP/s on the 2-core machine).
     """
-    import onnxruntime as ort
-
     flops = 2.0 * size ** 3
-    # The lmrec options, so that this session, if a process's first, does not turn off the flushing of
-    # denormals for the encoder sessions measured after it (lmrec/ort_options.py).
-    options = cpu_session_options(threads=os.cpu_count() or 1)
-    session = ort.InferenceSession(_matmul_integer_model(size), options, providers=["CPUExecutionProvider"])
+    options = session_options(threads=os.cpu_count() or 1)
+    session = open_session(_matmul_integer_model(size), options, ["CPUExecutionProvider"])
     a = np.random.default_rng(2).integers(0, 256, (size, size), dtype=np.uint8)
     return {"ort_matmulinteger": flops / _best_seconds(lambda: session.run(["Y"], {"A": a}), repeats) / 1e9}
 

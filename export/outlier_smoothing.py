@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lmrec.ort_options import cpu_session_options
+from lmrec.ort_options import open_session, session_options
 
 # A tensor is smoothed when its largest channel range is this many times the median channel's; the
 # channels above TARGET_RATIO times the median are divided down to it. Chosen on ml-100k texts with the
@@ -59,7 +59,6 @@ def weight_matmul_groups(model, excluded: set[str]) -> dict[str, list]:
 def channel_ranges(model, tensors: Sequence[str], tokenizer_dir: Path, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """max |x| per channel of each of `tensors` over the real (unpadded) tokens of `texts`."""
     import onnx
-    import onnxruntime as ort
 
     from lmrec.encoder import EncoderSettings, load_tokenizer, padded_feeds
 
@@ -68,8 +67,8 @@ def channel_ranges(model, tensors: Sequence[str], tokenizer_dir: Path, texts: Se
     for name in tensors:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     # Unoptimised, so that every probed tensor exists as the graph names it (fusions would absorb some).
-    options = cpu_session_options(threads=0, optimize=False)
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    options = session_options(threads=0, optimize=False)
+    session = open_session(probe.SerializeToString(), options, ["CPUExecutionProvider"])
     settings = EncoderSettings.read(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir, settings)
     ranges: dict[str, np.ndarray] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.ort_options import cpu_session_options
+from lmrec.ort_options import denormals_flushed, open_session, session_options
 
 ENCODER_SETTINGS_FILE = "encoder.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -118,19 +118,17 @@ class OnnxTextEncoder:
 
     def __init__(self, directory: Path | str, *, onnx_file: str | None = None, threads: int | None = None,
                  providers: list | None = None, spin: bool = True, profile_prefix: str | None = None) -> None:
-        import onnxruntime as ort
-
         directory = Path(directory)
         self.settings = EncoderSettings.read(directory)
         self.onnx_file = onnx_file or self.settings.onnx_file
         self.tokenizer = load_tokenizer(directory, self.settings)
         # ORT's worker threads spin after each run, waiting for the next. Where they share the cores with
         # other busy processes (the Triton model beside the gateway), that spinning steals them: `spin=False`.
-        options = cpu_session_options(threads=threads or int(os.environ.get("LMREC_ORT_THREADS", "0")), spin=spin)
+        options = session_options(threads=threads or int(os.environ.get("LMREC_ORT_THREADS", "0")), spin=spin)
         if profile_prefix:  # ONNX Runtime's profiler (benchmarks/encoder_profile.py); `session.end_profiling()`
             options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         providers = providers or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(directory / self.onnx_file), options, providers=providers)
+        self.session = open_session(str(directory / self.onnx_file), options, providers)
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         if self.session.get_providers()[0] != wanted:
             # ONNX Runtime falls back to the CPU, with only a printed warning, when a provider fails to start
@@ -147,7 +145,8 @@ class OnnxTextEncoder:
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         order = np.argsort(lengths, kind="stable")
-        for chunk in length_buckets(lengths, order, batch_size):
-            feeds = padded_feeds([encodings[index] for index in chunk], self.settings.input_names)
-            out[chunk] = self.session.run([EMBEDDING_OUTPUT], feeds)[0]
+        with denormals_flushed():  # the masked softmax's denormals (lmrec/ort_options.py)
+            for chunk in length_buckets(lengths, order, batch_size):
+                feeds = padded_feeds([encodings[index] for index in chunk], self.settings.input_names)
+                out[chunk] = self.session.run([EMBEDDING_OUTPUT], feeds)[0]
         return out

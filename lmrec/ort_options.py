@@ -1,31 +1,52 @@
-"""ONNX Runtime session options for every session lmrec creates on the CPU.
+"""ONNX Runtime sessions as lmrec opens them, and denormal floats flushed to zero while the encoder runs.
 
-Entry point: `cpu_session_options(threads=..., ...)`.
+Entry points: `session_options(threads=...)` and `open_session(model, options, providers)` for every
+session lmrec opens; `denormals_flushed()` around the runs where denormals cost (the encoder's).
 
-Why one place: the options carry ONNX Runtime's `session.set_denormal_as_zero`. Padded keys in a batch's
-attention get a large negative mask, and the softmax's exp of it underflows into denormal floats. Intel
-CPUs compute on denormals through a microcode assist: on the 2-core Intel Xeon (AMX) machine, the
-encoder's softmax over a masked batch ran 4x slower than over an unmasked one, 14.9% of the int8
-encoder's kernel time against 3.2% on the AMD machine (benchmarks/performance-log.md, item 11).
-Flushing them to zero left the embeddings bit-identical on the suite's texts (a denormal
-probability times a value is far below float32's resolution of the sums it joins).
+Why: the padded keys of a batch get a large negative attention mask, and the softmax's exp of it
+underflows into denormal floats. Intel CPUs compute on denormals through a microcode assist: on the
+2-core Intel Xeon (AMX) machine, ONNX Runtime's softmax over a batch with 11% of its keys masked ran 4x
+slower than with denormals flushed, and took 14.9% of the int8 encoder's kernel time against 3.2% on the
+AMD EPYC with AVX-512 VNNI (benchmarks/performance-log.md, item 11). Flushing them left the MiniLM
+embeddings bit-identical (fp32 and int8): a denormal probability times a value is far below the float32
+resolution of the sum it joins.
 
-ONNX Runtime sets the flag on its own worker threads per session, but on the thread that calls `run`
-only once per process, from the *first* session created: a first session without the flag turns it off
-for the caller thread of every later one. So every session lmrec creates asks for it, and a process that
-creates its sessions here gets it whichever comes first. Other float arithmetic on that thread (numpy,
-Python floats) then flushes denormals too.
+How: ONNX Runtime's `session.set_denormal_as_zero` (set by `session_options`) covers its worker threads,
+per session. The thread that calls `run` does its share of every operator too, and ONNX Runtime sets
+the flag on such a thread only once per process: on the thread that creates the process's first
+session, with that session's setting (Optimum's export opens a plain session first in every process
+that exports). So `denormals_flushed()` sets the flush-to-zero and denormals-are-zero bits of the
+calling thread's MXCSR itself, through glibc's `fegetenv`/`fesetenv`, and restores them after the
+block; `open_session` undoes what ONNX Runtime's once-per-process call did to the thread that opened
+the session. Arithmetic outside those blocks (numpy, torch, Python floats) keeps IEEE denormals.
+
+Outside x86-64 Linux with glibc both do nothing to the calling thread (ONNX Runtime's flag is x86-only too).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import platform
+import struct
+from typing import Iterator
+
 DENORMAL_AS_ZERO = "session.set_denormal_as_zero"
 
+# glibc's x86-64 fenv_t: the 28-byte x87 environment, then MXCSR.
+_FENV_BYTES = 32
+_MXCSR_OFFSET = 28
+_FLUSH_TO_ZERO = 0x8000
+_DENORMALS_ARE_ZERO = 0x0040
+_SMALLEST_DENORMAL = float.fromhex("0x0.0000000000001p-1022")
 
-def cpu_session_options(*, threads: int, inter_op_threads: int = 1, optimize: bool = True, spin: bool = True):
+
+def session_options(*, threads: int, inter_op_threads: int = 1, optimize: bool = True, spin: bool = True):
     """`onnxruntime.SessionOptions` with `threads` intra-op threads (0: ONNX Runtime's choice, one per
-    core) and denormals flushed to zero. `optimize=False` keeps the graph as written (every tensor under
-    its own name); `spin=False` stops idle worker threads spinning between runs."""
+    core) whose worker threads flush denormals. `optimize=False` keeps the graph as written (every tensor
+    under its own name); `spin=False` stops idle worker threads spinning between runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -37,3 +58,71 @@ def cpu_session_options(*, threads: int, inter_op_threads: int = 1, optimize: bo
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def open_session(model, options, providers: list):
+    """`onnxruntime.InferenceSession(model, options, providers=providers)`, leaving the calling thread's
+    floating-point environment as it found it."""
+    import onnxruntime as ort
+
+    with _environment_restored():
+        return ort.InferenceSession(model, options, providers=providers)
+
+
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Within the block, the calling thread flushes denormal results to zero and reads denormal inputs
+    as zero; after it, the thread's previous floating-point environment is back."""
+    with _environment_restored() as saved:
+        libm = _libm()
+        if libm is not None:
+            libm.fesetenv(_with_flush_bits(saved))
+        yield
+
+
+def flushes_denormals_here() -> bool:
+    """Whether the calling thread flushes denormals right now (for tests and benchmark reports)."""
+    return _SMALLEST_DENORMAL * 1.0 == 0.0
+
+
+@contextlib.contextmanager
+def _environment_restored() -> Iterator[ctypes.Array]:
+    saved = ctypes.create_string_buffer(_FENV_BYTES)
+    libm = _libm()
+    if libm is None:
+        yield saved
+        return
+    libm.fegetenv(saved)
+    try:
+        yield saved
+    finally:
+        libm.fesetenv(saved)
+
+
+@functools.cache
+def _libm():
+    """glibc's libm where MXCSR can be set through it (x86-64 Linux), checked once; else None."""
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    except OSError:
+        return None
+    libm.fegetenv.argtypes = libm.fesetenv.argtypes = [ctypes.c_void_p]
+    # Check the fenv_t layout assumed above once: set the bits, see a denormal vanish, restore.
+    saved = ctypes.create_string_buffer(_FENV_BYTES)
+    libm.fegetenv(saved)
+    libm.fesetenv(_with_flush_bits(saved))
+    works = flushes_denormals_here()
+    libm.fesetenv(saved)
+    return libm if works and not flushes_denormals_here() else None
+
+
+def _with_flush_bits(environment: ctypes.Array) -> ctypes.Array:
+    """A copy of a saved fenv_t with MXCSR's flush-to-zero and denormals-are-zero bits set."""
+    flushed = ctypes.create_string_buffer(environment.raw, _FENV_BYTES)
+    (mxcsr,) = struct.unpack_from("<I", environment.raw, _MXCSR_OFFSET)
+    struct.pack_into("<I", flushed, _MXCSR_OFFSET, mxcsr | _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO)
+    return flushed

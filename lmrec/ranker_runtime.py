@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.ort_options import cpu_session_options
+from lmrec.ort_options import open_session, session_options
 
 # The exported graph's input and output, which are also the Triton `ranker` model's tensors.
 RANKER_INPUT = "FEATURES"
@@ -22,10 +22,8 @@ class OnnxRanker:
     """The exported ranker through ONNX Runtime: what Triton's `ranker` model runs."""
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = cpu_session_options(threads=threads)  # RankerSpec.ort_threads when served
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        options = session_options(threads=threads)  # RankerSpec.ort_threads when served
+        self.session = open_session(str(path), options, ["CPUExecutionProvider"])
 
     def score(self, features: np.ndarray) -> np.ndarray:
         if len(features) == 0:
