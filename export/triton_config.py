@@ -25,8 +25,8 @@ class TextEncoderSpec:
     `backend="python"` takes raw UTF-8 text and tokenises inside Triton (runs with the python backend
     the pytriton wheel ships). `backend="onnxruntime"` emits the `onnxruntime_onnx` platform config for
     NVIDIA's container, where the graph takes token ids (tokenise client-side or in an ensemble). Only the
-    python model opens its session with lmrec's options (`lmrec/ort_options.py`: denormals flushed, which
-    made the int8 encoder up to 1.3x faster on an Intel CPU); Triton's ONNX Runtime backend opens its own.
+    python model runs the encoder with denormals flushed to zero (`lmrec/ort_options.py`; 1.09x for the
+    int8 encoder on an Intel CPU); Triton's ONNX Runtime backend opens its own sessions.
     """
 
     name: str = "text_encoder"
