@@ -68,7 +68,9 @@ def render_markdown(payload: dict) -> str:
              (f"Command: `{payload['command']}`  " if payload.get("command")
               else "Command: not recorded (run from Python); the suite's command is `lmrec bench encoder`  "),
              f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, "
-             f"{' '.join(machine.get('simd_flags', []))}  ",
+             f"{' '.join(machine.get('simd_flags', []))}"
+             + {True: "; denormals flushed while lmrec's encoder runs", False: "; denormals not flushed"}.get(
+                 machine.get("encoder_flushes_denormals"), "") + "  ",
              *([f"Device: {_device_label(payload)} ({json.dumps(machine.get('gpu'))})  "]
                if payload.get("config", {}).get("device") == "cuda" else []),
              f"Rounds: {payload.get('rounds_done', 0)} of {payload.get('config', {}).get('rounds', '?')} "

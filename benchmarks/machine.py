@@ -8,6 +8,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from lmrec.ort_options import can_flush_denormals
+
 PACKAGES = ("lmrec", "torch", "onnxruntime", "optimum", "optimum-onnx", "transformers", "sentence-transformers",
             "hnswlib", "implicit", "numpy", "tritonclient", "nvidia-pytriton", "grpcio")
 
@@ -51,4 +53,6 @@ def machine_facts() -> dict:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "packages": versions,
+        # Whether lmrec's encoder ran with denormals flushed to zero (lmrec/ort_options.py).
+        "encoder_flushes_denormals": can_flush_denormals(),
     }

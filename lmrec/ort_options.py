@@ -20,17 +20,20 @@ calling thread's MXCSR itself, through glibc's `fegetenv`/`fesetenv`, and restor
 block; `open_session` undoes what ONNX Runtime's once-per-process call did to the thread that opened
 the session. Arithmetic outside those blocks (numpy, torch, Python floats) keeps IEEE denormals.
 
-Outside x86-64 Linux with glibc both do nothing to the calling thread (ONNX Runtime's flag is x86-only too).
+Where lmrec cannot set the bits itself (anything but x86-64 Linux with glibc), it does not ask ONNX
+Runtime either, which would set them for good on the thread that opens the first session: the encoder
+then runs with IEEE denormals, as before. `can_flush_denormals()` says which. The bits are per thread; a
+thread started inside a `denormals_flushed()` block would inherit them for good (`encode` starts none).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import platform
 import struct
+import sys
 from typing import Iterator
 
 DENORMAL_AS_ZERO = "session.set_denormal_as_zero"
@@ -54,7 +57,8 @@ def session_options(*, threads: int, inter_op_threads: int = 1, optimize: bool =
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = inter_op_threads
-    options.add_session_config_entry(DENORMAL_AS_ZERO, "1")
+    if can_flush_denormals():
+        options.add_session_config_entry(DENORMAL_AS_ZERO, "1")
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
@@ -81,8 +85,13 @@ def denormals_flushed() -> Iterator[None]:
 
 
 def flushes_denormals_here() -> bool:
-    """Whether the calling thread flushes denormals right now (for tests and benchmark reports)."""
+    """Whether the calling thread flushes denormals right now."""
     return _SMALLEST_DENORMAL * 1.0 == 0.0
+
+
+def can_flush_denormals() -> bool:
+    """Whether the encoder runs with denormals flushed on this platform (benchmark reports record it)."""
+    return _libm() is not None
 
 
 @contextlib.contextmanager
@@ -104,25 +113,31 @@ def _libm():
     """glibc's libm where MXCSR can be set through it (x86-64 Linux), checked once; else None."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return None
-    if platform.libc_ver()[0] != "glibc":
+    if sys.maxsize <= 2 ** 32 or platform.libc_ver()[0] != "glibc":  # a 32-bit Python has another fenv_t
         return None
     try:
-        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        libm = ctypes.CDLL("libm.so.6")
     except OSError:
         return None
     libm.fegetenv.argtypes = libm.fesetenv.argtypes = [ctypes.c_void_p]
-    # Check the fenv_t layout assumed above once: set the bits, see a denormal vanish, restore.
+    # Check the fenv_t layout assumed above once, from known states (the calling thread may already
+    # flush): bits cleared, a denormal survives; bits set, it vanishes.
     saved = ctypes.create_string_buffer(_FENV_BYTES)
     libm.fegetenv(saved)
-    libm.fesetenv(_with_flush_bits(saved))
-    works = flushes_denormals_here()
-    libm.fesetenv(saved)
-    return libm if works and not flushes_denormals_here() else None
+    try:
+        libm.fesetenv(_with_flush_bits(saved, on=False))
+        keeps = not flushes_denormals_here()
+        libm.fesetenv(_with_flush_bits(saved, on=True))
+        flushes = flushes_denormals_here()
+    finally:
+        libm.fesetenv(saved)
+    return libm if keeps and flushes else None
 
 
-def _with_flush_bits(environment: ctypes.Array) -> ctypes.Array:
-    """A copy of a saved fenv_t with MXCSR's flush-to-zero and denormals-are-zero bits set."""
-    flushed = ctypes.create_string_buffer(environment.raw, _FENV_BYTES)
+def _with_flush_bits(environment: ctypes.Array, *, on: bool = True) -> ctypes.Array:
+    """A copy of a saved fenv_t with MXCSR's flush-to-zero and denormals-are-zero bits set (or cleared)."""
+    changed = ctypes.create_string_buffer(environment.raw, _FENV_BYTES)
     (mxcsr,) = struct.unpack_from("<I", environment.raw, _MXCSR_OFFSET)
-    struct.pack_into("<I", flushed, _MXCSR_OFFSET, mxcsr | _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO)
-    return flushed
+    bits = _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO
+    struct.pack_into("<I", changed, _MXCSR_OFFSET, mxcsr | bits if on else mxcsr & ~bits)
+    return changed

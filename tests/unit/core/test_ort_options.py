@@ -11,19 +11,30 @@ import textwrap
 import numpy as np
 import pytest
 
-from lmrec.ort_options import DENORMAL_AS_ZERO, denormals_flushed, flushes_denormals_here, session_options
+from lmrec.ort_options import (DENORMAL_AS_ZERO, can_flush_denormals, denormals_flushed, flushes_denormals_here,
+                               open_session, session_options)
 
-# Where lmrec can set the calling thread's flags (and ONNX Runtime its own): x86-64 Linux with glibc.
+# Where lmrec sets the calling thread's bits (and asks ONNX Runtime to set its workers'): x86-64 Linux, glibc.
 x86_glibc = pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64")
     or platform.libc_ver()[0] != "glibc", reason="denormal flushing is x86-64 glibc only")
+ALREADY_FLUSHING = "this thread flushed denormals before the test: something set FTZ/DAZ for good"
 
 
-def test_the_options_ask_for_flushed_denormals_and_carry_the_settings():
+def _softmax_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "g", io[:1], io[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_the_options_carry_the_settings():
     import onnxruntime as ort
 
     options = session_options(threads=3, optimize=False, spin=False)
-    assert options.get_session_config_entry(DENORMAL_AS_ZERO) == "1"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -31,9 +42,15 @@ def test_the_options_ask_for_flushed_denormals_and_carry_the_settings():
 
 
 @x86_glibc
+def test_where_lmrec_can_flush_it_asks_onnx_runtimes_workers_to_flush_too():
+    assert can_flush_denormals()
+    assert session_options(threads=2).get_session_config_entry(DENORMAL_AS_ZERO) == "1"
+
+
+@x86_glibc
 def test_denormals_are_flushed_inside_the_block_only_and_the_environment_comes_back():
     tiny = np.float32(1e-40)  # a float32 denormal
-    assert not flushes_denormals_here() and tiny * np.float32(1) > 0
+    assert not flushes_denormals_here() and tiny * np.float32(1) > 0, ALREADY_FLUSHING
     with denormals_flushed():
         assert flushes_denormals_here() and tiny * np.float32(1) == 0
         with denormals_flushed():  # nested: the inner exit keeps the outer block's setting
@@ -45,49 +62,67 @@ def test_denormals_are_flushed_inside_the_block_only_and_the_environment_comes_b
     assert not flushes_denormals_here()
 
 
-# In a fresh process, since ONNX Runtime sets its flag on a creating thread once per process: the first
-# session is lmrec's, so ONNX Runtime turns flushing on for this thread, and open_session must undo it.
+@x86_glibc
+def test_onnx_runtime_on_the_calling_thread_flushes_inside_the_block():
+    # exp(-95) / (1 + exp(-95)) is a float32 denormal (about 5.5e-42); one thread: all on the caller.
+    session = open_session(_softmax_model(), session_options(threads=1), ["CPUExecutionProvider"])
+    scores = {"x": np.array([[0.0, -95.0]], np.float32)}
+    assert 0 < session.run(None, scores)[0][0, 1] < 1e-38, ALREADY_FLUSHING
+    with denormals_flushed():
+        assert session.run(None, scores)[0][0, 1] == 0
+    assert 0 < session.run(None, scores)[0][0, 1] < 1e-38
+
+
+# In a fresh process, since ONNX Runtime sets its flag on a creating thread once per process (from the
+# first session): opened bare, the first flagged session leaves that thread flushing for good (the
+# control); opened by open_session, it does not.
 _FIRST_SESSION = textwrap.dedent("""
+    import sys
+    import onnxruntime as ort
     from onnx import TensorProto, helper
-    from lmrec.ort_options import flushes_denormals_here, open_session, session_options
+    from lmrec import ort_options
+    from lmrec.ort_options import can_flush_denormals, flushes_denormals_here, open_session, session_options
 
     io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("x", "y")]
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "g", io[:1], io[1:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    open_session(model.SerializeToString(), session_options(threads=1), ["CPUExecutionProvider"])
-    print(flushes_denormals_here())
+    opener = open_session if sys.argv[1] == "lmrec" else (
+        lambda model, options, providers: ort.InferenceSession(model, options, providers=providers))
+    opener(model.SerializeToString(), session_options(threads=1), ["CPUExecutionProvider"])
+    # can_flush_denormals checks itself from known states: a thread already flushing does not fool it.
+    ort_options._libm.cache_clear()
+    print(flushes_denormals_here(), can_flush_denormals())
 """)
 
 
 @x86_glibc
-def test_opening_a_session_leaves_the_calling_threads_float_environment_alone():
-    done = subprocess.run([sys.executable, "-c", _FIRST_SESSION], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize(("opener", "flushing_after"), [("bare", "True"), ("lmrec", "False")])
+def test_opening_a_session_leaves_the_calling_threads_float_environment_alone(opener, flushing_after):
+    done = subprocess.run([sys.executable, "-c", _FIRST_SESSION, opener], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False"]
+    assert done.stdout.split() == [flushing_after, "True"]
 
 
 @x86_glibc
-def test_the_encoder_runs_its_session_with_denormals_flushed_and_only_then(exported_encoder_dir):
-    from lmrec.encoder import OnnxTextEncoder
-
-    encoder = OnnxTextEncoder(exported_encoder_dir, threads=2)
-    assert encoder.session.get_session_options().get_session_config_entry(DENORMAL_AS_ZERO) == "1"
-    real, seen = encoder.session, []
+def test_the_encoder_runs_its_session_with_denormals_flushed_and_only_then(onnx_encoder, monkeypatch):
+    assert onnx_encoder.session.get_session_options().get_session_config_entry(DENORMAL_AS_ZERO) == "1"
+    real, seen = onnx_encoder.session, []
 
     class Recording:
         def run(self, names, feeds):
             seen.append(flushes_denormals_here())
             return real.run(names, feeds)
 
-    encoder.session = Recording()
-    encoder.encode(["a short text", "a somewhat longer text about films " * 5], batch_size=1)
+    monkeypatch.setattr(onnx_encoder, "session", Recording())
+    onnx_encoder.encode(["a short text", "a somewhat longer text about films " * 5], batch_size=1)
     assert seen == [True, True] and not flushes_denormals_here()
 
 
-def test_every_session_lmrec_opens_goes_through_these_options():
-    """A bare onnxruntime session would run without the flag, and would turn ONNX Runtime's own
-    once-per-process setting off if it came first."""
+def test_every_session_lmrec_opens_goes_through_open_session():
+    """A bare onnxruntime session would leave its worker threads unflushed, and with the flag it would
+    leave its creating thread flushing for good."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
