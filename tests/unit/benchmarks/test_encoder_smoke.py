@@ -14,6 +14,7 @@ import pytest
 from lmrec.benchmarks.encoder import (EncoderBenchConfig, EncoderShape, expand_paths, flops_per_sequence,
                                       run_encoder_bench)
 from lmrec.export.loaders import SyntheticConfig
+from lmrec.ort_options import can_flush_denormals
 
 PATHS = ("sentence-transformers", "onnx-fp32", "triton-int8")
 
@@ -33,6 +34,7 @@ def test_encoder_suite_smoke_run_writes_json_markdown_and_plot(tmp_path, exporte
     assert (tmp_path / "out" / "smoke.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "out" / "smoke.json").read_text())
     assert saved["machine"]["cores"] >= 1 and "onnxruntime" in saved["machine"]["packages"]
+    assert saved["machine"]["encoder_flushes_denormals"] is can_flush_denormals()
 
     # Only the peer without its venv is missing; Triton and the in-process paths all ran.
     assert saved["errors"] == [{"path": "infinity-emb", "error": "not installed: run benchmarks/peers/setup_infinity.sh"}]
@@ -54,6 +56,8 @@ def test_encoder_suite_smoke_run_writes_json_markdown_and_plot(tmp_path, exporte
 
     markdown = (tmp_path / "out" / "smoke.md").read_text()
     assert "## triton-int8" in markdown and "lmrec bench encoder" in markdown and "## Bars" in markdown
+    assert ("denormals flushed while lmrec's encoder runs" if can_flush_denormals() else "denormals not flushed") \
+        in markdown
     assert payload["records"] == saved["records"]
 
 
