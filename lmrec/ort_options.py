@@ -3,6 +3,12 @@
 Entry points: `session_options(threads=...)` and `open_session(model, options, providers)` for every
 session lmrec opens; `denormals_flushed()` around the runs where denormals cost (the encoder's).
 
+One graph fusion is left out on the CPU: ONNX Runtime fuses a residual `Add` and the `LayerNormalization`
+after it into one `SkipLayerNormalization`, whose CPU kernel ran 4-5x slower than the two operators it
+replaces (a [32, 40, 384] batch: 1.7-1.9 ms against 0.4-0.7 ms with two threads, 3.6 against 0.7 ms with
+one). In the int8 encoder it took 13.9% of the kernel time on the Intel AMX machine and 7.3% on the AMD
+VNNI one (benchmarks/performance-log.md, item 12). The fp32 export has no such pair that ONNX Runtime fuses.
+
 Why: the padded keys of a batch get a large negative attention mask, and the softmax's exp of it
 underflows into denormal floats. Intel CPUs compute on denormals through a microcode assist: on the
 2-core Intel Xeon (AMX) machine, ONNX Runtime's softmax over a batch with 11% of its keys masked ran 4x
@@ -37,6 +43,9 @@ import sys
 from typing import Iterator
 
 DENORMAL_AS_ZERO = "session.set_denormal_as_zero"
+# ONNX Runtime's names of the graph fusions whose fused CPU kernel is slower than what it replaces (above).
+SLOWER_FUSED_ON_CPU = ("SkipLayerNormFusion",)
+CPU = "CPUExecutionProvider"
 
 # glibc's x86-64 fenv_t: the 28-byte x87 environment, then MXCSR.
 _FENV_BYTES = 32
@@ -66,11 +75,14 @@ def session_options(*, threads: int, inter_op_threads: int = 1, optimize: bool =
 
 def open_session(model, options, providers: list):
     """`onnxruntime.InferenceSession(model, options, providers=providers)`, leaving the calling thread's
-    floating-point environment as it found it."""
+    floating-point environment as it found it. A session on the CPU alone is opened without the fusions
+    in `SLOWER_FUSED_ON_CPU` (another provider's fused kernels may be the fast ones)."""
     import onnxruntime as ort
 
+    names = [provider[0] if isinstance(provider, tuple) else provider for provider in providers]
+    disabled = list(SLOWER_FUSED_ON_CPU) if names == [CPU] else []
     with _environment_restored():
-        return ort.InferenceSession(model, options, providers=providers)
+        return ort.InferenceSession(model, options, providers=providers, disabled_optimizers=disabled)
 
 
 @contextlib.contextmanager

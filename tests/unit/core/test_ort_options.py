@@ -11,8 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from lmrec.ort_options import (DENORMAL_AS_ZERO, can_flush_denormals, denormals_flushed, flushes_denormals_here,
-                               open_session, session_options)
+from lmrec.ort_options import (DENORMAL_AS_ZERO, SLOWER_FUSED_ON_CPU, can_flush_denormals, denormals_flushed,
+                               flushes_denormals_here, open_session, session_options)
 
 # Where lmrec sets the calling thread's bits (and asks ONNX Runtime to set its workers'): x86-64 Linux, glibc.
 x86_glibc = pytest.mark.skipif(
@@ -29,6 +29,60 @@ def _softmax_model() -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def _residual_layer_norm_model() -> bytes:
+    """x + skip, then LayerNormalization: the pair ONNX Runtime fuses into SkipLayerNormalization."""
+    from onnx import TensorProto, helper
+
+    shape = [2, 5, 16]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("x", "skip")]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    gamma = helper.make_tensor("gamma", TensorProto.FLOAT, [16], np.linspace(0.5, 1.5, 16, dtype=np.float32))
+    beta = helper.make_tensor("beta", TensorProto.FLOAT, [16], np.linspace(-0.1, 0.1, 16, dtype=np.float32))
+    nodes = [helper.make_node("Add", ["x", "skip"], ["sum"]),
+             helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12)]
+    graph = helper.make_graph(nodes, "g", inputs, [output], initializer=[gamma, beta])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _optimized_ops_and_output(tmp_path, name, opener) -> tuple[set, np.ndarray]:
+    import onnx
+
+    options = session_options(threads=1)
+    options.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+    session = opener(options)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.normal(size=(2, 5, 16)).astype(np.float32), "skip": rng.normal(size=(2, 5, 16)).astype(np.float32)}
+    output = session.run(["y"], feeds)[0]
+    return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}, output
+
+
+def test_a_cpu_session_keeps_the_residual_add_and_layer_norm_apart_with_the_same_output(tmp_path, monkeypatch):
+    import lmrec.ort_options
+
+    model = _residual_layer_norm_model()
+    with monkeypatch.context() as every_fusion:  # the positive control: ONNX Runtime's default fuses them
+        every_fusion.setattr(lmrec.ort_options, "SLOWER_FUSED_ON_CPU", ())
+        fused_ops, fused = _optimized_ops_and_output(
+            tmp_path, "fused", lambda options: open_session(model, options, ["CPUExecutionProvider"]))
+    assert "SkipLayerNormalization" in fused_ops
+    ops, output = _optimized_ops_and_output(
+        tmp_path, "lmrec", lambda options: open_session(model, options, ["CPUExecutionProvider"]))
+    assert "SkipLayerNormalization" not in ops and {"Add", "LayerNormalization"} <= ops
+    np.testing.assert_allclose(output, fused, rtol=1e-5, atol=1e-5)
+
+
+def test_a_session_with_another_provider_keeps_every_fusion(monkeypatch):
+    import onnxruntime as ort
+
+    asked = []
+    monkeypatch.setattr(ort, "InferenceSession", lambda model, options, **kwargs: asked.append(kwargs))
+    open_session(b"", None, [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"])
+    open_session(b"", None, [("CPUExecutionProvider", {})])
+    assert asked[0]["disabled_optimizers"] == [] and asked[1]["disabled_optimizers"] == list(SLOWER_FUSED_ON_CPU)
 
 
 def test_the_options_carry_the_settings():
