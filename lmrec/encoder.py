@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.ort_options import denormals_flushed, open_session, session_options
+from lmrec.ort_options import denormals_flushed, open_session, provider_names, session_options
 
 ENCODER_SETTINGS_FILE = "encoder.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -129,7 +129,7 @@ class OnnxTextEncoder:
             options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         providers = providers or ["CPUExecutionProvider"]
         self.session = open_session(str(directory / self.onnx_file), options, providers)
-        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        wanted = provider_names(providers)[0]
         if self.session.get_providers()[0] != wanted:
             # ONNX Runtime falls back to the CPU, with only a printed warning, when a provider fails to start
             # (no GPU, CUDA or cuDNN libraries that do not match).

@@ -3,12 +3,6 @@
 Entry points: `session_options(threads=...)` and `open_session(model, options, providers)` for every
 session lmrec opens; `denormals_flushed()` around the runs where denormals cost (the encoder's).
 
-One graph fusion is left out on the CPU: ONNX Runtime fuses a residual `Add` and the `LayerNormalization`
-after it into one `SkipLayerNormalization`, whose CPU kernel ran 4-5x slower than the two operators it
-replaces (a [32, 40, 384] batch: 1.7-1.9 ms against 0.4-0.7 ms with two threads, 3.6 against 0.7 ms with
-one). In the int8 encoder it took 13.9% of the kernel time on the Intel AMX machine and 7.3% on the AMD
-VNNI one (benchmarks/performance-log.md, item 12). The fp32 export has no such pair that ONNX Runtime fuses.
-
 Why: the padded keys of a batch get a large negative attention mask, and the softmax's exp of it
 underflows into denormal floats. Intel CPUs compute on denormals through a microcode assist: on the
 2-core Intel Xeon (AMX) machine, ONNX Runtime's softmax over a batch with 11% of its keys masked ran 4x
@@ -30,6 +24,14 @@ Where lmrec cannot set the bits itself (anything but x86-64 Linux with glibc), i
 Runtime either, which would set them for good on the thread that opens the first session: the encoder
 then runs with IEEE denormals, as before. `can_flush_denormals()` says which. The bits are per thread; a
 thread started inside a `denormals_flushed()` block would inherit them for good (`encode` starts none).
+
+One graph fusion is left out on the CPU: ONNX Runtime fuses a residual `Add` and the `LayerNormalization`
+after it into one `SkipLayerNormalization`, whose CPU kernel ran 3-5x slower than the two operators it
+replaces (a [32, 40, 384] batch: 1.7-1.9 ms against 0.4-0.7 ms with two threads, 3.6 against 0.7 ms with
+one). In the int8 encoder it took 13.9% of the kernel time on the Intel AMX machine and 7.3% on the AMD
+VNNI one (benchmarks/performance-log.md, item 12). The fp32 export has no such pair that ONNX Runtime fuses.
+ONNX Runtime ignores a fusion name it does not know, so a renamed fusion would be kept silently:
+tests/unit/core/test_ort_options.py checks on a real graph that the pair stays apart.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import sys
 from typing import Iterator
 
 DENORMAL_AS_ZERO = "session.set_denormal_as_zero"
+DISABLED_OPTIMIZERS = "optimization.disable_specified_optimizers"  # names joined by ";"
 # ONNX Runtime's names of the graph fusions whose fused CPU kernel is slower than what it replaces (above).
 SLOWER_FUSED_ON_CPU = ("SkipLayerNormFusion",)
 CPU = "CPUExecutionProvider"
@@ -75,14 +78,20 @@ def session_options(*, threads: int, inter_op_threads: int = 1, optimize: bool =
 
 def open_session(model, options, providers: list):
     """`onnxruntime.InferenceSession(model, options, providers=providers)`, leaving the calling thread's
-    floating-point environment as it found it. A session on the CPU alone is opened without the fusions
-    in `SLOWER_FUSED_ON_CPU` (another provider's fused kernels may be the fast ones)."""
+    floating-point environment as it found it. Where the requested providers are the CPU alone, `options`
+    (changed in place) leave out the fusions in `SLOWER_FUSED_ON_CPU`; another provider's fused kernels
+    may be the fast ones."""
     import onnxruntime as ort
 
-    names = [provider[0] if isinstance(provider, tuple) else provider for provider in providers]
-    disabled = list(SLOWER_FUSED_ON_CPU) if names == [CPU] else []
+    if provider_names(providers) == [CPU]:
+        options.add_session_config_entry(DISABLED_OPTIMIZERS, ";".join(SLOWER_FUSED_ON_CPU))
     with _environment_restored():
-        return ort.InferenceSession(model, options, providers=providers, disabled_optimizers=disabled)
+        return ort.InferenceSession(model, options, providers=providers)
+
+
+def provider_names(providers: list | None) -> list[str]:
+    """The names in an ONNX Runtime providers list, whose entries are names or (name, options) pairs."""
+    return [provider[0] if isinstance(provider, tuple) else provider for provider in providers or []]
 
 
 @contextlib.contextmanager

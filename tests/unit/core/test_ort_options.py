@@ -11,8 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from lmrec.ort_options import (DENORMAL_AS_ZERO, SLOWER_FUSED_ON_CPU, can_flush_denormals, denormals_flushed,
-                               flushes_denormals_here, open_session, session_options)
+from lmrec.ort_options import (DENORMAL_AS_ZERO, DISABLED_OPTIMIZERS, can_flush_denormals, denormals_flushed,
+                               flushes_denormals_here, open_session, provider_names, session_options)
 
 # Where lmrec sets the calling thread's bits (and asks ONNX Runtime to set its workers'): x86-64 Linux, glibc.
 x86_glibc = pytest.mark.skipif(
@@ -48,7 +48,7 @@ def _residual_layer_norm_model() -> bytes:
     return model.SerializeToString()
 
 
-def _optimized_ops_and_output(tmp_path, name, opener) -> tuple[set, np.ndarray]:
+def _optimized_ops_and_output(tmp_path, name, opener) -> tuple[set, np.ndarray, object]:
     import onnx
 
     options = session_options(threads=1)
@@ -57,32 +57,36 @@ def _optimized_ops_and_output(tmp_path, name, opener) -> tuple[set, np.ndarray]:
     rng = np.random.default_rng(0)
     feeds = {"x": rng.normal(size=(2, 5, 16)).astype(np.float32), "skip": rng.normal(size=(2, 5, 16)).astype(np.float32)}
     output = session.run(["y"], feeds)[0]
-    return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}, output
+    return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}, output, session
 
 
-def test_a_cpu_session_keeps_the_residual_add_and_layer_norm_apart_with_the_same_output(tmp_path, monkeypatch):
+def test_a_cpu_session_keeps_the_residual_add_and_layer_norm_apart_with_the_same_output(tmp_path):
+    """Also the guard against a renamed fusion: ONNX Runtime ignores a name it does not know."""
     import lmrec.ort_options
 
     model = _residual_layer_norm_model()
-    with monkeypatch.context() as every_fusion:  # the positive control: ONNX Runtime's default fuses them
+    with pytest.MonkeyPatch.context() as every_fusion:  # the positive control: ONNX Runtime's default fuses them
         every_fusion.setattr(lmrec.ort_options, "SLOWER_FUSED_ON_CPU", ())
-        fused_ops, fused = _optimized_ops_and_output(
+        fused_ops, fused, _ = _optimized_ops_and_output(
             tmp_path, "fused", lambda options: open_session(model, options, ["CPUExecutionProvider"]))
     assert "SkipLayerNormalization" in fused_ops
-    ops, output = _optimized_ops_and_output(
-        tmp_path, "lmrec", lambda options: open_session(model, options, ["CPUExecutionProvider"]))
+    ops, output, session = _optimized_ops_and_output(
+        tmp_path, "lmrec", lambda options: open_session(model, options, [("CPUExecutionProvider", {})]))
     assert "SkipLayerNormalization" not in ops and {"Add", "LayerNormalization"} <= ops
     np.testing.assert_allclose(output, fused, rtol=1e-5, atol=1e-5)
+    assert session.get_session_options().get_session_config_entry(DISABLED_OPTIMIZERS) == "SkipLayerNormFusion"
 
 
 def test_a_session_with_another_provider_keeps_every_fusion(monkeypatch):
     import onnxruntime as ort
 
-    asked = []
-    monkeypatch.setattr(ort, "InferenceSession", lambda model, options, **kwargs: asked.append(kwargs))
-    open_session(b"", None, [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"])
-    open_session(b"", None, [("CPUExecutionProvider", {})])
-    assert asked[0]["disabled_optimizers"] == [] and asked[1]["disabled_optimizers"] == list(SLOWER_FUSED_ON_CPU)
+    monkeypatch.setattr(ort, "InferenceSession", lambda model, options, **kwargs: options)
+    options = open_session(b"", session_options(threads=1),
+                           [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"])
+    with pytest.raises(RuntimeError, match=DISABLED_OPTIMIZERS):  # the entry is absent
+        options.get_session_config_entry(DISABLED_OPTIMIZERS)
+    assert provider_names([("CUDAExecutionProvider", {}), "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"] and provider_names(None) == []
 
 
 def test_the_options_carry_the_settings():
