@@ -26,7 +26,7 @@ class TextEncoderSpec:
     the pytriton wheel ships). `backend="onnxruntime"` emits the `onnxruntime_onnx` platform config for
     NVIDIA's container, where the graph takes token ids (tokenise client-side or in an ensemble). Only the
     python model runs the encoder with denormals flushed to zero and without ONNX Runtime's slower
-    `SkipLayerNormalization` fusion on the CPU (`lmrec/ort_options.py`; 1.09x and 1.17x for the int8
+    `SkipLayerNormalization` fusion on the CPU (`lmrec/ort_options.py`; 1.09x and about 1.1x for the int8
     encoder on an Intel CPU); Triton's ONNX Runtime backend opens its own sessions.
     """
 
