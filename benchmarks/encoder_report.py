@@ -70,7 +70,9 @@ def render_markdown(payload: dict) -> str:
              f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, "
              f"{' '.join(machine.get('simd_flags', []))}"
              + {True: "; denormals flushed while lmrec's encoder runs", False: "; denormals not flushed"}.get(
-                 machine.get("encoder_flushes_denormals"), "") + "  ",
+                 machine.get("encoder_flushes_denormals"), "")
+             + (f"; ONNX Runtime on the CPU without {', '.join(machine['cpu_sessions_without_fusions'])}"
+                if machine.get("cpu_sessions_without_fusions") else "") + "  ",
              *([f"Device: {_device_label(payload)} ({json.dumps(machine.get('gpu'))})  "]
                if payload.get("config", {}).get("device") == "cuda" else []),
              f"Rounds: {payload.get('rounds_done', 0)} of {payload.get('config', {}).get('rounds', '?')} "

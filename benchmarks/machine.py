@@ -8,7 +8,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from lmrec.ort_options import can_flush_denormals
+from lmrec.ort_options import SLOWER_FUSED_ON_CPU, can_flush_denormals
 
 PACKAGES = ("lmrec", "torch", "onnxruntime", "optimum", "optimum-onnx", "transformers", "sentence-transformers",
             "hnswlib", "implicit", "numpy", "tritonclient", "nvidia-pytriton", "grpcio")
@@ -55,4 +55,6 @@ def machine_facts() -> dict:
         "packages": versions,
         # Whether lmrec's encoder ran with denormals flushed to zero (lmrec/ort_options.py).
         "encoder_flushes_denormals": can_flush_denormals(),
+        # ONNX Runtime's graph fusions lmrec's CPU sessions leave out (lmrec/ort_options.py).
+        "cpu_sessions_without_fusions": list(SLOWER_FUSED_ON_CPU),
     }

@@ -35,6 +35,7 @@ def test_encoder_suite_smoke_run_writes_json_markdown_and_plot(tmp_path, exporte
     saved = json.loads((tmp_path / "out" / "smoke.json").read_text())
     assert saved["machine"]["cores"] >= 1 and "onnxruntime" in saved["machine"]["packages"]
     assert saved["machine"]["encoder_flushes_denormals"] is can_flush_denormals()
+    assert saved["machine"]["cpu_sessions_without_fusions"] == ["SkipLayerNormFusion"]
 
     # Only the peer without its venv is missing; Triton and the in-process paths all ran.
     assert saved["errors"] == [{"path": "infinity-emb", "error": "not installed: run benchmarks/peers/setup_infinity.sh"}]
@@ -58,6 +59,7 @@ def test_encoder_suite_smoke_run_writes_json_markdown_and_plot(tmp_path, exporte
     assert "## triton-int8" in markdown and "lmrec bench encoder" in markdown and "## Bars" in markdown
     assert ("denormals flushed while lmrec's encoder runs" if can_flush_denormals() else "denormals not flushed") \
         in markdown
+    assert "ONNX Runtime on the CPU without SkipLayerNormFusion" in markdown
     assert payload["records"] == saved["records"]
 
 
