@@ -94,6 +94,20 @@ def _items_to_proto(result: Recommendation) -> list[pb.RecommendedItem]:
     return items
 
 
+def _recommend_response(result: Recommendation, request_id: str) -> pb.RecommendResponse:
+    """The response to `result`, its message built once per answer: an answer served again from the
+    recommender's cache is copied (microseconds), not built again from its items (0.2 ms for 10)."""
+    built = result.encoded.get(pb.RecommendResponse)
+    if built is None:
+        built = result.encoded[pb.RecommendResponse] = pb.RecommendResponse(
+            items=_items_to_proto(result), bundle_version=result.bundle_version, profile_text=result.profile_text,
+            degraded=result.degraded)
+    response = pb.RecommendResponse()
+    response.CopyFrom(built)
+    response.request_id = request_id
+    return response
+
+
 def _rpc(method: str):
     """Request id, per-method status counts, total latency, and RequestError → gRPC status, for one handler."""
     def wrap(handler):
@@ -145,8 +159,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                                exclude_item_ids=tuple(request.exclude_item_ids),
                                require=tuple((f.key, tuple(f.values)) for f in request.require))
         result = await self.recommender.recommend(query, timeout_s=_timeout(context))
-        return pb.RecommendResponse(items=_items_to_proto(result), bundle_version=result.bundle_version,
-                                    profile_text=result.profile_text, degraded=result.degraded, request_id=request_id)
+        return _recommend_response(result, request_id)
 
     @_rpc("SimilarItems")
     async def SimilarItems(self, request: pb.SimilarItemsRequest, context, request_id) -> pb.SimilarItemsResponse:

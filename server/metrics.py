@@ -50,6 +50,9 @@ class GatewayMetrics:
         self._candidate_cache = Counter(
             "lmrec_gateway_candidate_cache", "Look-ups of a returning user's cached candidates and features.",
             ["result"], registry=self.registry)
+        self._answer_cache = Counter(
+            "lmrec_gateway_answer_cache", "Look-ups of a returning user's last answer (same request, same state).",
+            ["result"], registry=self.registry)
         self._fallbacks = Counter(
             "lmrec_gateway_fallbacks", "Requests served by a fallback path, by reason.",
             ["reason"], registry=self.registry)
@@ -66,6 +69,7 @@ class GatewayMetrics:
         for result in ("hit", "miss"):
             self._cache.labels(result=result)
             self._candidate_cache.labels(result=result)
+            self._answer_cache.labels(result=result)
         for result in DEPLOY_RESULTS:
             self._deploys.labels(result=result)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
@@ -97,6 +101,9 @@ class GatewayMetrics:
 
     def candidate_cache(self, hit: bool) -> None:
         self._candidate_cache.labels(result="hit" if hit else "miss").inc()
+
+    def answer_cache(self, hit: bool) -> None:
+        self._answer_cache.labels(result="hit" if hit else "miss").inc()
 
     def cache_hit_ratio(self) -> float:
         hits = self.sample("lmrec_gateway_user_vector_cache_total", {"result": "hit"}) or 0.0

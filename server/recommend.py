@@ -41,6 +41,10 @@ MAX_ATTRIBUTE_KEY_CHARS = 100  # a key is a name (a filter's key), not text
 # An event this far ahead of the gateway's clock is a unit mistake (milliseconds), not clock skew: it would
 # stay the user's newest event for decades.
 MAX_CLOCK_AHEAD_S = 86_400.0
+# A returning user's answer is kept for pages up to this size. With its explanations and its encoded response
+# an answer takes about 1.5-2 KB per item (ml-100k: 13 KiB of Python objects for 10 items, 56 KiB for 50, plus
+# the response message), so 4096 users' answers of 10 items hold ~60 MB, and of 50 items ~300 MB.
+MAX_CACHED_ANSWER_K = 50
 T = TypeVar("T")
 
 
@@ -84,6 +88,10 @@ class ServingConfig:
     # fused bundle (about 25 KB), so 4096 users hold about 100 MB. As many resolved users (history from
     # the snapshot and the events) are kept too, for any request naming a known user.
     candidate_cache_users: int = 4096
+    # A returning user's last answer too (as many users; pages up to MAX_CACHED_ANSWER_K): the same request
+    # from them, under the same bundle and catalogue, is then answered without recomputing its ranking,
+    # explanations and interest tags. Off in tests of the caches beneath it.
+    cache_answers: bool = True
 
     def __post_init__(self) -> None:
         if self.candidate_cache_users < 0:
@@ -121,6 +129,9 @@ class Recommendation:
     explanations: list[ItemExplanation] = field(default_factory=list)
     profile_text: str = ""
     degraded: bool = False
+    # The transport's encoding of this answer (gateway.py keeps its response message here), so that an
+    # answer served again from the cache is not encoded again. Not part of the answer's value.
+    encoded: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,13 +193,18 @@ class Recommender:
         # cached throughput (performance log, blend item 8). Off with the vector cache (the naive path).
         self.users = PerUserCache(max_entries=config.candidate_cache_users if config.cache_user_vectors else 0,
                                   log=self.invalidations)
+        # A returning user's last answer, with the resolved user it was computed for (see `_answer_stamp`).
+        # Under load, a cached request's own Python (explanations, tags, ranking, the response message) was
+        # most of its time once the ranker's scores were cached (performance log, fused item 6).
+        self.answers = PerUserCache(max_entries=self.users.max_entries if config.cache_answers else 0,
+                                    log=self.invalidations)
         self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
         self.metrics.set_bundle_version(state.bundle.version)
 
     # -- helpers ------------------------------------------------------------------------------------
     def forget_cached(self, user_ids=None) -> None:
         """Drop what was cached for `user_ids` (their events changed), or for everyone (a deploy)."""
-        for cache in (self.cache, self.candidates, self.users):
+        for cache in (self.cache, self.candidates, self.users, self.answers):
             cache.clear() if user_ids is None else cache.invalidate(user_ids)
 
     @staticmethod
@@ -305,6 +321,39 @@ class Recommender:
         if query.user_id and user is None and not (len(recent) or query.text.strip() or query.attributes):
             raise RequestError("NOT_FOUND", f"user_id '{shown(query.user_id)}' is not known; for a new user send "
                                             "recent_item_ids, attributes and/or text instead")
+        # A known user asking as themselves: their profile vector, what the signals computed for them, and
+        # the whole answer may come from their last request (each cache checks it was computed from the same
+        # inputs).
+        cacheable = self.config.cache_user_vectors and user is not None and not (
+            len(recent) or query.text or query.attributes)
+        answer_stamp = self._answer_stamp(state, query, user, generation) if cacheable else None
+        if answer_stamp is not None:
+            kept = self.answers.lookup(user.user_id, answer_stamp)
+            self.metrics.answer_cache(kept is not None)
+            if kept is not None:
+                self.metrics.cache_hit()  # the user's vector was not computed again either
+                return kept[1]
+        result = await self._answer(state, query, user, recent, excluded, eligible, cacheable, generation,
+                                    as_of, started, timeout_s)
+        if answer_stamp is not None and not result.degraded:  # a fallback's answer is not kept
+            # With the user object: its id in the stamp stays theirs while the entry holds it.
+            self.answers.store(user.user_id, answer_stamp, (user, result), as_of=as_of)
+        return result
+
+    def _answer_stamp(self, state: ServingState, query: RecommendQuery, user: ResolvedUser, generation: int):
+        """What a returning user's answer depends on, or None where it is not kept: the state (bundle and
+        catalogue as of the request's start), the user as resolved (their history, seen items, attributes
+        and so the profile text: a new resolve after an event is a new object), and the request's terms."""
+        if self.answers.max_entries <= 0 or query.k > MAX_CACHED_ANSWER_K:
+            return None
+        return (id(state), state.label, generation, id(user), query.k, query.include_seen, query.exclude_item_ids,
+                query.require)
+
+    async def _answer(self, state: ServingState, query: RecommendQuery, user: ResolvedUser | None, recent, excluded,
+                      eligible, cacheable: bool, generation: int, as_of: int, started: float,
+                      timeout_s: float) -> Recommendation:
+        """The answer itself: profile, vector, candidates, ranking (the ranker or the fixed blend) and
+        explanations."""
         # Each item once, where it last occurs: a session repeating an item, or naming one already in the
         # user's history, describes the user as training data would.
         history = latest_occurrences(np.concatenate([user.history if user else np.zeros(0, np.int64),
@@ -322,10 +371,6 @@ class Recommender:
         k = min(query.k, int((~blocked).sum()))
 
         vector, degraded = None, False
-        # A known user asking as themselves: their profile vector, and what the signals computed for them,
-        # may come from the last request (each cache checks it was computed from the same inputs).
-        cacheable = self.config.cache_user_vectors and user is not None and not (
-            len(recent) or query.text or query.attributes)
         if profile_text:
             try:
                 vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,

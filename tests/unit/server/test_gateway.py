@@ -84,3 +84,20 @@ def test_record_events_answers_with_the_bundle_that_checked_the_events_even_if_a
     servicer = RecommenderServicer(Recommender())
     answer = asyncio.run(servicer._record([pb.Event(user_id="u", item_id="i")]))
     assert answer.recorded == 1 and answer.bundle_version == "v1"
+
+
+def test_an_answer_served_twice_is_encoded_once_and_each_response_keeps_its_own_request_id():
+    from lmrec.server.explain import ItemExplanation
+    from lmrec.server.fusion import RankedItem
+    from lmrec.server.gateway import _recommend_response
+    from lmrec.server.recommend import Recommendation
+
+    answer = Recommendation(items=[RankedItem(item=3, score=0.5, signals={"lm": 0.5}, found_by="lm")],
+                            bundle_version="2", titles=["Toy Story"], item_ids=["i3"], profile_text="liked: Heat",
+                            explanations=[ItemExplanation(because_item=7, text="because you liked Heat")])
+    first = _recommend_response(answer, "req-1")
+    second = _recommend_response(answer, "req-2")
+    assert (first.request_id, second.request_id) == ("req-1", "req-2")  # the second did not edit the first
+    assert first.items[0].item_id == "i3" and first.items[0].explanation.text == "because you liked Heat"
+    second.request_id = first.request_id
+    assert second == first and len(answer.encoded) == 1

@@ -13,7 +13,7 @@ from lmrec.export.dataset import ItemInfo
 from lmrec.server.bundle import load_bundle
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import Event, MemoryEventStore
-from lmrec.server.recommend import RecommendQuery, Recommender, RequestError
+from lmrec.server.recommend import MAX_CACHED_ANSWER_K, RecommendQuery, Recommender, RequestError, ServingConfig
 from lmrec.server.users import resolve_user
 
 from .test_recommend import DownEncoder, local_encoder, run, state_of  # noqa: F401 (a fixture)
@@ -24,6 +24,14 @@ def live(tiny_build_root, local_encoder):
     """A recommender on its own copy of the bundle (AddItems changes the index), with an empty event store."""
     bundle = load_bundle(tiny_build_root)
     return Recommender(state_of(bundle, local_encoder), MemoryEventStore(), local_encoder)
+
+
+@pytest.fixture
+def live_beneath_answers(tiny_build_root, local_encoder):
+    """`live` without its answer cache: a repeated request reaches the caches beneath it."""
+    bundle = load_bundle(tiny_build_root)
+    return Recommender(state_of(bundle, local_encoder), MemoryEventStore(), local_encoder,
+                       ServingConfig(cache_answers=False))
 
 
 def ids(result) -> list[str]:
@@ -66,7 +74,8 @@ def candidate_lookups(recommender) -> dict[str, float]:
             for result in ("hit", "miss")}
 
 
-def test_a_returning_user_reuses_their_candidates_until_an_event(live):
+def test_a_returning_user_reuses_their_candidates_until_an_event(live_beneath_answers):
+    live = live_beneath_answers
     user_id = live.state.bundle.dataset.user_ids[5]
     first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     second = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
@@ -78,7 +87,8 @@ def test_a_returning_user_reuses_their_candidates_until_an_event(live):
     assert candidate_lookups(live)["miss"] == 2.0 and item_id not in ids(after)  # recomputed: now seen
 
 
-def test_cached_candidates_are_not_reused_for_other_exclusions_k_or_after_added_items(live):
+def test_cached_candidates_are_not_reused_for_other_exclusions_k_or_after_added_items(live_beneath_answers):
+    live = live_beneath_answers
     state = live.state
     user_id = state.bundle.dataset.user_ids[1]
     first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
@@ -101,6 +111,7 @@ def test_requests_with_their_own_items_or_text_are_not_cached(live):
         run(live.recommend(RecommendQuery(user_id=user_id, k=5, recent_item_ids=recent)))
         run(live.recommend(RecommendQuery(user_id=user_id, k=5, text="space operas")))
     assert candidate_lookups(live) == {"hit": 0.0, "miss": 0.0} and len(live.candidates) == 0
+    assert answer_lookups(live) == {"hit": 0.0, "miss": 0.0} and len(live.answers) == 0
 
 
 def test_a_new_user_from_events_alone(live):
@@ -131,10 +142,10 @@ def test_forget_user_removes_snapshot_history_events_and_cache(live):
     run(live.record_events([Event(user_id=user_id, item_id=live.state.catalogue.item_ids[1])]))
     run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert len(live.cache) == 1
-    assert len(live.candidates) == 1
+    assert len(live.candidates) == 1 and len(live.answers) == 1
     deleted, was_known = run(live.forget_user(user_id))
     assert (deleted, was_known) == (1, True)
-    assert len(live.cache) == 0 and len(live.candidates) == 0
+    assert len(live.cache) == 0 and len(live.candidates) == 0 and len(live.answers) == 0
     with pytest.raises(RequestError) as raised:
         run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert raised.value.code == "NOT_FOUND"
@@ -489,8 +500,6 @@ def test_a_known_users_session_items_reach_the_fused_cf_features(live, monkeypat
 
 
 def test_candidate_lookups_are_not_counted_while_the_cache_is_off(tiny_build_root, local_encoder):
-    from lmrec.server.recommend import ServingConfig
-
     recommender = Recommender(state_of(load_bundle(tiny_build_root), local_encoder), MemoryEventStore(), local_encoder,
                               ServingConfig(candidate_cache_users=0))
     user_id = recommender.state.bundle.dataset.user_ids[0]
@@ -560,9 +569,10 @@ def test_the_rankers_share_is_of_what_is_left_after_the_candidates_are_ready(liv
     assert budgets and budgets[-1] <= 0.6 * (1.0 - 0.4) + 1e-6
 
 
-def test_a_returning_user_gets_the_rankers_scores_from_the_cache_until_an_event(live, monkeypatch):
+def test_a_returning_user_gets_the_rankers_scores_from_the_cache_until_an_event(live_beneath_answers, monkeypatch):
     """The same features and ranker version give the same scores: no second ranker call, also for another
     k, and a full answer while the ranker is down; an event makes the next request ask the ranker again."""
+    live = live_beneath_answers
     state = live.state
     user_id = state.bundle.dataset.user_ids[0]
     calls = []
@@ -656,11 +666,110 @@ def test_a_write_whose_caller_gave_up_still_drops_the_cached_history(live, monke
 
 
 def test_the_naive_path_keeps_no_resolved_users(tiny_build_root, local_encoder):
-    from lmrec.server.recommend import ServingConfig
-
     recommender = Recommender(state_of(load_bundle(tiny_build_root), local_encoder), MemoryEventStore(), local_encoder,
                               ServingConfig(cache_user_vectors=False))
     user_id = recommender.state.bundle.dataset.user_ids[0]
     for _ in range(2):
         run(recommender.recommend(RecommendQuery(user_id=user_id, k=5)))
-    assert len(recommender.users) == 0
+    assert len(recommender.users) == 0 and len(recommender.answers) == 0
+
+
+# -- the answer cache --------------------------------------------------------------------------------------------
+
+
+def answer_lookups(recommender) -> dict[str, float]:
+    return {result: recommender.metrics.sample("lmrec_gateway_answer_cache_total", {"result": result}) or 0.0
+            for result in ("hit", "miss")}
+
+
+def test_a_returning_users_same_request_is_answered_whole_from_the_cache_until_an_event(live, monkeypatch):
+    """Nothing is computed again (no features, no ranker call), the answer equals the first, and the user's
+    events, another k, exclusions, filters or include_seen each make the request compute its own."""
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[0]
+    features = []
+    fake_fused_ranker(live, monkeypatch, on_features=features.append)
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    again = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(features) == 1 and answer_lookups(live) == {"hit": 1.0, "miss": 1.0}
+    assert again == first and again.explanations and again.explanations == first.explanations
+    assert live.metrics.cache_hit_ratio() == 0.5  # the vector was computed once, for two requests
+    others = [RecommendQuery(user_id=user_id, k=6), RecommendQuery(user_id=user_id, k=5, include_seen=True),
+              RecommendQuery(user_id=user_id, k=5, exclude_item_ids=(ids(first)[0],)),
+              RecommendQuery(user_id=user_id, k=5, require=(("genre", ("Comedy",)),))]
+    for query in others:
+        run(live.recommend(query))
+    assert answer_lookups(live) == {"hit": 1.0, "miss": 5.0}
+    run(live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]))
+    after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert answer_lookups(live)["miss"] == 6.0 and ids(first)[0] not in ids(after)  # now seen
+
+
+def test_added_items_and_a_deploy_make_the_answer_computed_again(live):
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[1]
+    query = RecommendQuery(user_id=user_id, k=5)
+    run(live.recommend(query))
+    template = state.catalogue.items[0]
+    run(live.add_items([("new-z", ItemInfo(title=f"{template.title} IV", categories=template.categories))]))
+    run(live.recommend(query))
+    run(live.recommend(query))
+    live.forget_cached()  # what a deploy does
+    run(live.recommend(query))
+    assert answer_lookups(live) == {"hit": 1.0, "miss": 3.0}
+
+
+def test_a_fallback_answer_is_not_kept(live, monkeypatch):
+    user_id = live.state.bundle.dataset.user_ids[0]
+    down = [True]
+
+    async def score(features, *, model, version, timeout_s):
+        if down[0]:
+            raise EncoderUnavailable("triton is down")
+        return np.arange(len(features), dtype=np.float32)
+
+    fake_fused_ranker(live, monkeypatch, score=score)
+    assert run(live.recommend(RecommendQuery(user_id=user_id, k=5))).degraded
+    assert len(live.answers) == 0
+    down[0] = False
+    assert not run(live.recommend(RecommendQuery(user_id=user_id, k=5))).degraded  # the ranker's, not the kept blend
+
+
+def test_pages_larger_than_the_kept_size_are_computed_each_time(live):
+    user_id = live.state.bundle.dataset.user_ids[2]
+    k = min(MAX_CACHED_ANSWER_K + 1, len(live.state.catalogue) - 1)
+    assert k > MAX_CACHED_ANSWER_K  # the tiny bundle has enough items
+    for _ in range(2):
+        run(live.recommend(RecommendQuery(user_id=user_id, k=k)))
+    assert answer_lookups(live) == {"hit": 0.0, "miss": 0.0} and len(live.answers) == 0
+
+
+def test_an_answer_computed_across_the_users_event_is_not_kept(live):
+    """The user's event lands while their request awaits the encoder: that answer was computed from the old
+    history, so it is not kept, and the next request sees the event."""
+    state = live.state
+    user_id = state.bundle.dataset.user_ids[3]
+    encoder = live.encoder
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5, text="warm up the catalogue")))
+    seen = ids(first)[0]
+
+    class EventDuringEncode:
+        async def encode(self, texts, **kwargs):
+            live.encoder = encoder
+            await live.record_events([Event(user_id=user_id, item_id=seen)])
+            return await encoder.encode(texts, **kwargs)
+
+    live.encoder = EventDuringEncode()
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(live.answers) == 0
+    assert seen not in ids(run(live.recommend(RecommendQuery(user_id=user_id, k=5))))
+
+
+def test_an_answer_is_kept_for_the_user_as_resolved_not_for_the_id_alone(live):
+    """The resolved user dropped alone (as the bounded cache does with its oldest users): the next request
+    resolves them again and computes its own answer, since the stamp holds the resolved user."""
+    user_id = live.state.bundle.dataset.user_ids[4]
+    first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    live.users.invalidate([user_id])
+    again = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert answer_lookups(live) == {"hit": 0.0, "miss": 2.0} and again == first
