@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .bundle import Bundle, BundleError, load_bundle
 from .model_control import ModelControlError, TritonModelControl
-from .recommend import RecommendQuery, Recommender, RequestError, run_to_completion
+from .recommend import Recommender, run_to_completion
+from .requests import RecommendQuery, RequestError
 from .state import ServingState, prepare_state
 
 log = logging.getLogger("lmrec.deploy")

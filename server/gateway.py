@@ -30,7 +30,8 @@ from .encoder_client import TritonTextEncoder
 from .event_store import Event, EventStoreError, open_event_store
 from .metrics import GatewayMetrics, new_request_id
 from .model_control import TritonModelControl, TritonUnreachable
-from .recommend import Recommendation, RecommendQuery, Recommender, RequestError, ServingConfig
+from .recommend import Recommender, ServingConfig
+from .requests import Recommendation, RecommendQuery, RequestError
 from .state import prepare_state
 
 log = logging.getLogger("lmrec.gateway")

@@ -1,7 +1,7 @@
 """Every gateway request as a plain async method of `Recommender` (state, event store, encoder, cache).
 
 The gRPC layer (gateway.py) only maps messages and turns `RequestError.code` into a gRPC status;
-what a request means happens here. A request takes the serving state once, at its start, and uses only
+what a request means happens here (what it is, its limits and checks: requests.py). A request takes the serving state once, at its start, and uses only
 that one: a deploy that swaps states meanwhile never mixes two bundles in one answer.
 """
 
@@ -18,29 +18,21 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lmrec.export.dataset import ItemInfo
-from lmrec.text import MAX_PROFILE_ITEMS, has_item_text, item_text_of, profile_text_of
+from lmrec.text import MAX_PROFILE_ITEMS, item_text_of, profile_text_of
 
 from .catalogue import UnknownFilter, fields_of, shown
 from .encoder_client import EncoderUnavailable
-from .event_store import MAX_ID_LENGTH, Event, EventStore, StoredItem
-from .explain import ItemExplanation, explain_items
+from .event_store import Event, EventStore, StoredItem
+from .explain import explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
+from .requests import (MAX_BATCH, MAX_CLOCK_AHEAD_S, ProfileView, Recommendation, RecommendQuery, RequestError,
+                       check_id, check_k, check_new_items, check_text)
 from .state import ServingState
 from .user_cache import InvalidationLog, PerUserCache, UserVectorCache
 from .users import ResolvedUser, latest_occurrences, resolve_user
 
 log = logging.getLogger("lmrec.recommend")
-MAX_K = 1000
-MAX_BATCH = 1000
-# An added item's text is cut to the encoder's max length (256 tokens pretrained, 128 fine-tuned) anyway;
-# these bounds keep a full AddItems batch within the gateway's message size limit.
-MAX_TITLE_CHARS = 500
-MAX_DESCRIPTION_CHARS = 10_000
-MAX_ATTRIBUTE_KEY_CHARS = 100  # a key is a name (a filter's key), not text
-# An event this far ahead of the gateway's clock is a unit mistake (milliseconds), not clock skew: it would
-# stay the user's newest event for decades.
-MAX_CLOCK_AHEAD_S = 86_400.0
 # A returning user's answer is kept for pages up to this size. With its explanations and its encoded response
 # an answer takes about 1.5-2 KB per item (ml-100k: 13 KiB of Python objects for 10 items, 56 KiB for 50, plus
 # the response message), so 4096 users' answers of 10 items hold ~60 MB, and of 50 items ~300 MB.
@@ -61,15 +53,6 @@ def _note_unawaited_failure(task: asyncio.Task) -> None:
     # caller still waiting gets it from the shield as usual.
     if not task.cancelled() and task.exception() is not None:
         log.debug("work finished with %r", task.exception())
-
-
-class RequestError(Exception):
-    """A request that cannot be served; `code` names the gRPC status (INVALID_ARGUMENT, NOT_FOUND, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,18 +81,6 @@ class ServingConfig:
             raise ValueError(f"candidate_cache_users must be 0 (off) or more, got {self.candidate_cache_users}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class RecommendQuery:
-    user_id: str = ""
-    recent_item_ids: tuple[str, ...] = ()
-    text: str = ""
-    k: int = 10
-    include_seen: bool = False
-    attributes: dict[str, str] = field(default_factory=dict)
-    exclude_item_ids: tuple[str, ...] = ()
-    require: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, any-of values)
-
-
 @dataclass(kw_only=True)
 class RankerInput:
     """A user's candidates and the ranker's features for them; `scores`, the ranker's answer, is filled
@@ -120,40 +91,6 @@ class RankerInput:
     scores: np.ndarray | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Recommendation:
-    items: list[RankedItem]
-    bundle_version: str
-    titles: Sequence[str] = ()  # titles of the items, same order
-    item_ids: Sequence[str] = ()
-    explanations: list[ItemExplanation] = field(default_factory=list)
-    profile_text: str = ""
-    degraded: bool = False
-    # The transport's encoding of this answer (gateway.py keeps its response message here), so that an
-    # answer served again from the cache is not encoded again. Not part of the answer's value.
-    encoded: dict = field(default_factory=dict, compare=False, repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProfileView:
-    user_id: str
-    tags: list[tuple[str, float]]
-    recent_items: list[tuple[str, str]]  # (item id, title), newest first
-    profile_text: str
-    bundle_version: str
-    recorded_events: int
-
-
-def check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise RequestError("INVALID_ARGUMENT", f"k must be between 1 and {MAX_K}, got {k}")
-
-
-def check_text(field_name: str, text: str, limit: int) -> None:
-    if len(text) > limit:
-        raise RequestError("INVALID_ARGUMENT", f"{field_name} is {len(text)} characters long; the limit is {limit}")
-
-
 def trained_cf_row(user: ResolvedUser | None, recent) -> int:
     """The bundle's trained ALS row to score this request with, or -1 to fold its history in: an anonymous
     session, a user with events since the snapshot, or a known user who also sent session items (the
@@ -161,10 +98,6 @@ def trained_cf_row(user: ResolvedUser | None, recent) -> int:
     if user is None or user.cf_index is None or len(recent):
         return -1
     return int(user.cf_index)
-
-
-def check_id(field_name: str, value: str) -> None:
-    check_text(field_name, value, MAX_ID_LENGTH)
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
@@ -644,33 +577,8 @@ class Recommender:
     async def add_items(self, items: Sequence[tuple[str, ItemInfo]], *, timeout_s: float = 30.0) -> tuple[int, int, str]:
         """Validate, encode, store, insert. Once validated, the call runs to its end even if cancelled (a
         client deadline): an item stored but not inserted would be refused by RecordEvents until a restart."""
-        self._check_new_items(items)
+        check_new_items(items)
         return await run_to_completion(self._add_items(items, timeout_s))
-
-    @staticmethod
-    def _check_new_items(items: Sequence[tuple[str, ItemInfo]]) -> None:
-        if not items:
-            raise RequestError("INVALID_ARGUMENT", "no items given")
-        if len(items) > MAX_BATCH:
-            raise RequestError("INVALID_ARGUMENT", f"{len(items)} items in one call; the limit is {MAX_BATCH}")
-        seen_ids = set()
-        for position, (item_id, info) in enumerate(items):
-            if not item_id or len(item_id) > 256:
-                raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id must be 1..256 characters")
-            if item_id in seen_ids:
-                raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id '{item_id}' appears twice")
-            seen_ids.add(item_id)
-            check_text(f"items[{position}].title", info.title, MAX_TITLE_CHARS)
-            check_text(f"items[{position}].description", info.description, MAX_DESCRIPTION_CHARS)
-            for key in info.attributes:
-                if not key.strip():
-                    raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes has a blank key")
-                if len(key) > MAX_ATTRIBUTE_KEY_CHARS:
-                    raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes has a key of {len(key)} "
-                                                           f"characters; the limit is {MAX_ATTRIBUTE_KEY_CHARS}")
-            if not has_item_text(info):
-                raise RequestError("INVALID_ARGUMENT", f"items[{position}] has no text: give it a title, a "
-                                                       "description or tags for the encoder")
 
     async def _add_items(self, items: Sequence[tuple[str, ItemInfo]], timeout_s: float) -> tuple[int, int, str]:
         async with self.catalogue_lock:  # a deploy cannot start between encoding and inserting

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from lmrec.server.deploy import Deployer
-from lmrec.server.recommend import RequestError
+from lmrec.server.requests import RequestError
 
 
 class _Recommender:

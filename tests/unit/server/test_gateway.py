@@ -90,7 +90,7 @@ def test_an_answer_served_twice_is_encoded_once_and_each_response_keeps_its_own_
     from lmrec.server.explain import ItemExplanation
     from lmrec.server.fusion import RankedItem
     from lmrec.server.gateway import _recommend_response
-    from lmrec.server.recommend import Recommendation
+    from lmrec.server.requests import Recommendation
 
     answer = Recommendation(items=[RankedItem(item=3, score=0.5, signals={"lm": 0.5}, found_by="lm")],
                             bundle_version="2", titles=["Toy Story"], item_ids=["i3"], profile_text="liked: Heat",

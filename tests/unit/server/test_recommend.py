@@ -11,7 +11,8 @@ from lmrec.encoder import OnnxTextEncoder
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.fusion import SIGNALS
 from lmrec.server.event_store import MemoryEventStore
-from lmrec.server.recommend import MAX_K, RecommendQuery, Recommender, RequestError, ServingConfig
+from lmrec.server.recommend import Recommender, ServingConfig
+from lmrec.server.requests import MAX_K, RecommendQuery, RequestError
 from lmrec.server.state import prepare_state
 
 

@@ -13,7 +13,8 @@ from lmrec.export.dataset import ItemInfo
 from lmrec.server.bundle import load_bundle
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import Event, MemoryEventStore
-from lmrec.server.recommend import MAX_CACHED_ANSWER_K, RecommendQuery, Recommender, RequestError, ServingConfig
+from lmrec.server.recommend import MAX_CACHED_ANSWER_K, Recommender, ServingConfig
+from lmrec.server.requests import RecommendQuery, RequestError
 from lmrec.server.users import resolve_user
 
 from .test_recommend import DownEncoder, local_encoder, run, state_of  # noqa: F401 (a fixture)
