@@ -224,8 +224,8 @@ def _add_cache_arguments(p) -> None:
                    help="encode every profile, compute every candidate set and read every user from the event store "
                         "(benchmark baseline)")
     p.add_argument("--candidate-cache-users", type=int, default=None,
-                   help="returning users whose candidates and features are kept for their next request "
-                        "(0: off; default 4096, ServingConfig.candidate_cache_users)")
+                   help="returning users whose candidates and features, resolved history and last answer are "
+                        "kept for their next request (0: off; default 4096, ServingConfig.candidate_cache_users)")
 
 
 def cmd_serve(args) -> int:

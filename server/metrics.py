@@ -51,7 +51,8 @@ class GatewayMetrics:
             "lmrec_gateway_candidate_cache", "Look-ups of a returning user's cached candidates and features.",
             ["result"], registry=self.registry)
         self._answer_cache = Counter(
-            "lmrec_gateway_answer_cache", "Look-ups of a returning user's last answer (same request, same state).",
+            "lmrec_gateway_answer_cache", "Look-ups of a returning user's last answer (same request, same state); "
+            "a hit makes no user-vector look-up.",
             ["result"], registry=self.registry)
         self._fallbacks = Counter(
             "lmrec_gateway_fallbacks", "Requests served by a fallback path, by reason.",
@@ -106,7 +107,10 @@ class GatewayMetrics:
         self._answer_cache.labels(result="hit" if hit else "miss").inc()
 
     def cache_hit_ratio(self) -> float:
-        hits = self.sample("lmrec_gateway_user_vector_cache_total", {"result": "hit"}) or 0.0
+        """Share of profile vectors not computed again: user-vector cache hits, and answers served whole
+        from the answer cache (which never look the vector up), over both."""
+        answered = self.sample("lmrec_gateway_answer_cache_total", {"result": "hit"}) or 0.0
+        hits = answered + (self.sample("lmrec_gateway_user_vector_cache_total", {"result": "hit"}) or 0.0)
         misses = self.sample("lmrec_gateway_user_vector_cache_total", {"result": "miss"}) or 0.0
         total = hits + misses
         return hits / total if total else 0.0

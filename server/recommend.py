@@ -264,7 +264,6 @@ class Recommender:
             kept = self.answers.lookup(user.user_id, answer_stamp)
             self.metrics.answer_cache(kept is not None)
             if kept is not None:
-                self.metrics.cache_hit()  # the user's vector was not computed again either
                 return kept[1]
         result = await self._answer(state, query, user, recent, excluded, eligible, cacheable, generation,
                                     as_of, started, timeout_s)

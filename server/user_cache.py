@@ -1,8 +1,8 @@
 """What the gateway computed for a user, kept for their next request: their profile vector
-(`UserVectorCache`), and, in two `PerUserCache`s, their candidates with the signals' features and the user
-as resolved from the snapshot and their recorded events.
+(`UserVectorCache`), and, in `PerUserCache`s, their candidates with the signals' features, the user as
+resolved from the snapshot and their recorded events, and their last answer.
 
-All three are invalidated per user by events and by ForgetUser, and entirely by a deploy (a vector from
+All of them are invalidated per user by events and by ForgetUser, and entirely by a deploy (a vector from
 another encoder must never meet this bundle's index). Each entry also carries a stamp of what it was computed
 from (the bundle, the profile text, the request's exclusions...); a look-up with another stamp misses.
 Bounded: least recently used users go first.

@@ -16,6 +16,7 @@ from lmrec.server.deploy import Deployer, keep_models_loaded
 from lmrec.server.encoder_client import EncoderUnavailable
 from lmrec.server.event_store import MemoryEventStore
 from lmrec.server.recommend import Recommender
+from lmrec.server.requests import RecommendQuery
 
 from .test_recommend import LocalEncoder, local_encoder, run, state_of  # noqa: F401 (a fixture)
 
@@ -276,3 +277,32 @@ def test_add_items_without_a_client_deadline_gets_the_long_default():
     servicer = RecommenderServicer(recommender)
     run(servicer.AddItems(pb.AddItemsRequest(items=[pb.NewItem(item_id="n1", title="New")]), NoDeadline()))
     assert given["timeout_s"] == ADD_ITEMS_TIMEOUT_S >= 60
+
+
+def test_an_answer_kept_for_a_user_is_not_served_after_a_deploy_or_a_rollback(serving):
+    recommender, deployer, _, _ = serving
+    query = RecommendQuery(user_id=recommender.state.bundle.dataset.user_ids[5], k=5)
+    for _ in range(2):
+        assert run(recommender.recommend(query)).bundle_version == "1"
+    assert len(recommender.answers) == 1
+    run(deployer.deploy(2))
+    assert len(recommender.answers) == 0
+    assert run(recommender.recommend(query)).bundle_version == "2"
+    run(deployer.deploy(1))  # a rollback: the same label as the first answer, but another state
+    assert [run(recommender.recommend(query)).bundle_version for _ in range(2)] == ["1", "1"]
+
+
+def test_an_answer_computed_on_the_old_bundle_during_a_deploy_is_not_kept(serving):
+    recommender, deployer, _, encoder = serving
+    encoder.slow[("text_encoder", 1)] = 0.3  # the request is inside its encoder call during the swap
+    query = RecommendQuery(user_id=recommender.state.bundle.dataset.user_ids[6], k=5)
+
+    async def scenario():
+        request = asyncio.ensure_future(recommender.recommend(query))
+        await asyncio.sleep(0.05)
+        await deployer.deploy(2)
+        return await request
+
+    assert run(scenario()).bundle_version == "1"
+    assert len(recommender.answers) == 0
+    assert run(recommender.recommend(query)).bundle_version == "2"

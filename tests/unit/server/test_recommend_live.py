@@ -59,7 +59,8 @@ def test_an_event_changes_the_next_recommendation(live):
         assert state.catalogue.items[state.catalogue.index[item_id]].title in after.profile_text
 
 
-def test_events_invalidate_the_cached_vector(live):
+def test_events_invalidate_the_cached_vector(live_beneath_answers):
+    live = live_beneath_answers
     user_id = live.state.bundle.dataset.user_ids[5]
     run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
@@ -684,26 +685,36 @@ def answer_lookups(recommender) -> dict[str, float]:
 
 
 def test_a_returning_users_same_request_is_answered_whole_from_the_cache_until_an_event(live, monkeypatch):
-    """Nothing is computed again (no features, no ranker call), the answer equals the first, and the user's
-    events, another k, exclusions, filters or include_seen each make the request compute its own."""
+    """Nothing is computed again (no features, no ranker call), the kept answer equals a recomputation, and
+    the user's events make the request compute its own."""
     state = live.state
     user_id = state.bundle.dataset.user_ids[0]
     features = []
     fake_fused_ranker(live, monkeypatch, on_features=features.append)
     first = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     again = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
-    assert len(features) == 1 and answer_lookups(live) == {"hit": 1.0, "miss": 1.0}
-    assert again == first and again.explanations and again.explanations == first.explanations
+    assert len(features) == 1 and answer_lookups(live) == {"hit": 1.0, "miss": 1.0} and again is first
     assert live.metrics.cache_hit_ratio() == 0.5  # the vector was computed once, for two requests
-    others = [RecommendQuery(user_id=user_id, k=6), RecommendQuery(user_id=user_id, k=5, include_seen=True),
-              RecommendQuery(user_id=user_id, k=5, exclude_item_ids=(ids(first)[0],)),
-              RecommendQuery(user_id=user_id, k=5, require=(("genre", ("Comedy",)),))]
-    for query in others:
-        run(live.recommend(query))
-    assert answer_lookups(live) == {"hit": 1.0, "miss": 5.0}
+    live.forget_cached()
+    recomputed = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    assert len(features) == 2 and recomputed == first and recomputed.explanations
     run(live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]))
     after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
-    assert answer_lookups(live)["miss"] == 6.0 and ids(first)[0] not in ids(after)  # now seen
+    assert answer_lookups(live)["miss"] == 3.0 and ids(first)[0] not in ids(after)  # now seen
+
+
+@pytest.mark.parametrize("change", ["k", "include_seen", "exclude_item_ids", "require"])
+def test_a_request_that_differs_in_one_term_computes_its_own_answer(live, change):
+    user_id = live.state.bundle.dataset.user_ids[0]
+    base = RecommendQuery(user_id=user_id, k=5)
+    first = run(live.recommend(base))
+    changed = {"k": 6, "include_seen": True, "exclude_item_ids": (ids(first)[0],),
+               "require": (("genre", ("Comedy",)),)}[change]
+    other = dataclasses.replace(base, **{change: changed})
+    run(live.recommend(other))
+    assert answer_lookups(live) == {"hit": 0.0, "miss": 2.0}
+    run(live.recommend(other))
+    assert answer_lookups(live)["hit"] == 1.0  # kept for its own terms
 
 
 def test_added_items_and_a_deploy_make_the_answer_computed_again(live):
@@ -715,7 +726,8 @@ def test_added_items_and_a_deploy_make_the_answer_computed_again(live):
     run(live.add_items([("new-z", ItemInfo(title=f"{template.title} IV", categories=template.categories))]))
     run(live.recommend(query))
     run(live.recommend(query))
-    live.forget_cached()  # what a deploy does
+    live.forget_cached()  # what a deploy does (test_deploy_live.py deploys for real)
+    assert len(live.answers) == 0
     run(live.recommend(query))
     assert answer_lookups(live) == {"hit": 1.0, "miss": 3.0}
 
