@@ -65,6 +65,11 @@ def test_cache_hit_ratio():
     assert metrics.cache_hit_ratio() == pytest.approx(0.75)
     assert metrics.sample("lmrec_gateway_user_vector_cache_total", {"result": "hit"}) == 3
     assert metrics.sample("lmrec_gateway_user_vector_cache_total", {"result": "miss"}) == 1
+    for _ in range(4):  # answers served whole: no vector look-up, no vector computed
+        metrics.answer_cache(True)
+    metrics.answer_cache(False)  # a miss goes on to the vector cache, which counts it there
+    assert metrics.cache_hit_ratio() == pytest.approx(7 / 8)
+    assert metrics.sample("lmrec_gateway_user_vector_cache_total", {"result": "hit"}) == 3
 
 
 def test_fallbacks_deploys_bundle_version_events_and_items():
