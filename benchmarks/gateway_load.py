@@ -92,7 +92,7 @@ from .gateway_processes import (ManagedProcess, ServingPath, check_alive, lmrec_
                                 naive_build_dir, start_path, wait_for_gateway, without_dynamic_batching)
 from .gateway_report import chart, render_markdown, write_results
 from .gateway_scale import SCALE_CHUNK, SCALE_NOISE, measure_scale, scale_bundle
-from .gateway_stats import _progress_line, _record, bar_checks, max_throughput, ratios, stage_summary
+from .gateway_stats import _progress_line, _record, bar_checks, max_throughput, no_op_summary, ratios, stage_summary
 from .machine import machine_facts
 
 # Every public name of the suite stays importable from here, the module `lmrec bench gateway` and the tests
@@ -228,6 +228,13 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
                                              config.duration_s, k=config.k, timeout_s=config.timeout_s,
                                              arrivals=config.arrivals, seed=config.seed + cell)
                     record = _record("open", name, population, samples, delta, share=share, rate_rps=rate)
+                    if name == "lmrec" and population == "cached":
+                        # The control: a no-op RPC under the same arrivals shows the tail that gRPC, the event
+                        # loops and the shared cores give before the gateway does any work.
+                        control, _ = measure(paths[name], open_loop, populations[population], rate,
+                                             config.duration_s, k=config.k, timeout_s=config.timeout_s,
+                                             arrivals=config.arrivals, seed=config.seed + cell, no_op=True)
+                        record["no_op_rpc"] = no_op_summary(control)
                     out["records"].append(record)
                     progress(_progress_line(record))
                     save()

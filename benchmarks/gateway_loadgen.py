@@ -75,6 +75,18 @@ async def _send(client, kwargs: dict, k: int, samples: Samples, since: float) ->
     samples.degraded += bool(response.degraded)
 
 
+async def _send_health(client, samples: Samples, since: float) -> None:
+    """A no-op RPC (gRPC Health.Check) on the same channel: what gRPC and the event loops cost alone."""
+    from lmrec.client import ClientError
+
+    try:
+        await client.health()
+    except ClientError as error:
+        samples.errors[error.code] += 1
+        return
+    samples.latencies.append(time.perf_counter() - since)
+
+
 async def closed_loop(address: str, population: Population, concurrency: int, duration_s: float, *, k: int,
                       timeout_s: float) -> Samples:
     from lmrec.client import AsyncRecommenderClient
@@ -113,8 +125,9 @@ def arrival_offsets(rate: float, duration_s: float, arrivals: str, seed: int) ->
 
 
 async def open_loop(address: str, population: Population, rate: float, duration_s: float, *, k: int,
-                    timeout_s: float, arrivals: str, seed: int) -> Samples:
-    """Launch on schedule regardless of completions; latency counts from the scheduled time."""
+                    timeout_s: float, arrivals: str, seed: int, no_op: bool = False) -> Samples:
+    """Launch on schedule regardless of completions; latency counts from the scheduled time. `no_op`: send
+    Health.Check instead of Recommend on the same schedule (the control for the tail bar)."""
     from lmrec.client import AsyncRecommenderClient
 
     samples = Samples()
@@ -129,7 +142,9 @@ async def open_loop(address: str, population: Population, rate: float, duration_
             if delay > 0:
                 await asyncio.sleep(delay)
             samples.max_lag = max(samples.max_lag, time.perf_counter() - scheduled)
-            tasks.append(asyncio.create_task(_send(client, population.request(0, n), k, samples, scheduled)))
+            send = (_send_health(client, samples, scheduled) if no_op
+                    else _send(client, population.request(0, n), k, samples, scheduled))
+            tasks.append(asyncio.create_task(send))
         await asyncio.gather(*tasks)
         # Rate over the schedule's span: completions after it are latency, not extra throughput.
         samples.elapsed = max(duration_s, 1e-9)

@@ -1,5 +1,5 @@
 """Gateway load suite: what the servers count during a cell. The gateway's Prometheus /metrics (Recommend
-stage histogram, user-vector cache, fallbacks, status codes) and Triton's per-model counters, each scraped
+stage histogram, user-vector and answer caches, fallbacks, status codes) and Triton's per-model counters, each scraped
 before and after a cell and differenced; and the wait until Triton's backlog has drained."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def scrape(metrics_url: str) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    out: dict[str, dict] = {"sum": {}, "count": {}, "cache": {}, "fallbacks": {}, "requests": {}}
+    out: dict[str, dict] = {"sum": {}, "count": {}, "cache": {}, "answers": {}, "fallbacks": {}, "requests": {}}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
@@ -27,6 +27,8 @@ def scrape(metrics_url: str) -> dict:
                     out["count"][labels["stage"]] = sample.value
             elif sample.name == "lmrec_gateway_user_vector_cache_total":
                 out["cache"][labels["result"]] = sample.value
+            elif sample.name == "lmrec_gateway_answer_cache_total":
+                out["answers"][labels["result"]] = sample.value
             elif sample.name == "lmrec_gateway_fallbacks_total":
                 out["fallbacks"][labels["reason"]] = sample.value
             elif sample.name == "lmrec_gateway_requests_total" and labels.get("method") == "Recommend":
@@ -50,6 +52,7 @@ def scrape_delta(before: dict, after: dict) -> dict:
                          "per_request_ms": 1000 * sums.get(stage, 0.0) / n_requests if n_requests else None}
     return {"stages": stages,
             "cache": {k: int(v) for k, v in diff("cache").items()},
+            "answers": {k: int(v) for k, v in diff("answers").items()},
             "fallbacks": {k: int(v) for k, v in diff("fallbacks").items() if v},
             "server_codes": {k: int(v) for k, v in diff("requests").items() if v}}
 

@@ -85,12 +85,16 @@ def render_markdown(payload: dict) -> str:
                  _fmt(r["p50_ms"]), _fmt(r["p95_ms"]), _fmt(r["p99_ms"]),
                  _fmt(r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else None, ".2f"),
                  _fmt(ideal_queue_tail_ratio(r["share"]) if config["arrivals"] == "poisson" else None, ".2f"),
+                 _fmt((r.get("no_op_rpc") or {}).get("p99_over_p50"), ".2f"),
                  _errors(r), r["degraded"],
                  _fmt(r.get("max_send_lag_ms"))] for r in opened]
         lines += markdown_table(["population", "share of own max", "offered req/s", "path", "full answers/s",
-                                 "all answers/s", "p50 ms", "p95 ms", "p99 ms", "p99/p50", "M/D/1 p99/p50", "errors", "degraded",
-                                 "max send lag ms"],
+                                 "all answers/s", "p50 ms", "p95 ms", "p99 ms", "p99/p50", "M/D/1 p99/p50",
+                                 "no-op RPC p99/p50", "errors", "degraded", "max send lag ms"],
                                 rows) + [""]
+        if any(r.get("no_op_rpc") for r in opened):
+            lines += ["No-op RPC: gRPC Health.Check to the same gateway under the same arrivals, right after the "
+                      "cell: the tail of gRPC, the event loops and the shared cores alone.", ""]
     scaled = [r for r in records if r["mode"] == "scale"]
     if scaled:
         lines += ["## Catalogue size (bundle padded with synthetic items; lmrec path, one request in flight)", ""]
@@ -164,7 +168,10 @@ def _bar_note(bar: dict) -> str:
         behind = (f"; fell behind: p50 {behind['p50_ms']:.1f} ms is {behind['p50_ms'] / behind['one_in_flight_p50_ms']:.0f}× "
                   f"the one-in-flight p50 ({behind['one_in_flight_p50_ms']:.1f} ms), so the queue grew through the "
                   "cell and its p99/p50 says nothing of the tail") if behind else ""
-        return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}{behind}"
+        no_op = bar.get("no_op_rpc")
+        no_op = (f"; a no-op RPC (Health.Check) under the same arrivals: {no_op['p99_over_p50']:.2f} (p50 "
+                 f"{no_op['p50_ms']:.1f} ms, p99 {no_op['p99_ms']:.1f} ms)") if no_op and no_op.get("p99_over_p50") else ""
+        return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}{no_op}{behind}"
     return ""
 
 

@@ -15,6 +15,14 @@ def _record(mode: str, path: str, population: str, samples: Samples, delta: dict
             **({"max_send_lag_ms": 1000 * samples.max_lag} if mode == "open" else {}), **delta}
 
 
+def no_op_summary(samples: Samples) -> dict:
+    """An open-loop control cell of Health.Check calls: its percentiles, tail ratio and send lag."""
+    summary = samples.summary()
+    return {key: summary[key] for key in ("requests", "n_errors", "p50_ms", "p95_ms", "p99_ms")} | {
+        "p99_over_p50": summary["p99_ms"] / summary["p50_ms"] if summary["p50_ms"] else None,
+        "max_send_lag_ms": 1000 * samples.max_lag}
+
+
 def _sustained(record: dict) -> bool:
     return record["n_errors"] == 0 and record["degraded"] <= MAX_DEGRADED_SHARE * max(record["ok"], 1)
 
@@ -130,6 +138,7 @@ def bar_checks(payload: dict) -> list[dict]:
                        "met": bool(value <= P99_OVER_P50_NEEDED and cell["n_errors"] == 0 and not behind),
                        "p50_ms": cell["p50_ms"], "p99_ms": cell["p99_ms"], "errors": cell["n_errors"],
                        **({"fell_behind": {"p50_ms": cell["p50_ms"], "one_in_flight_p50_ms": alone}} if behind else {}),
+                       **({"no_op_rpc": cell["no_op_rpc"]} if cell.get("no_op_rpc") else {}),
                        # What an ideal single server (one event loop) and an ideal pair (2 cores) would show.
                        **({"ideal_md1": ideal_queue_tail_ratio(cell["share"], 1),
                            "ideal_md2": ideal_queue_tail_ratio(cell["share"], 2)} if poisson else {})})
