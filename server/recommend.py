@@ -1,8 +1,9 @@
 """Every gateway request as a plain async method of `Recommender` (state, event store, encoder, cache).
 
 The gRPC layer (gateway.py) only maps messages and turns `RequestError.code` into a gRPC status;
-what a request means happens here (what it is, its limits and checks: requests.py). A request takes the serving state once, at its start, and uses only
-that one: a deploy that swaps states meanwhile never mixes two bundles in one answer.
+what a request means happens here (what it is, its limits and checks: requests.py). A request takes the
+serving state once, at its start, and uses only that one: a deploy that swaps states meanwhile never
+mixes two bundles in one answer.
 """
 
 from __future__ import annotations
