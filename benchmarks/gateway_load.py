@@ -224,17 +224,22 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
                     if peak is None or peak["throughput_rps"] <= 0:
                         continue
                     rate = share * peak["throughput_rps"]
-                    samples, delta = measure(paths[name], open_loop, populations[population], rate,
-                                             config.duration_s, k=config.k, timeout_s=config.timeout_s,
-                                             arrivals=config.arrivals, seed=config.seed + cell)
-                    record = _record("open", name, population, samples, delta, share=share, rate_rps=rate)
-                    if name == "lmrec" and population == "cached":
-                        # The control: a no-op RPC under the same arrivals shows the tail that gRPC, the event
-                        # loops and the shared cores give before the gateway does any work.
-                        control, _ = measure(paths[name], open_loop, populations[population], rate,
-                                             config.duration_s, k=config.k, timeout_s=config.timeout_s,
-                                             arrivals=config.arrivals, seed=config.seed + cell, no_op=True)
-                        record["no_op_rpc"] = no_op_summary(control)
+
+                    def run(no_op: bool = False):
+                        return measure(paths[name], open_loop, populations[population], rate, config.duration_s,
+                                       k=config.k, timeout_s=config.timeout_s, arrivals=config.arrivals,
+                                       seed=config.seed + cell, no_op=no_op)
+
+                    # The control for the tail bar: a no-op RPC under the same arrivals shows the tail that the
+                    # generator, gRPC, the event loops and the shared cores give without recommender work. It
+                    # runs before the cell or after it, alternating, so the machine's drift is not on one side.
+                    controlled = name == "lmrec" and population == "cached"
+                    control = no_op_summary(run(no_op=True)[0]) if controlled and cell % 2 == 1 else None
+                    samples, delta = run()
+                    if controlled and control is None:
+                        control = no_op_summary(run(no_op=True)[0])
+                    record = _record("open", name, population, samples, delta, share=share, rate_rps=rate,
+                                     **({"no_op_rpc": control} if controlled else {}))
                     out["records"].append(record)
                     progress(_progress_line(record))
                     save()

@@ -76,7 +76,8 @@ async def _send(client, kwargs: dict, k: int, samples: Samples, since: float) ->
 
 
 async def _send_health(client, samples: Samples, since: float) -> None:
-    """A no-op RPC (gRPC Health.Check) on the same channel: what gRPC and the event loops cost alone."""
+    """A no-op RPC (gRPC Health.Check), on a channel set up as a Recommend cell's: what the generator, gRPC
+    and the event loops cost without any recommender work."""
     from lmrec.client import ClientError
 
     try:

@@ -39,8 +39,8 @@ def render_markdown(payload: dict) -> str:
              f"{build.get('n_items')} items, {build.get('n_users')} users, encoder {build.get('precision')}, "
              f"ranker {'yes' if build.get('ranker') else 'no'}).  ",
              f"Cells of {config['duration_s']:g} s, k={config['k']}, {config['cached_users']} cached users, "
-             f"uncached = anonymous sessions of {SESSION_ITEMS} random items. lmrec = hnswlib + user-vector cache + "
-             "dynamic batching; naive = exact retriever, no cache, no dynamic batching. Paths alternate cell by cell.",
+             f"uncached = anonymous sessions of {SESSION_ITEMS} random items. lmrec = hnswlib + user-vector, "
+             "candidate and answer caches + dynamic batching; naive = exact retriever, no cache, no dynamic batching. Paths alternate cell by cell.",
              ""]
 
     def find(mode, path, population, key, value):
@@ -77,24 +77,32 @@ def render_markdown(payload: dict) -> str:
                 f"{key} {v['throughput_rps']:.1f} req/s at N={v['concurrency']}"
                 + ("" if v["sustained"] else " (not sustained)")
                 for key, v in peaks.items()), ""]
+    answered = [r for r in closed if r["path"] == "lmrec" and r["population"] == "cached" and "answers" in r]
+    if answered:  # what "cached" measured: answers served whole, or the vector and candidate caches
+        whole, ok = sum(r["answers"].get("hit", 0) for r in answered), sum(r["ok"] for r in answered)
+        lines += [f"lmrec's cached requests answered whole from the answer cache: {whole:,} of {ok:,} "
+                  "(the rest from the vector and candidate caches).", ""]
     opened = [r for r in records if r["mode"] == "open"]
     if opened:
+        controlled = any(r.get("no_op_rpc") for r in opened)
         lines += [f"## Open loop ({config['arrivals']} arrivals; latency from the scheduled send time)", ""]
         rows = [[r["population"], f"{r['share']:.0%}", f"{r['rate_rps']:.1f}", r["path"], f"{r['throughput_rps']:.1f}",
                  f"{r.get('answered_rps', r['throughput_rps']):.1f}",
                  _fmt(r["p50_ms"]), _fmt(r["p95_ms"]), _fmt(r["p99_ms"]),
                  _fmt(r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else None, ".2f"),
                  _fmt(ideal_queue_tail_ratio(r["share"]) if config["arrivals"] == "poisson" else None, ".2f"),
-                 _fmt((r.get("no_op_rpc") or {}).get("p99_over_p50"), ".2f"),
+                 *([_no_op_cell(r.get("no_op_rpc"))] if controlled else []),
                  _errors(r), r["degraded"],
                  _fmt(r.get("max_send_lag_ms"))] for r in opened]
         lines += markdown_table(["population", "share of own max", "offered req/s", "path", "full answers/s",
                                  "all answers/s", "p50 ms", "p95 ms", "p99 ms", "p99/p50", "M/D/1 p99/p50",
-                                 "no-op RPC p99/p50", "errors", "degraded", "max send lag ms"],
+                                 *(["no-op RPC p50 / p99 ms, p99/p50, max send lag ms"] if controlled else []),
+                                 "errors", "degraded", "max send lag ms"],
                                 rows) + [""]
-        if any(r.get("no_op_rpc") for r in opened):
-            lines += ["No-op RPC: gRPC Health.Check to the same gateway under the same arrivals, right after the "
-                      "cell: the tail of gRPC, the event loops and the shared cores alone.", ""]
+        if controlled:
+            lines += ["No-op RPC: gRPC Health.Check to the same gateway under the same arrivals, just before or "
+                      "after the cell (alternating): what the load generator, gRPC, the event loops and the shared "
+                      "cores give without any recommender work.", ""]
     scaled = [r for r in records if r["mode"] == "scale"]
     if scaled:
         lines += ["## Catalogue size (bundle padded with synthetic items; lmrec path, one request in flight)", ""]
@@ -169,10 +177,26 @@ def _bar_note(bar: dict) -> str:
                   f"the one-in-flight p50 ({behind['one_in_flight_p50_ms']:.1f} ms), so the queue grew through the "
                   "cell and its p99/p50 says nothing of the tail") if behind else ""
         no_op = bar.get("no_op_rpc")
-        no_op = (f"; a no-op RPC (Health.Check) under the same arrivals: {no_op['p99_over_p50']:.2f} (p50 "
-                 f"{no_op['p50_ms']:.1f} ms, p99 {no_op['p99_ms']:.1f} ms)") if no_op and no_op.get("p99_over_p50") else ""
+        if no_op and no_op.get("p99_over_p50"):
+            no_op = (f"; a no-op RPC (Health.Check) under the same arrivals: {no_op['p99_over_p50']:.2f} (p50 "
+                     f"{no_op['p50_ms']:.1f} ms, p99 {no_op['p99_ms']:.1f} ms, errors {no_op['n_errors']}, send lag "
+                     f"up to {no_op['max_send_lag_ms']:.1f} ms)")
+        elif no_op:
+            no_op = f"; the no-op RPC control got no answers ({no_op['n_errors']} errors)"
+        else:
+            no_op = ""
         return f"p50 {bar['p50_ms']:.1f} ms, p99 {bar['p99_ms']:.1f} ms, errors {bar['errors']}{ideal}{no_op}{behind}"
     return ""
+
+
+def _no_op_cell(no_op: dict | None) -> str:
+    if not no_op:
+        return "–"
+    if not no_op.get("p50_ms"):
+        return f"no answers ({no_op['n_errors']} errors)"
+    errors = f", {no_op['n_errors']} errors" if no_op["n_errors"] else ""
+    return (f"{no_op['p50_ms']:.1f} / {no_op['p99_ms']:.1f}, {_fmt(no_op.get('p99_over_p50'), '.2f')}, "
+            f"{no_op['max_send_lag_ms']:.1f}{errors}")
 
 
 def chart(payload: dict, path: Path) -> Path:

@@ -87,7 +87,8 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
 
     markdown = (tmp_path / "results" / "smoke.md").read_text()
     assert "## Closed loop" in markdown and "## Open loop" in markdown and "## Bars" in markdown
-    assert "no-op RPC p99/p50" in markdown and "a no-op RPC (Health.Check) under the same arrivals" in markdown
+    assert "no-op RPC p50 / p99 ms" in markdown and "a no-op RPC (Health.Check) under the same arrivals" in markdown
+    assert "answered whole from the answer cache" in markdown
     assert "lmrec bench gateway --build-dir" in markdown
 
 

@@ -55,3 +55,22 @@ def test_the_tail_bar_is_not_met_by_a_cell_whose_queue_grew():
     assert "fell behind: p50 104.4 ms is 40× the one-in-flight p50 (2.6 ms)" in _bar_note(bar)
     kept_up = {**grew, "p50_ms": 9.0, "p99_ms": 25.0}
     assert bar_checks({"config": {"arrivals": "poisson"}, "records": [alone, kept_up]})[0]["met"] is True
+
+
+def test_the_tail_bar_names_its_no_op_control_and_a_control_without_answers_is_said_so():
+    from lmrec.benchmarks.gateway_report import _bar_note, _no_op_cell
+    from lmrec.benchmarks.gateway_stats import bar_checks
+
+    cell = {"mode": "open", "path": "lmrec", "population": "cached", "share": 0.7, "rate_rps": 500.0,
+            "p50_ms": 3.0, "p99_ms": 30.0, "n_errors": 0,
+            "no_op_rpc": {"requests": 2000, "n_errors": 2, "p50_ms": 1.5, "p95_ms": 9.0, "p99_ms": 45.0,
+                          "p99_over_p50": 30.0, "max_send_lag_ms": 12.5}}
+    note = _bar_note(bar_checks({"config": {"arrivals": "poisson"}, "records": [cell]})[0])
+    assert "a no-op RPC (Health.Check) under the same arrivals: 30.00 (p50 1.5 ms, p99 45.0 ms, errors 2, " \
+           "send lag up to 12.5 ms)" in note
+    assert _no_op_cell(cell["no_op_rpc"]) == "1.5 / 45.0, 30.00, 12.5, 2 errors"
+    failed = {**cell, "no_op_rpc": {"requests": 2000, "n_errors": 2000, "p50_ms": None, "p95_ms": None,
+                                    "p99_ms": None, "p99_over_p50": None, "max_send_lag_ms": 3.0}}
+    assert "the no-op RPC control got no answers (2000 errors)" in _bar_note(
+        bar_checks({"config": {"arrivals": "poisson"}, "records": [failed]})[0])
+    assert _no_op_cell(failed["no_op_rpc"]) == "no answers (2000 errors)" and _no_op_cell(None) == "–"
