@@ -37,6 +37,9 @@ class GatewayLoadConfig:
     # The lmrec gateway's --candidate-cache-users (None: its default). 0 measures "cached" users with only
     # their profile vector cached, their candidates and features computed on every request.
     candidate_cache_users: int | None = None
+    # False passes --no-answer-cache: "cached" users then take the vector, candidate and score caches on
+    # every request (the path of a returning user whose kept answer no longer applies).
+    answer_cache: bool = True
     arrivals: str = "poisson"  # open-loop schedule: "poisson" or "fixed"
     warmup_s: float = 1.0  # unrecorded closed-loop traffic per path and population before measuring
     parts_repeats: int = 200  # calls per unavoidable part measured alone (median)
@@ -71,6 +74,8 @@ def reproduce_command(config: GatewayLoadConfig) -> str:
         parts.append(f"--cached-users {config.cached_users}")
     if config.candidate_cache_users is not None:
         parts.append(f"--candidate-cache-users {config.candidate_cache_users}")
+    if not config.answer_cache:
+        parts.append("--no-answer-cache")
     if config.seed != defaults.seed:
         parts.append(f"--seed {config.seed}")
     if config.scale_items:

@@ -297,6 +297,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cached-users", type=positive_int, default=defaults.cached_users)
     parser.add_argument("--candidate-cache-users", type=non_negative_int, default=None,
                         help="the lmrec gateway's --candidate-cache-users (0: candidates computed on every request)")
+    parser.add_argument("--no-answer-cache", action="store_true",
+                        help="the lmrec gateway's --no-answer-cache: cached users through the vector, candidate and "
+                             "score caches, their answer computed on every request")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline path")
     parser.add_argument("--scale-items", type=_ints, default=(), metavar="N,N,...",
                         help="bar 5: also pad the bundle to these catalogue sizes and measure each "
@@ -316,4 +319,4 @@ def config_from_args(args) -> GatewayLoadConfig:
         name=args.name, seed=args.seed, dataset=args.dataset,
         data_dir=Path(args.data_dir) if args.data_dir else None, cached_users=args.cached_users,
         arrivals=args.arrivals, scale_items=tuple(args.scale_items), candidate_cache_users=args.candidate_cache_users,
-        scale_dir=Path(args.scale_dir) if args.scale_dir else None)
+        answer_cache=not args.no_answer_cache, scale_dir=Path(args.scale_dir) if args.scale_dir else None)

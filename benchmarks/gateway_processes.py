@@ -151,8 +151,11 @@ def start_path(name: str, build_dir: Path, work: Path, config: GatewayLoadConfig
             "--port", str(port), "--metrics-port", str(metrics_port), "--state-dir", str(work / f"{name}-state")]
     if naive:
         args += ["--retriever", "exact", "--no-user-cache"]
-    elif config.candidate_cache_users is not None:
-        args += ["--candidate-cache-users", str(config.candidate_cache_users)]
+    else:
+        if config.candidate_cache_users is not None:
+            args += ["--candidate-cache-users", str(config.candidate_cache_users)]
+        if not config.answer_cache:
+            args += ["--no-answer-cache"]
     gateway = ManagedProcess(args, work / f"{name}-gateway.log")
     stack.callback(gateway.stop)
     address, metrics_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"

@@ -215,7 +215,7 @@ def _serving_config(args):
     """The gateway's caching options (`lmrec serve` and `lmrec gateway` take the same ones)."""
     from lmrec.server.recommend import ServingConfig
 
-    return ServingConfig(cache_user_vectors=not args.no_user_cache, **(
+    return ServingConfig(cache_user_vectors=not args.no_user_cache, cache_answers=not args.no_answer_cache, **(
         {} if args.candidate_cache_users is None else {"candidate_cache_users": args.candidate_cache_users}))
 
 
@@ -226,6 +226,9 @@ def _add_cache_arguments(p) -> None:
     p.add_argument("--candidate-cache-users", type=int, default=None,
                    help="returning users whose candidates and features, resolved history and last answer are "
                         "kept for their next request (0: off; default 4096, ServingConfig.candidate_cache_users)")
+    p.add_argument("--no-answer-cache", action="store_true",
+                   help="keep a returning user's candidates and vector, but compute their answer (ranking, "
+                        "explanations) on every request (ServingConfig.cache_answers)")
 
 
 def cmd_serve(args) -> int:

@@ -149,6 +149,6 @@ def test_the_reproduce_line_carries_every_option_that_changes_the_measurement():
     plain = reproduce_command(GatewayLoadConfig(build_dir=Path("build/x")))
     assert plain == "lmrec bench gateway --build-dir build/x"
     line = reproduce_command(GatewayLoadConfig(build_dir=Path("build/x"), arrivals="fixed", cached_users=8,
-                                               naive=False, candidate_cache_users=0))
+                                               naive=False, candidate_cache_users=0, answer_cache=False))
     assert "--arrivals fixed" in line and "--cached-users 8" in line and "--no-naive" in line
-    assert "--candidate-cache-users 0" in line
+    assert "--candidate-cache-users 0" in line and "--no-answer-cache" in line

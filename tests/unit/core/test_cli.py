@@ -407,3 +407,15 @@ def test_a_negative_implicit_threshold_stays_allowed():
     # A generic CSV's ratings may be negative (rating_range=-10,10).
     args = build_parser().parse_args(["evaluate", "--method", "pop", "--implicit-threshold", "-2.5"])
     assert args.implicit_threshold == -2.5
+
+
+@pytest.mark.parametrize("extra, answers", [((), True), (("--no-answer-cache",), False)])
+def test_the_cache_options_become_the_serving_config(extra, answers):
+    import argparse
+
+    from lmrec.cli import _add_cache_arguments, _serving_config
+
+    parser = argparse.ArgumentParser()
+    _add_cache_arguments(parser)
+    config = _serving_config(parser.parse_args(["--candidate-cache-users", "7", *extra]))
+    assert config.cache_answers is answers and config.candidate_cache_users == 7 and config.cache_user_vectors
