@@ -63,29 +63,29 @@ class Samples:
         return out
 
 
-async def _send(client, kwargs: dict, k: int, samples: Samples, since: float) -> None:
+async def _timed(call, samples: Samples, since: float):
+    """Await one RPC: its latency from `since` into `samples`, or its status among the errors (then None)."""
     from lmrec.client import ClientError
 
     try:
-        response = await client.recommend(k=k, **kwargs)
+        response = await call
     except ClientError as error:
         samples.errors[error.code] += 1
-        return
+        return None
     samples.latencies.append(time.perf_counter() - since)
-    samples.degraded += bool(response.degraded)
+    return response
+
+
+async def _send(client, kwargs: dict, k: int, samples: Samples, since: float) -> None:
+    response = await _timed(client.recommend(k=k, **kwargs), samples, since)
+    if response is not None:
+        samples.degraded += bool(response.degraded)
 
 
 async def _send_health(client, samples: Samples, since: float) -> None:
     """A no-op RPC (gRPC Health.Check), on a channel set up as a Recommend cell's: what the generator, gRPC
     and the event loops cost without any recommender work."""
-    from lmrec.client import ClientError
-
-    try:
-        await client.health()
-    except ClientError as error:
-        samples.errors[error.code] += 1
-        return
-    samples.latencies.append(time.perf_counter() - since)
+    await _timed(client.health(), samples, since)
 
 
 async def closed_loop(address: str, population: Population, concurrency: int, duration_s: float, *, k: int,
