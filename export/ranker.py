@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -44,8 +45,8 @@ class RankerConfig:
     prior: bool = True
 
 
-def ranks_of(masked: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """0-based rank of each of `items` in each row of `masked`, best first, equal scores by item index.
+def positions_of(masked: np.ndarray) -> np.ndarray:
+    """Each item's 0-based rank in each row of `masked`, best first, equal scores by item index.
 
     A stable sort per row: equal scores are common (most items have no sequential or graph evidence),
     and their order must be the same whether a user is ranked alone or in a batch. Excluded items are
@@ -54,21 +55,79 @@ def ranks_of(masked: np.ndarray, items: np.ndarray) -> np.ndarray:
     order = np.argsort(-masked, axis=1, kind="stable")
     position = np.empty_like(order)
     np.put_along_axis(position, order, np.broadcast_to(np.arange(masked.shape[1]), masked.shape), axis=1)
-    return position[:, items]
+    return position
+
+
+def ranks_of(masked: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """0-based rank of each of `items` in each row of `masked` (`positions_of`)."""
+    return positions_of(masked)[:, items]
+
+
+@dataclass(frozen=True)
+class RowSummary:
+    """A group of signals over one user's whole row of items: what candidate selection and the candidates'
+    features read from that row. Each group is summarised once per user, so the signals that need no
+    profile vector can be summarised while the encoder computes it (`FusedRecommender.prepare_features`)."""
+    names: tuple[str, ...]
+    scores: np.ndarray  # (signals, items) float32
+    mean: np.ndarray  # (signals, 1)
+    std: np.ndarray  # (signals, 1)
+    position: np.ndarray  # (signals, items): each item's 0-based rank, best first, excluded items last
+    top: tuple[np.ndarray, ...]  # per signal, its top `per_signal` items that are not excluded (unordered)
+
+
+def summarise_rows(signal_scores: dict[str, np.ndarray], excluded: list[np.ndarray], per_signal: int) -> list[RowSummary]:
+    """One `RowSummary` per user of the signals in `signal_scores` (each a (users, items) score matrix).
+
+    Ranks: `positions_of`. The top items come from a partial sort, as they always have: the fused models'
+    candidates (and so their training lists) are the same as before this split. `per_signal` 0: no top
+    items (the features of given candidates only).
+    """
+    names = tuple(signal_scores)
+    summaries = []
+    for row, items in enumerate(excluded):
+        raw = np.stack([signal_scores[name][row] for name in names])
+        user_scores = raw.astype(np.float32, copy=False)  # features are float32
+        masked = user_scores.astype(np.float64)
+        masked[:, items] = -np.inf
+        if per_signal > 0:
+            # Candidates are chosen at the signals' own precision (some are float64), as they always were.
+            chosen_from = masked if raw.dtype == np.float32 else raw.astype(np.float64)
+            chosen_from[:, items] = -np.inf
+            top = np.argpartition(-chosen_from, min(per_signal, masked.shape[1] - 1), axis=1)[:, :per_signal]
+            tops = tuple(top[j][np.isfinite(chosen_from[j, top[j]])] for j in range(len(names)))
+        else:
+            tops = ()
+        summaries.append(RowSummary(names=names, scores=user_scores, mean=user_scores.mean(axis=1, keepdims=True),
+                                    std=user_scores.std(axis=1, keepdims=True), position=positions_of(masked),
+                                    top=tops))
+    return summaries
+
+
+def candidates_from(summaries: Sequence[RowSummary]) -> np.ndarray:
+    """One user's candidates: the union of each signal's top unseen items, sorted by item index."""
+    tops = [top for summary in summaries for top in summary.top]
+    return np.unique(np.concatenate(tops)).astype(np.int64) if tops else np.zeros(0, np.int64)
+
+
+def features_from(summaries: Sequence[RowSummary], signal_order: Sequence[str], extra_row: dict[str, np.ndarray],
+                  items: np.ndarray) -> np.ndarray:
+    """One user's (n_candidates, n_features) float32 matrix: per signal in `signal_order` its z-score and
+    reciprocal rank 1 / (1 + rank) (from the summaries), then each `extra_row` vector at the candidates."""
+    where = {name: (summary, j) for summary in summaries for j, name in enumerate(summary.names)}
+    columns = []
+    for name in signal_order:
+        summary, j = where[name]
+        std = summary.std[j, 0]
+        columns.append((summary.scores[j, items] - summary.mean[j, 0]) / (std if std > 1e-12 else np.float32(1.0)))
+        columns.append((1.0 / (1.0 + summary.position[j, items])).astype(np.float32))
+    columns.extend(vector[items] for vector in extra_row.values())
+    return np.ascontiguousarray(np.stack(columns, axis=1), dtype=np.float32)
 
 
 def select_candidates(signal_scores: dict[str, np.ndarray], excluded: list[np.ndarray], per_signal: int) -> list[np.ndarray]:
     """Union of each signal's top `per_signal` unseen items, per user, sorted by item index."""
-    n_users = next(iter(signal_scores.values())).shape[0]
-    chosen: list[list[np.ndarray]] = [[] for _ in range(n_users)]
-    for scores in signal_scores.values():
-        masked = scores.astype(np.float64, copy=True)
-        for row, items in enumerate(excluded):
-            masked[row, items] = -np.inf
-        top = np.argpartition(-masked, min(per_signal, masked.shape[1] - 1), axis=1)[:, :per_signal]
-        for row in range(n_users):
-            chosen[row].append(top[row][np.isfinite(masked[row, top[row]])])
-    return [np.unique(np.concatenate(c)).astype(np.int64) if c else np.zeros(0, np.int64) for c in chosen]
+    return [candidates_from([summary]) for summary in summarise_rows(signal_scores, excluded, per_signal)]
 
 
 def candidate_features(signal_scores: dict[str, np.ndarray], extra: dict[str, np.ndarray],
@@ -78,23 +137,16 @@ def candidate_features(signal_scores: dict[str, np.ndarray], extra: dict[str, np
     For every signal (float32 scores): its per-user z-score and its reciprocal rank 1 / (1 + rank),
     ranks taken after the excluded items are removed; `extra` holds per-(user, item) features used as
     they are (e.g. similarity to the last item, log popularity). The z-score's mean and spread and the
-    ranks come from the user's whole row; only the candidates' values are kept. One user at a time, all
-    signals together: the served path asks for a single user per request.
+    ranks come from the user's whole row; only the candidates' values are kept.
     """
-    names = [f"{name}_{kind}" for name in signal_scores for kind in ("z", "rr")] + list(extra)
-    per_user = []
-    for row, items in enumerate(candidates):
-        user_scores = np.stack([scores[row] for scores in signal_scores.values()]).astype(np.float32, copy=False)
-        mean = user_scores.mean(axis=1, keepdims=True)
-        std = user_scores.std(axis=1, keepdims=True)
-        z_scores = (user_scores[:, items] - mean) / np.where(std > 1e-12, std, 1.0)
-        masked = user_scores.astype(np.float64)
-        masked[:, excluded[row]] = -np.inf
-        reciprocal_ranks = (1.0 / (1.0 + ranks_of(masked, items))).astype(np.float32)
-        interleaved = np.stack([z_scores, reciprocal_ranks], axis=1).reshape(2 * len(user_scores), len(items))
-        columns = np.concatenate([interleaved, *([matrix[row, items]] for matrix in extra.values())])
-        per_user.append(np.ascontiguousarray(columns.T, dtype=np.float32))
-    return per_user, names
+    names = feature_names(signal_scores, extra)
+    summaries = summarise_rows(signal_scores, excluded, per_signal=0)
+    return [features_from([summary], list(signal_scores), {name: matrix[row] for name, matrix in extra.items()}, items)
+            for row, (summary, items) in enumerate(zip(summaries, candidates))], names
+
+
+def feature_names(signal_order, extra) -> list[str]:
+    return [f"{name}_{kind}" for name in signal_order for kind in ("z", "rr")] + list(extra)
 
 
 class _Ranker:

@@ -27,6 +27,7 @@ from .event_store import Event, EventStore, StoredItem
 from .explain import explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
+from .overlap import LOWEST_PRIORITY, low_priority_executor
 from .requests import (MAX_BATCH, MAX_CLOCK_AHEAD_S, ProfileView, Recommendation, RecommendQuery, RequestError,
                        check_id, check_k, check_new_items, check_text)
 from .state import ServingState
@@ -76,10 +77,16 @@ class ServingConfig:
     # from them, under the same bundle and catalogue, is then answered without recomputing its ranking,
     # explanations and interest tags. Off in tests of the caches beneath it.
     cache_answers: bool = True
+    # With a fused bundle, the ranker features that need no profile vector are computed while Triton encodes
+    # the profile (off: after it, as before), in threads of this Linux niceness (server/overlap.py).
+    prepare_during_encode: bool = True
+    overlap_niceness: int = LOWEST_PRIORITY
 
     def __post_init__(self) -> None:
         if self.candidate_cache_users < 0:
             raise ValueError(f"candidate_cache_users must be 0 (off) or more, got {self.candidate_cache_users}")
+        if not -20 <= self.overlap_niceness <= 19:
+            raise ValueError(f"overlap_niceness is a Linux nice value from -20 to 19, got {self.overlap_niceness}")
 
 
 @dataclass(kw_only=True)
@@ -133,6 +140,7 @@ class Recommender:
         self.answers = PerUserCache(max_entries=self.users.max_entries if config.cache_answers else 0,
                                     log=self.invalidations)
         self.catalogue_lock = asyncio.Lock()  # AddItems and deploys change the catalogue one at a time
+        self.overlap = low_priority_executor(niceness=config.overlap_niceness)  # work done while Triton encodes
         self.metrics.set_bundle_version(state.bundle.version)
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -162,12 +170,24 @@ class Recommender:
 
     async def _profile_vector(self, state: ServingState, user_id: str, cacheable: bool, profile_text: str,
                               timeout_s: float, method: str, as_of: int) -> np.ndarray:
-        if cacheable:
-            cached = self.cache.get(state.label, user_id, profile_text)
-            if cached is not None:
-                self.metrics.cache_hit()
-                return cached
+        cached = self._cached_vector(state, user_id, cacheable, profile_text)
+        if cached is not None:
+            return cached
+        return await self._encoded_vector(state, user_id, cacheable, profile_text, timeout_s, method, as_of)
+
+    def _cached_vector(self, state: ServingState, user_id: str, cacheable: bool, profile_text: str) -> np.ndarray | None:
+        if not cacheable:
+            return None
+        cached = self.cache.get(state.label, user_id, profile_text)
+        if cached is not None:
+            self.metrics.cache_hit()
+        else:
             self.metrics.cache_miss()
+        return cached
+
+    async def _encoded_vector(self, state: ServingState, user_id: str, cacheable: bool, profile_text: str,
+                              timeout_s: float, method: str, as_of: int) -> np.ndarray:
+        """The profile's vector from Triton, kept for the user's next request where it may be."""
         with self.metrics.time_stage(method, "encode"):
             vector = (await self.encode(state, [profile_text], self._triton_budget(timeout_s)))[0]
         if cacheable:
@@ -303,19 +323,25 @@ class Recommender:
             return Recommendation(items=[], bundle_version=state.label, profile_text=profile_text)
         k = min(query.k, int((~blocked).sum()))
 
-        vector, degraded = None, False
+        vector, degraded, prepared = None, False, None
         if profile_text:
-            try:
-                vector = await self._profile_vector(state, query.user_id, cacheable, profile_text,
-                                                    timeout_s - (time.perf_counter() - started), "Recommend", as_of)
-            except EncoderUnavailable as error:
-                degraded = True
-                self.metrics.fallback("encoder_unavailable")
-                log.warning("degraded answer (CF and popularity only): %s", error)
+            vector = self._cached_vector(state, query.user_id, cacheable, profile_text)
+            if vector is None:
+                prepared = self._prepare_ranker_features(state, user, recent, history, blocked)
+                try:
+                    vector = await self._encoded_vector(state, query.user_id, cacheable, profile_text,
+                                                        timeout_s - (time.perf_counter() - started), "Recommend",
+                                                        as_of)
+                except EncoderUnavailable as error:
+                    degraded = True
+                    self.metrics.fallback("encoder_unavailable")
+                    log.warning("degraded answer (CF and popularity only): %s", error)
         # Items added while this request awaited the event store or the encoder: the filters and the mask
-        # must cover them too (the state is updated in place).
-        generation, eligible, blocked, k = self._current_masks(state, query, user, history, excluded,
-                                                               (generation, eligible, blocked, k))
+        # must cover them too (the state is updated in place), and the features prepared meanwhile are stale.
+        masks = self._current_masks(state, query, user, history, excluded, (generation, eligible, blocked, k))
+        if masks[0] != generation:
+            prepared = None
+        generation, eligible, blocked, k = masks
         user_tags = [tag for tag, _ in self._user_tags(state, vector)]
         # What the candidates and their features depend on: the bundle, the catalogue's added items, the
         # user's history (events also drop the entry; the counts and the profile text catch a request that
@@ -325,7 +351,7 @@ class Recommender:
         if state.fused is not None and vector is not None:
             try:
                 ranked = await self._rank_with_ranker(state, user, trained_cf_row(user, recent), history, blocked,
-                                                      vector, k, started + timeout_s, stamp, as_of)
+                                                      vector, k, started + timeout_s, stamp, as_of, prepared)
                 return self._result(state, ranked, liked, user_tags, profile_text=profile_text)
             except EncoderUnavailable as error:
                 degraded = True  # the fixed blend below is the ranker's fallback
@@ -413,19 +439,34 @@ class Recommender:
             features["als"] = state.item_factors[candidates] @ user_vector
         return candidates, features
 
+    def _prepare_ranker_features(self, state: ServingState, user, recent, history, blocked) -> asyncio.Future | None:
+        """With a fused bundle, the ranker features that need no profile vector (the CF signals, the graph,
+        the similarities to the last items, their ranks and top items: about two thirds of the features'
+        time), computed in a low-priority thread while Triton encodes the profile. The event loop only
+        waits meanwhile."""
+        if state.fused is None or not self.config.prepare_during_encode:
+            return None
+        prepared = asyncio.get_running_loop().run_in_executor(
+            self.overlap, state.fused.prepare_features, np.array([trained_cf_row(user, recent)]), [history],
+            [np.flatnonzero(blocked)])
+        prepared.add_done_callback(_note_unawaited_failure)  # unused when the encoder fails
+        return prepared
+
     async def _rank_with_ranker(self, state: ServingState, user, cf_row: int, history, blocked, profile, k,
-                                deadline: float, stamp, as_of: int):
+                                deadline: float, stamp, as_of: int, prepared: asyncio.Future | None = None):
         """The neural fusion ranker (served by Triton) over the fused model's candidates; `deadline` is the
         request's, on the time.perf_counter() clock (the ranker's share is taken of what is left once the
-        candidates and their features are ready)."""
+        candidates and their features are ready). `prepared`: `_prepare_ranker_features` for this
+        request's history and mask, when it was started."""
         fused = state.fused
 
         def features_of_candidates():
-            candidates, features, names = fused.features(np.array([cf_row]), [history], profile=profile[None, :],
-                                                         excluded=[np.flatnonzero(blocked)])
+            half = early or fused.prepare_features(np.array([cf_row]), [history], [np.flatnonzero(blocked)])
+            candidates, features, names = fused.finish_features(half, profile[None, :])
             return RankerInput(candidates=candidates[0], features=features[0], names=names)
 
         with self.metrics.time_stage("Recommend", "cf"):
+            early = await prepared if prepared is not None else None  # normally done: the encoder took longer
             found = self._cached_candidates(user, stamp, as_of, features_of_candidates)
         candidates, features, names = found.candidates, found.features, found.names
         ranked = []

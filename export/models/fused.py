@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
 from lmrec.export.dataset import Dataset, Interactions, concat, histories_of, targets_by_user
-from lmrec.export.ranker import (RankerConfig, TrainedRanker, candidate_features, export_ranker_onnx,
-                                 select_candidates, train_ranker)
+from lmrec.export.ranker import (RankerConfig, RowSummary, TrainedRanker, candidates_from, export_ranker_onnx,
+                                 feature_names, features_from, summarise_rows, train_ranker)
 from lmrec.ranker_runtime import OnnxRanker
 
 from .base import make_model
@@ -74,6 +74,19 @@ def default_ranker_settings(holdout: str, cold_share: float) -> dict[str, Any]:
 def default_holdout_folds(holdout: str, cold_share: float) -> int:
     """Random hold-outs stack over two disjoint folds (twice the training lists; see `holdout_folds`)."""
     return 2 if holdout == "random" and cold_share == 0 else 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedFeatures:
+    """`FusedRecommender.prepare_features`: per user, the signals that read the history alone, and their
+    summaries (ranks, spread, top items) for candidate selection and the features."""
+    users: np.ndarray
+    histories: list[np.ndarray]
+    excluded: list[np.ndarray]
+    scores: dict[str, np.ndarray]
+    extra: dict[str, np.ndarray]
+    summaries: list[RowSummary]
+    n_items: int
 
 
 def split_holdout(train: Interactions, n_users: int, how: str, rng: np.random.Generator) -> tuple[Interactions, Interactions]:
@@ -178,8 +191,8 @@ class FusedRecommender:
         return {name: make_model(name, seed=self.seed, **params).fit(dataset, train)
                 for name, params in self.signal_params.items()}
 
-    def _signal_scores(self, users: np.ndarray, histories: Sequence[np.ndarray],
-                       profile: np.ndarray | None = None) -> tuple[dict, dict]:
+    def _history_scores(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> tuple[dict, dict]:
+        """The signals that read the histories alone: CF, the graph, similarity to the last items, popularity."""
         n_items, n_trained = len(self.item_embeddings), self.n_trained_items
         if n_items > n_trained:  # items added after training: CF never saw them, like cold items
             cf_histories = [np.asarray(h)[np.asarray(h) < n_trained] for h in histories]
@@ -187,12 +200,28 @@ class FusedRecommender:
                       for name, model in self.cf_models.items()}
         else:
             scores = {name: model.score(users, histories) for name, model in self.cf_models.items()}
-        if profile is None:
-            profile = self.lm_model.user_embeddings(users, histories)
-        item_embeddings = self.item_embeddings
-        scores["lm"] = profile @ item_embeddings.T
         if self.graph is not None:
             scores["kg"] = self.graph.user_affinity(histories)
+        item_embeddings = self.item_embeddings
+        last = np.stack([item_embeddings[h[-1]] if len(h) else np.zeros(item_embeddings.shape[1], np.float32)
+                         for h in histories])
+        recent = np.stack([item_embeddings[h[-3:]].mean(axis=0) if len(h) else np.zeros(item_embeddings.shape[1],
+                                                                                        np.float32) for h in histories])
+        shape = (len(histories), n_items)
+        extra = {
+            "sim_last_item": last @ item_embeddings.T,
+            "sim_recent_items": recent @ item_embeddings.T,
+            "log_popularity": np.broadcast_to(self.log_popularity, shape),
+            **({"log_recent_popularity": np.broadcast_to(self.log_recent_popularity, shape)}
+               if self.recent_share > 0 else {}),
+        }
+        return scores, extra
+
+    def _profile_scores(self, profile: np.ndarray, history_scores: dict) -> tuple[dict, dict]:
+        """The signals that read the profile embeddings: text similarity and the interest tags (and the
+        new items' ranks, which read the graph's scores too)."""
+        item_embeddings = self.item_embeddings
+        scores = {"lm": profile @ item_embeddings.T}
         # Interest tags: the user's top tags (found by the encoder) as a direction in embedding space;
         # a catalogue without genres or tags has none, and the feature is then 0.
         if self.tagger is not None:
@@ -204,23 +233,29 @@ class FusedRecommender:
                              ).astype(np.float32)
         else:
             tag_direction = np.zeros_like(profile, dtype=np.float32)
-        last = np.stack([item_embeddings[h[-1]] if len(h) else np.zeros(item_embeddings.shape[1], np.float32)
-                         for h in histories])
-        recent = np.stack([item_embeddings[h[-3:]].mean(axis=0) if len(h) else np.zeros(item_embeddings.shape[1],
-                                                                                        np.float32) for h in histories])
-        extra = {
-            "sim_last_item": last @ item_embeddings.T,
-            "sim_recent_items": recent @ item_embeddings.T,
-            "log_popularity": np.broadcast_to(self.log_popularity, scores["lm"].shape),
-            **({"log_recent_popularity": np.broadcast_to(self.log_recent_popularity, scores["lm"].shape)}
-               if self.recent_share > 0 else {}),
-            "interest_tags": tag_direction @ item_embeddings.T,
-        }
+        extra = {"interest_tags": tag_direction @ item_embeddings.T}
         if getattr(self, "new_item_ranks", False):  # bundles built before the setting existed lack it
-            extra.update(self._new_item_ranks(scores))
+            extra.update(self._new_item_ranks({**history_scores, **scores}))
         if getattr(self, "new_item_demand", False):
             extra["new_demand_rr"] = np.broadcast_to(self.new_demand_rr, scores["lm"].shape)
         return scores, extra
+
+    def _signal_scores(self, users: np.ndarray, histories: Sequence[np.ndarray],
+                       profile: np.ndarray | None = None) -> tuple[dict, dict]:
+        """Every signal's (users, items) scores, and the per-(user, item) features used as they are."""
+        history_scores, history_extra = self._history_scores(users, histories)
+        if profile is None:
+            profile = self.lm_model.user_embeddings(users, histories)
+        profile_scores, profile_extra = self._profile_scores(profile, history_scores)
+        return self._in_feature_order(history_scores, profile_scores, history_extra, profile_extra)
+
+    def _in_feature_order(self, history_scores, profile_scores, history_extra, profile_extra) -> tuple[dict, dict]:
+        """The two halves merged in the order of the ranker's feature columns (CF signals, lm, kg; then the
+        similarities, popularity, interest tags and the new items' ranks)."""
+        scores = {name: history_scores[name] for name in self.cf_models}
+        scores.update(profile_scores)
+        scores.update((name, history_scores[name]) for name in ("kg",) if name in history_scores)
+        return scores, {**history_extra, **profile_extra}
 
     def _new_item_ranks(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`new_<signal>_rr`: 1 / (1 + rank) of each item without interactions among those items, by the
@@ -233,12 +268,35 @@ class FusedRecommender:
     def features(self, users, histories, profile: np.ndarray | None = None, excluded=None):
         """Candidates and their feature rows, per user. The gateway passes the profile embeddings it got
         from Triton and its own exclusions; offline, the encoder runs here and history is excluded."""
-        scores, extra = self._signal_scores(users, histories, profile)
+        return self.finish_features(self.prepare_features(users, histories, excluded), profile)
+
+    def prepare_features(self, users, histories, excluded=None) -> "PreparedFeatures":
+        """The half of `features` that needs no profile vector: the gateway computes it while Triton encodes
+        the profile (about two thirds of the features' time on ml-100k)."""
+        users = np.asarray(users)
         if excluded is None:
             excluded = [np.asarray(h, np.int64) for h in histories]
-        candidates = select_candidates(scores, excluded, self.candidates)
-        features, names = candidate_features(scores, extra, excluded, candidates)
-        return candidates, features, names
+        scores, extra = self._history_scores(users, histories)
+        return PreparedFeatures(users=users, histories=list(histories), excluded=list(excluded), scores=scores,
+                                extra=extra, summaries=summarise_rows(scores, excluded, self.candidates),
+                                n_items=len(self.item_embeddings))
+
+    def finish_features(self, prepared: "PreparedFeatures", profile: np.ndarray | None = None):
+        """`features` from its prepared half and the profile embeddings (offline: the encoder runs here)."""
+        if prepared.n_items != len(self.item_embeddings):
+            raise ValueError(f"prepared for {prepared.n_items} items, the model now has {len(self.item_embeddings)}")
+        if profile is None:
+            profile = self.lm_model.user_embeddings(prepared.users, prepared.histories)
+        profile_scores, profile_extra = self._profile_scores(profile, prepared.scores)
+        scores, extra = self._in_feature_order(prepared.scores, profile_scores, prepared.extra, profile_extra)
+        profile_summaries = summarise_rows(profile_scores, prepared.excluded, self.candidates)
+        candidates, features = [], []
+        for row, (history_summary, profile_summary) in enumerate(zip(prepared.summaries, profile_summaries)):
+            items = candidates_from([history_summary, profile_summary])
+            candidates.append(items)
+            features.append(features_from([history_summary, profile_summary], list(scores),
+                                          {name: matrix[row] for name, matrix in extra.items()}, items))
+        return candidates, features, feature_names(scores, extra)
 
     def signal_scores_of(self, users, histories, profile: np.ndarray) -> dict[str, np.ndarray]:
         """Each signal's raw score matrix (for explanations: which signal found an item)."""

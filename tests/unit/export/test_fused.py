@@ -348,3 +348,31 @@ def test_an_added_item_sent_again_with_new_text_gets_the_demand_rank_of_its_new_
     swapped[added] = swapped[added[::-1]]  # the three added items exchange texts (as AddItems replaces them)
     extended.set_item_embeddings(swapped)
     np.testing.assert_allclose(extended.new_demand_rr[added], before[::-1])
+
+
+def test_features_prepared_before_the_profile_equal_the_whole_row_definitions_bit_for_bit():
+    """The gateway computes the history-only half of the features while Triton encodes the profile
+    (`prepare_features`), then the rest (`finish_features`). Together they give the candidates and
+    features of every signal scored at once and read at the candidates (`select_candidates` and
+    `candidate_features`, checked against their whole-row definitions in test_ranker_features.py), in
+    the trained feature order, also with the new-item features and items added after training."""
+    from lmrec.export.models.base import make_model
+    from lmrec.export.ranker import candidate_features, select_candidates
+
+    dataset, train = _tiny_data()
+    fused = make_model("fused", seed=3, new_item_ranks=True, cold_share=0.3, **_TINY).fit(dataset, train)
+    extended, users, histories = _with_three_added_items(fused, dataset, train, n_users=4)
+    profiles = extended.lm_model.user_embeddings(users, histories)
+    for row, user in enumerate(users):
+        excluded = [np.unique(histories[row])[::2]]  # not the history itself: the mask is the gateway's
+        one, history, profile = np.array([user]), [histories[row]], profiles[row : row + 1]
+        scores, extra = extended._signal_scores(one, history, profile)
+        [expected_candidates] = select_candidates(scores, excluded, extended.candidates)
+        [expected], expected_names = candidate_features(scores, extra, excluded, [expected_candidates])
+        prepared = extended.prepare_features(one, history, excluded)
+        [candidates], [features], names = extended.finish_features(prepared, profile)
+        assert names == expected_names == list(extended.trained.feature_names)
+        np.testing.assert_array_equal(candidates, expected_candidates)
+        np.testing.assert_array_equal(features, expected)
+    with pytest.raises(ValueError, match=f"prepared for {dataset.n_items} items, the model now has {dataset.n_items + 3}"):
+        extended.finish_features(fused.prepare_features(users[:1], histories[:1]), profiles[:1])

@@ -106,3 +106,12 @@ def test_a_user_with_every_item_excluded_has_no_candidates():
     scores = {"dense": np.arange(6, dtype=np.float32)[None, :]}
     [chosen] = select_candidates(scores, [np.arange(6)], per_signal=3)
     assert chosen.dtype == np.int64 and len(chosen) == 0
+
+
+def test_a_float64_signal_chooses_its_candidates_at_its_own_precision():
+    """Features are float32, but a signal scored in float64 (scores apart only beyond float32's
+    precision) picks its top items by its own values, as candidate selection always has."""
+    scores = {"fine": (1.0 + 1e-9 * np.arange(40, dtype=np.float64))[None, :]}
+    assert len(np.unique(scores["fine"].astype(np.float32))) == 1
+    [chosen] = select_candidates(scores, [np.array([39])], per_signal=3)
+    np.testing.assert_array_equal(chosen, [36, 37, 38])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -373,7 +375,8 @@ def test_a_ranker_failure_after_items_were_added_answers_from_the_blend_with_fre
         await live.add_items([("added-during-ranking", ItemInfo(title="Laughs in Space", categories=("Comedy",)))])
         raise EncoderUnavailable("ranker: deadline exceeded")
 
-    monkeypatch.setattr(state, "fused", object())  # as if fused: the ranker branch runs, then falls back
+    # As if fused: the ranker branch runs (its features prepared during the encode), then falls back.
+    monkeypatch.setattr(state, "fused", SimpleNamespace(prepare_features=lambda *args: None))
     monkeypatch.setattr(live, "_rank_with_ranker", ranker_fails_after_an_add)
     result = run(live.recommend(RecommendQuery(user_id=user_id, k=5, require=(("genre", ("Comedy",)),))))
     assert result.degraded and len(result.items) == 5
@@ -475,9 +478,12 @@ def fake_fused_ranker(live, monkeypatch, *, pick=None, on_features=None, score=N
     the users, or to be slow), and `score` answers the ranker call (by default, later candidates higher)."""
 
     class Fused:
-        def features(self, users, histories, profile=None, excluded=None):
+        def prepare_features(self, users, histories, excluded):
             if on_features is not None:
                 on_features(users)
+            return excluded
+
+        def finish_features(self, excluded, profile):
             chosen = pick(excluded[0]) if pick else [i for i in range(20) if i not in set(excluded[0].tolist())][:12]
             candidates = np.array(chosen, np.int64)
             return [candidates], [np.zeros((len(candidates), 2), np.float32)], ["als_z", "als_rr"]
@@ -597,6 +603,95 @@ def test_a_returning_user_gets_the_rankers_scores_from_the_cache_until_an_event(
     run(live.record_events([Event(user_id=user_id, item_id=ids(first)[0])]))
     after = run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
     assert len(calls) == 2 and after.degraded  # asked again (and the ranker is down: the blend answered)
+
+
+def _slow_encoder(live, monkeypatch, *, during=None, fails: bool = False) -> dict:
+    """The encoder made to take 0.2 s per call (or to fail after it); `during()` runs once, mid-call.
+    The returned dict counts the calls that have "finished"."""
+    encode, progress = live.encoder.encode, {"finished": 0, "during": during}
+
+    async def slow_encode(texts, **kwargs):
+        try:
+            await asyncio.sleep(0.2)
+            if progress["during"] is not None:
+                task, progress["during"] = progress["during"], None
+                await task()
+            if fails:
+                raise EncoderUnavailable("triton is down")
+            return await encode(texts, **kwargs)
+        finally:
+            progress["finished"] += 1
+
+    monkeypatch.setattr(live.encoder, "encode", slow_encode)
+    return progress
+
+
+def test_the_ranker_features_that_need_no_profile_are_prepared_while_the_encoder_works(live, monkeypatch):
+    """Triton encoding the profile is most of an uncached request's time; the features of the CF signals,
+    the graph and the last items need no profile vector, so they are computed meanwhile, in a thread of
+    the overlap pool."""
+    progress = _slow_encoder(live, monkeypatch)
+    prepared = []
+    fake_fused_ranker(live, monkeypatch, on_features=lambda users: prepared.append(
+        (threading.current_thread().name.startswith("lmrec-overlap"), progress["finished"])))
+    answer = run(live.recommend(RecommendQuery(text="a space adventure", k=5)))
+    assert prepared == [(True, 0)] and progress["finished"] == 1  # before the encode had finished
+    assert len(answer.items) == 5 and not answer.degraded
+    user_id = live.state.bundle.dataset.user_ids[0]
+    run(live.recommend(RecommendQuery(user_id=user_id, k=5)))
+    live.candidates.clear()  # the vector is still cached: no encoder call to overlap, the features are computed after
+    run(live.recommend(RecommendQuery(user_id=user_id, k=6)))
+    assert prepared == [(True, 0), (True, 1), (False, 2)]
+
+
+def test_the_features_are_prepared_after_the_encode_where_the_config_says_so(tiny_build_root, local_encoder,
+                                                                           monkeypatch):
+    recommender = Recommender(state_of(load_bundle(tiny_build_root), local_encoder), MemoryEventStore(), local_encoder,
+                              ServingConfig(prepare_during_encode=False))
+    progress = _slow_encoder(recommender, monkeypatch)
+    prepared = []
+    fake_fused_ranker(recommender, monkeypatch, on_features=lambda users: prepared.append(
+        (threading.current_thread().name.startswith("lmrec-overlap"), progress["finished"])))
+    run(recommender.recommend(RecommendQuery(text="a space adventure", k=5)))
+    assert prepared == [(False, 1)]
+
+
+def test_features_prepared_before_items_were_added_are_computed_again(live, monkeypatch):
+    """An AddItems landing during the encode changes the catalogue the prepared features were taken over:
+    they are dropped, and the features are computed again under the new mask."""
+    prepared = []
+
+    async def add_an_item():
+        await live.add_items([("added-during-encode", ItemInfo(title="Laughs in Space", categories=("Comedy",)))])
+
+    _slow_encoder(live, monkeypatch, during=add_an_item)
+    fake_fused_ranker(live, monkeypatch, on_features=lambda users: prepared.append(len(live.state.catalogue.item_ids)))
+    fused = live.state.fused  # what AddItems reads of the stand-in: it gains the item and stays the same object
+    monkeypatch.setattr(type(fused), "with_items", lambda self, *args: self, raising=False)
+    monkeypatch.setattr(fused, "item_embeddings", live.state.item_embeddings, raising=False)
+    n_items = len(live.state.catalogue.item_ids)
+    answer = run(live.recommend(RecommendQuery(text="a space adventure", k=5)))
+    assert prepared == [n_items, n_items + 1] and len(answer.items) == 5
+
+
+def test_features_prepared_for_a_failed_encode_are_left_unused(live, monkeypatch):
+    """The encoder fails: the blend answers, and the prepared features (here failing too) are not awaited,
+    nor left for asyncio to report as an exception nobody retrieved."""
+    _slow_encoder(live, monkeypatch, fails=True)
+    prepared, futures = [], []
+
+    def fail(users):
+        prepared.append(users)
+        raise RuntimeError("prepared features failed")
+
+    fake_fused_ranker(live, monkeypatch, on_features=fail)
+    start = live._prepare_ranker_features
+    monkeypatch.setattr(live, "_prepare_ranker_features", lambda *args: futures.append(start(*args)) or futures[-1])
+    answer = run(live.recommend(RecommendQuery(recent_item_ids=tuple(live.state.catalogue.item_ids[:3]), k=5)))
+    assert len(prepared) == 1 and answer.degraded and len(answer.items) == 5  # CF and popularity answered
+    [future] = futures
+    # What asyncio checks when the future is collected, to log "exception was never retrieved".
+    assert future.done() and not future._log_traceback
 
 
 def test_a_returning_user_is_resolved_once_until_their_events_change(live, monkeypatch):
