@@ -81,3 +81,9 @@ def reproduce_command(config: GatewayLoadConfig) -> str:
     if config.scale_items:
         parts.append(f"--scale-items {','.join(str(n) for n in config.scale_items)}")
     return " ".join(parts)
+
+
+def parts_of(population: str, has_ranker: bool) -> list[str]:
+    """The unavoidable parts of one Recommend of `population` (bar 4b): an uncached request encodes its
+    profile; every request queries the index; with a fused bundle it asks the ranker."""
+    return (["encode"] if population == "uncached" else []) + ["index_query"] + (["ranker"] if has_ranker else [])

@@ -1,5 +1,7 @@
 """Gateway load suite: the unavoidable parts of a Recommend, each measured alone (a Triton text_encoder
-call, an hnswlib query, a ranker call, and a bare gRPC round trip beside them) for bar 4b."""
+call, an hnswlib query, a ranker call, and a bare gRPC round trip beside them) for bar 4b: in a block of
+their own (`measure_parts`), and paired request by request with Recommends at one in flight
+(`measure_paired`, what the bar is judged on)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 
 from lmrec.ranker_runtime import RANKER_INPUT
 
+from .gateway_config import parts_of
 from .gateway_processes import ServingPath
 
 
@@ -23,50 +26,107 @@ def _median_ms(fn, repeats: int) -> dict:
     return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "n": repeats}
 
 
+class _PartCalls:
+    """Each unavoidable part as a call of its own: `encode(text)` (one Triton text_encoder call),
+    `index_query()` (hnswlib, the gateway's candidate count) and `ranker()` (one Triton ranker call on a
+    real user's candidate rows; absent without a fused bundle)."""
+
+    def __init__(self, path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str]) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._grpc, self._bundle = grpcclient, bundle
+        self._triton = grpcclient.InferenceServerClient(path.triton.grpc_url)
+        self.vectors = [self.encode(text) for text in (texts["cached"] + texts["uncached"])[:32]]
+        self._turn = 0
+        self.calls = {"index_query": self.index_query}
+        if bundle.ranker_model is not None:
+            self._features = _ranker_features(bundle, cached_users[0], self.vectors[0])
+            self.calls["ranker"] = self.ranker
+
+    def encode(self, text: str) -> np.ndarray:
+        data = np.array([[text.encode("utf-8")]], dtype=object)
+        tensor = self._grpc.InferInput("TEXT", list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        result = self._triton.infer(self._bundle.encoder_model, [tensor],
+                                    model_version=str(self._bundle.encoder_version))
+        return result.as_numpy("EMBEDDING")[0]
+
+    def index_query(self) -> None:
+        self._turn += 1
+        self._bundle.retriever.search(self.vectors[self._turn % len(self.vectors)], 200)
+
+    def ranker(self) -> None:
+        tensor = self._grpc.InferInput(RANKER_INPUT, list(self._features.shape), "FP32")
+        tensor.set_data_from_numpy(self._features)
+        self._triton.infer(self._bundle.ranker_model, [tensor], model_version=str(self._bundle.ranker_version))
+
+    @property
+    def ranker_rows(self) -> int:
+        return int(len(self._features))
+
+    def close(self) -> None:
+        self._triton.close()
+
+
 def measure_parts(path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str],
                   repeats: int) -> dict:
     """Each unavoidable part of a Recommend alone: encode (Triton), index query, ranker call; gRPC RTT."""
-    import tritonclient.grpc as grpcclient
-
     from lmrec.client import RecommenderClient
 
-    triton = grpcclient.InferenceServerClient(path.triton.grpc_url)
+    calls = _PartCalls(path, bundle, texts, cached_users)
     uncached_texts = texts["uncached"] or texts["cached"]
     turn = {"n": 0}
 
-    def encode(text: str) -> np.ndarray:
-        data = np.array([[text.encode("utf-8")]], dtype=object)
-        tensor = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        result = triton.infer(bundle.encoder_model, [tensor], model_version=str(bundle.encoder_version))
-        return result.as_numpy("EMBEDDING")[0]
-
     def encode_next() -> None:
         turn["n"] += 1
-        encode(uncached_texts[turn["n"] % len(uncached_texts)])
+        calls.encode(uncached_texts[turn["n"] % len(uncached_texts)])
 
     parts = {"encode": _median_ms(encode_next, repeats)}
-    vectors = [encode(text) for text in (texts["cached"] + uncached_texts)[:32]]
-    turn["n"] = 0
-
-    def search() -> None:
-        turn["n"] += 1
-        bundle.retriever.search(vectors[turn["n"] % len(vectors)], 200)
-
-    parts["index_query"] = _median_ms(search, repeats * 5)
-    if bundle.ranker_model is not None:
-        features = _ranker_features(bundle, cached_users[0], vectors[0])
-
-        def rank() -> None:
-            tensor = grpcclient.InferInput(RANKER_INPUT, list(features.shape), "FP32")
-            tensor.set_data_from_numpy(features)
-            triton.infer(bundle.ranker_model, [tensor], model_version=str(bundle.ranker_version))
-
-        parts["ranker"] = {**_median_ms(rank, repeats), "rows": int(len(features))}
+    parts["index_query"] = _median_ms(calls.index_query, repeats * 5)
+    if "ranker" in calls.calls:
+        parts["ranker"] = {**_median_ms(calls.ranker, repeats), "rows": calls.ranker_rows}
     with RecommenderClient(path.address, timeout_s=5.0) as client:
         parts["grpc_health_rtt"] = _median_ms(client.health, repeats)
-    triton.close()
+    calls.close()
     return parts
+
+
+def measure_paired(path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str],
+                   populations: dict, repeats: int, *, k: int) -> dict:
+    """Bar 4b with the machine's drift taken out: each Recommend at one in flight is followed at once by its
+    parts alone (for an uncached request, the encode of the very profile text the gateway encoded), `repeats`
+    times per population, after one unmeasured pair. Per population: the medians, and the Recommend median
+    over the sum of the parts' medians.
+
+    The parts measured in a block of their own (`measure_parts`) can be minutes away from the cell they are
+    compared with, on a machine whose speed moves within minutes: the same code gave ratios from 1.2 to 2.5
+    in one hour (performance log, fused item 8)."""
+    from lmrec.client import RecommenderClient
+
+    calls = _PartCalls(path, bundle, texts, cached_users)
+    out = {}
+    with RecommenderClient(path.address, timeout_s=5.0) as client:
+        for name, population in populations.items():
+            parts = parts_of(name, "ranker" in calls.calls)
+            recommend_ms, parts_ms = [], {part: [] for part in parts}
+            for n in range(repeats + 1):
+                t0 = time.perf_counter()
+                response = client.recommend(**population.request(-2, n), k=k)  # worker -2: a stream of its own
+                elapsed = {"recommend": time.perf_counter() - t0}
+                for part in parts:
+                    t0 = time.perf_counter()
+                    calls.encode(response.profile_text) if part == "encode" else calls.calls[part]()
+                    elapsed[part] = time.perf_counter() - t0
+                if n:
+                    recommend_ms.append(1000 * elapsed["recommend"])
+                    for part in parts:
+                        parts_ms[part].append(1000 * elapsed[part])
+            medians = {part: float(np.median(values)) for part, values in parts_ms.items()}
+            recommend = float(np.median(recommend_ms))
+            out[name] = {"recommend_ms": recommend, "parts_ms": medians, "sum_parts_ms": sum(medians.values()),
+                         "ratio": recommend / sum(medians.values()), "n": repeats}
+    calls.close()
+    return out
 
 
 def _ranker_features(bundle, user_id: str, profile: np.ndarray) -> np.ndarray:

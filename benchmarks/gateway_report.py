@@ -149,6 +149,15 @@ def render_markdown(payload: dict) -> str:
         lines += markdown_table(["part", "median ms", "p95 ms", "calls"],
                                 [[name, f"{v['median_ms']:.3f}", f"{v['p95_ms']:.3f}", v["n"]]
                                  for name, v in parts.items()]) + [""]
+    paired = payload.get("paired", {})
+    if paired:
+        lines += ["## Recommend and its parts, paired (one in flight; what bar 4b is judged on)", "",
+                  "Each Recommend followed at once by its parts alone (uncached: the encode of that request's own "
+                  "profile text), so both see the same machine; medians.", ""]
+        lines += markdown_table(["population", "pairs", "Recommend ms", "parts ms", "sum of parts ms", "ratio"],
+                                [[name, v["n"], f"{v['recommend_ms']:.2f}",
+                                  ", ".join(f"{part} {ms:.2f}" for part, ms in v["parts_ms"].items()),
+                                  f"{v['sum_parts_ms']:.2f}", f"{v['ratio']:.2f}"] for name, v in paired.items()]) + [""]
     if payload.get("ratios"):
         lines += ["Ratios lmrec / naive are in the tables above and in `ratios` of the JSON.", ""]
     if payload.get("bars"):
@@ -167,8 +176,11 @@ def _bar_note(bar: dict) -> str:
         return bar["note"]
     if "recommend_p50_ms" in bar:
         rtt = bar.get("grpc_health_rtt_ms")
-        return (f"Recommend p50 {bar['recommend_p50_ms']:.2f} ms vs parts {bar['parts_ms']:.2f} ms"
-                + (f" (a bare gRPC round trip: {rtt:.2f} ms)" if rtt is not None else ""))
+        how = "paired request by request" if bar.get("paired") else "the N=1 cell against the parts' own block"
+        cell = (f"; the N=1 cell against the parts' own block: {bar['cell_ratio']:.2f}"
+                if bar.get("cell_ratio") is not None else "")
+        return (f"Recommend p50 {bar['recommend_p50_ms']:.2f} ms vs parts {bar['parts_ms']:.2f} ms ({how})"
+                + (f"; a bare gRPC round trip: {rtt:.2f} ms" if rtt is not None else "") + cell)
     if "p50_ms" in bar:
         ideal = (f"; an ideal constant-time server under the same Poisson arrivals: {bar['ideal_md1']:.2f} (M/D/1), "
                  f"{bar['ideal_md2']:.2f} (M/D/2)") if bar.get("ideal_md1") is not None else ""

@@ -82,6 +82,14 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     assert no_op["requests"] > 0 and no_op["n_errors"] == 0 and no_op["p50_ms"] <= no_op["p99_ms"]
     assert not any(r.get("no_op_rpc") for r in records if r["path"] == "naive" or r["population"] == "uncached")
     assert sum(key.startswith("one request in flight") for key in bars) == 2
+    # Bar 4b is judged on Recommend and its parts paired request by request, each population its own parts.
+    paired = payload["paired"]
+    assert set(paired) == {"cached", "uncached"} and all(v["n"] == 20 for v in paired.values())
+    assert list(paired["uncached"]["parts_ms"]) == ["encode", "index_query"] and list(paired["cached"]["parts_ms"]) == ["index_query"]
+    for population, v in paired.items():
+        assert v["recommend_ms"] > 0 and v["sum_parts_ms"] == sum(v["parts_ms"].values())
+        bar = bars[f"one request in flight ({population})"]
+        assert bar["paired"] and bar["value"] == v["recommend_ms"] / v["sum_parts_ms"] and "cell_ratio" in bar
     scale = next(b for b in payload["bars"] if "1M items" in b["bar"])
     assert scale["value"] is None and scale["note"]
 
@@ -89,6 +97,7 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     assert "## Closed loop" in markdown and "## Open loop" in markdown and "## Bars" in markdown
     assert "no-op RPC p50 / p99 ms" in markdown and "a no-op RPC (Health.Check) under the same arrivals" in markdown
     assert "answered whole from the answer cache" in markdown
+    assert "## Recommend and its parts, paired" in markdown and "(paired request by request)" in markdown
     assert "lmrec bench gateway --build-dir" in markdown
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmrec.benchmarks.gateway_stats import ideal_queue_tail_ratio
+from lmrec.benchmarks.gateway_stats import bar_checks, ideal_queue_tail_ratio
 
 
 def test_an_ideal_single_server_under_poisson_arrivals_still_has_a_tail():
@@ -74,3 +74,23 @@ def test_the_tail_bar_names_its_no_op_control_and_a_control_without_answers_is_s
     assert "the no-op RPC control got no answers (2000 errors)" in _bar_note(
         bar_checks({"config": {"arrivals": "poisson"}, "records": [failed]})[0])
     assert _no_op_cell(failed["no_op_rpc"]) == "no answers (2000 errors)" and _no_op_cell(None) == "–"
+
+
+def _closed_cell(population: str, p50_ms: float) -> dict:
+    return {"mode": "closed", "path": "lmrec", "population": population, "concurrency": 1, "p50_ms": p50_ms}
+
+
+def test_bar_4b_is_judged_on_the_paired_figures_and_shows_the_cell_ratio_beside_them():
+    parts = {"encode": {"median_ms": 8.0}, "index_query": {"median_ms": 0.1}, "ranker": {"median_ms": 0.9},
+             "grpc_health_rtt": {"median_ms": 0.3}}
+    paired = {"uncached": {"recommend_ms": 12.0, "parts_ms": {"encode": 7.0, "index_query": 0.1, "ranker": 0.9},
+                           "sum_parts_ms": 8.0, "ratio": 1.5, "n": 200}}
+    records = [_closed_cell("uncached", 18.0), _closed_cell("cached", 1.0)]
+    bars = {b["bar"].split(":")[0]: b for b in bar_checks({"records": records, "parts": parts, "paired": paired})}
+    uncached = bars["one request in flight (uncached)"]
+    assert uncached["paired"] and uncached["value"] == 1.5 and uncached["met"]
+    assert uncached["cell_ratio"] == 18.0 / 9.0 and "ranker" in uncached["bar"]
+    # A population without paired figures (a result file from before them) keeps the cell against the block.
+    cached = bars["one request in flight (cached)"]
+    assert not cached["paired"] and cached["value"] == 1.0 / 1.0 and cached["met"]
+    assert "cell_ratio" not in cached
