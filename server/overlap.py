@@ -3,9 +3,9 @@
 While Triton encodes an uncached profile, the gateway computes the ranker features that need no profile
 vector (`Recommender._prepare_ranker_features`). Triton's encoder already uses both cores of the 2-core
 machine, so a thread of equal priority takes most of what it saves from the encode: in one process,
-requests of the variants interleaved (performance log, fused item 8), the encode stage grew by 2.2-2.5
-ms and a request gained 0.4-0.9 ms; at the lowest priority, the encode grew by about 1.5 ms and a request
-gained 1.3-1.9 ms. The scheduler gives the encoder the cores whenever it wants them, and the thread runs
+requests of the variants interleaved (performance log, fused item 8), the encode stage grew by 2.1-2.5
+ms and a request gained 0.4-1.0 ms; at the lowest priority, the encode grew by 0.5-1.5 ms and a request
+gained 1.3-2.0 ms. The scheduler gives the encoder the cores whenever it wants them, and the thread runs
 on what it leaves idle.
 """
 
