@@ -110,10 +110,27 @@ def candidates_from(summaries: Sequence[RowSummary]) -> np.ndarray:
     return np.unique(np.concatenate(tops)).astype(np.int64) if tops else np.zeros(0, np.int64)
 
 
-def features_from(summaries: Sequence[RowSummary], signal_order: Sequence[str], extra_row: dict[str, np.ndarray],
+@dataclass(frozen=True)
+class Similarity:
+    """A feature that is each user's vector against the items' embeddings (similarity to the last item, say),
+    only ever read at the candidates: `at(row, items)` computes it for those alone, `whole()` for every item.
+    On ml-100k a candidate set is about a sixth of the catalogue; at a million items a whole row is
+    1.5 GB read per product."""
+    vectors: np.ndarray  # (users, dim) float32
+    embeddings: np.ndarray  # (items, dim) float32
+
+    def at(self, row: int, items: np.ndarray) -> np.ndarray:
+        return self.embeddings[items] @ self.vectors[row]
+
+    def whole(self) -> np.ndarray:
+        return self.vectors @ self.embeddings.T
+
+
+def features_from(summaries: Sequence[RowSummary], signal_order: Sequence[str], extra: dict, row: int,
                   items: np.ndarray) -> np.ndarray:
     """One user's (n_candidates, n_features) float32 matrix: per signal in `signal_order` its z-score and
-    reciprocal rank 1 / (1 + rank) (from the summaries), then each `extra_row` vector at the candidates."""
+    reciprocal rank 1 / (1 + rank) (from the summaries), then each `extra` feature (a (users, items)
+    matrix, or a `Similarity`) of row `row` at the candidates."""
     where = {name: (summary, j) for summary in summaries for j, name in enumerate(summary.names)}
     columns = []
     for name in signal_order:
@@ -121,7 +138,8 @@ def features_from(summaries: Sequence[RowSummary], signal_order: Sequence[str], 
         std = summary.std[j, 0]
         columns.append((summary.scores[j, items] - summary.mean[j, 0]) / (std if std > 1e-12 else np.float32(1.0)))
         columns.append((1.0 / (1.0 + summary.position[j, items])).astype(np.float32))
-    columns.extend(vector[items] for vector in extra_row.values())
+    columns.extend(value.at(row, items) if isinstance(value, Similarity) else value[row, items]
+                   for value in extra.values())
     return np.ascontiguousarray(np.stack(columns, axis=1), dtype=np.float32)
 
 
@@ -136,12 +154,12 @@ def candidate_features(signal_scores: dict[str, np.ndarray], extra: dict[str, np
 
     For every signal (float32 scores): its per-user z-score and its reciprocal rank 1 / (1 + rank),
     ranks taken after the excluded items are removed; `extra` holds per-(user, item) features used as
-    they are (e.g. similarity to the last item, log popularity). The z-score's mean and spread and the
+    they are (e.g. log popularity, or a `Similarity` such as the similarity to the last item). The z-score's mean and spread and the
     ranks come from the user's whole row; only the candidates' values are kept.
     """
     names = feature_names(signal_scores, extra)
     summaries = summarise_rows(signal_scores, excluded, per_signal=0)
-    return [features_from([summary], list(signal_scores), {name: matrix[row] for name, matrix in extra.items()}, items)
+    return [features_from([summary], list(signal_scores), extra, row, items)
             for row, (summary, items) in enumerate(zip(summaries, candidates))], names
 
 

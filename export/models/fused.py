@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 
 from lmrec.export.dataset import Dataset, Interactions, concat, histories_of, targets_by_user
-from lmrec.export.ranker import (RankerConfig, RowSummary, TrainedRanker, candidates_from, export_ranker_onnx,
-                                 feature_names, features_from, summarise_rows, train_ranker)
+from lmrec.export.ranker import (RankerConfig, RowSummary, Similarity, TrainedRanker, candidates_from,
+                                 export_ranker_onnx, feature_names, features_from, summarise_rows, train_ranker)
 from lmrec.ranker_runtime import OnnxRanker
 
 from .base import make_model
@@ -209,8 +209,8 @@ class FusedRecommender:
                                                                                         np.float32) for h in histories])
         shape = (len(histories), n_items)
         extra = {
-            "sim_last_item": last @ item_embeddings.T,
-            "sim_recent_items": recent @ item_embeddings.T,
+            "sim_last_item": Similarity(last, item_embeddings),
+            "sim_recent_items": Similarity(recent, item_embeddings),
             "log_popularity": np.broadcast_to(self.log_popularity, shape),
             **({"log_recent_popularity": np.broadcast_to(self.log_recent_popularity, shape)}
                if self.recent_share > 0 else {}),
@@ -233,7 +233,7 @@ class FusedRecommender:
                              ).astype(np.float32)
         else:
             tag_direction = np.zeros_like(profile, dtype=np.float32)
-        extra = {"interest_tags": tag_direction @ item_embeddings.T}
+        extra = {"interest_tags": Similarity(tag_direction, item_embeddings)}
         if getattr(self, "new_item_ranks", False):  # bundles built before the setting existed lack it
             extra.update(self._new_item_ranks({**history_scores, **scores}))
         if getattr(self, "new_item_demand", False):
@@ -242,12 +242,14 @@ class FusedRecommender:
 
     def _signal_scores(self, users: np.ndarray, histories: Sequence[np.ndarray],
                        profile: np.ndarray | None = None) -> tuple[dict, dict]:
-        """Every signal's (users, items) scores, and the per-(user, item) features used as they are."""
+        """Every signal's (users, items) scores, and the per-(user, item) features used as they are, for
+        every item (`features` computes the similarities at the candidates only)."""
         history_scores, history_extra = self._history_scores(users, histories)
         if profile is None:
             profile = self.lm_model.user_embeddings(users, histories)
         profile_scores, profile_extra = self._profile_scores(profile, history_scores)
-        return self._in_feature_order(history_scores, profile_scores, history_extra, profile_extra)
+        scores, extra = self._in_feature_order(history_scores, profile_scores, history_extra, profile_extra)
+        return scores, {name: value.whole() if isinstance(value, Similarity) else value for name, value in extra.items()}
 
     def _in_feature_order(self, history_scores, profile_scores, history_extra, profile_extra) -> tuple[dict, dict]:
         """The two halves merged in the order of the ranker's feature columns (CF signals, lm, kg; then the
@@ -294,8 +296,7 @@ class FusedRecommender:
         for row, (history_summary, profile_summary) in enumerate(zip(prepared.summaries, profile_summaries)):
             items = candidates_from([history_summary, profile_summary])
             candidates.append(items)
-            features.append(features_from([history_summary, profile_summary], list(scores),
-                                          {name: matrix[row] for name, matrix in extra.items()}, items))
+            features.append(features_from([history_summary, profile_summary], list(scores), extra, row, items))
         return candidates, features, feature_names(scores, extra)
 
     def signal_scores_of(self, users, histories, profile: np.ndarray) -> dict[str, np.ndarray]:

@@ -115,3 +115,18 @@ def test_a_float64_signal_chooses_its_candidates_at_its_own_precision():
     assert len(np.unique(scores["fine"].astype(np.float32))) == 1
     [chosen] = select_candidates(scores, [np.array([39])], per_signal=3)
     np.testing.assert_array_equal(chosen, [36, 37, 38])
+
+
+def test_a_similarity_feature_is_computed_at_the_candidates_alone_and_equals_its_whole_row():
+    from lmrec.export.ranker import Similarity
+
+    signals, _, excluded = _scores(n_users=6, n_items=300, seed=7)
+    rng = np.random.default_rng(8)
+    similarity = Similarity(rng.normal(size=(6, 16)).astype(np.float32), rng.normal(size=(300, 16)).astype(np.float32))
+
+    candidates = select_candidates(signals, excluded, per_signal=10)
+    features, names = candidate_features(signals, {"sim": similarity}, excluded, candidates)
+    whole = similarity.whole()
+    assert names[-1] == "sim" and whole.shape == (6, 300)
+    for row, items in enumerate(candidates):
+        np.testing.assert_allclose(features[row][:, -1], whole[row, items], rtol=1e-5, atol=1e-6)
