@@ -44,9 +44,11 @@ Measurements:
 4. Unavoidable parts, each alone: one Triton text_encoder call for a real profile text (tritonclient,
    the lmrec Triton), one hnswlib query of 200 neighbours on the bundle's index, one ranker call when
    the bundle has one. A gRPC health round trip is recorded alongside, outside the sum. Bar 4b is judged
-   on the same parts measured paired: each Recommend at one in flight followed at once by its parts alone
-   (cached: index + ranker; uncached: + the encode of that request's own profile text), `parts_repeats`
-   times per population; the machine's speed drifts within minutes, and pairs see the same drift.
+   on the same parts measured paired: each Recommend at one in flight with its parts alone right before
+   or right after it, alternating (cached: index + ranker; uncached: + the encode of a real profile text),
+   `parts_repeats` times per population; the machine's speed drifts within minutes, and pairs see the
+   same drift. The issue names the parts (one index query, one ranker call); the fused path makes no
+   index query, and the report says what the ratio is without it.
 5. Catalogue size (bar 5, "Recommend latency at 1M items ≤ 2× that at 10k items"), only with
    `scale_items` (e.g. `--scale-items 10000,1000000`): `scale_bundle` pads the build's bundle with
    synthetic items up to each size (embeddings drawn around real ones: a random real vector plus

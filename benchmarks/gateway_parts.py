@@ -93,10 +93,12 @@ def measure_parts(path: ServingPath, bundle, texts: dict[str, list[str]], cached
 
 def measure_paired(path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str],
                    populations: dict, repeats: int, *, k: int) -> dict:
-    """Bar 4b with the machine's drift taken out: each Recommend at one in flight is followed at once by its
-    parts alone (for an uncached request, the encode of the very profile text the gateway encoded), `repeats`
-    times per population, after one unmeasured pair. Per population: the medians, and the Recommend median
-    over the sum of the parts' medians.
+    """Bar 4b with the machine's drift taken out: each Recommend at one in flight is paired with its parts
+    alone, measured right before or right after it (alternating, so neither side always follows the
+    other), `repeats` times per population after one unmeasured pair. An uncached request's encode part
+    encodes a real profile text of the same population: that request's own when the parts come after
+    it, the one before's otherwise. Per population: the medians, the Recommend median over the sum of
+    the parts' medians (the bar), and the median of the per-pair ratios.
 
     The parts measured in a block of their own (`measure_parts`) can be minutes away from the cell they are
     compared with, on a machine whose speed moves within minutes: the same code gave ratios from 1.2 to 2.5
@@ -108,23 +110,34 @@ def measure_paired(path: ServingPath, bundle, texts: dict[str, list[str]], cache
     with RecommenderClient(path.address, timeout_s=5.0) as client:
         for name, population in populations.items():
             parts = parts_of(name, "ranker" in calls.calls)
-            recommend_ms, parts_ms = [], {part: [] for part in parts}
-            for n in range(repeats + 1):
-                t0 = time.perf_counter()
-                response = client.recommend(**population.request(-2, n), k=k)  # worker -2: a stream of its own
-                elapsed = {"recommend": time.perf_counter() - t0}
+            text = (texts[name] or texts["cached"])[0]
+
+            def time_parts(profile_text: str) -> dict:
+                elapsed = {}
                 for part in parts:
                     t0 = time.perf_counter()
-                    calls.encode(response.profile_text) if part == "encode" else calls.calls[part]()
-                    elapsed[part] = time.perf_counter() - t0
+                    calls.encode(profile_text) if part == "encode" else calls.calls[part]()
+                    elapsed[part] = 1000 * (time.perf_counter() - t0)
+                return elapsed
+
+            recommend_ms, parts_ms, pair_ratios = [], {part: [] for part in parts}, []
+            for n in range(repeats + 1):
+                before = time_parts(text) if n % 2 else None
+                t0 = time.perf_counter()
+                response = client.recommend(**population.request(-2, n), k=k)  # worker -2: a stream of its own
+                recommend = 1000 * (time.perf_counter() - t0)
+                text = response.profile_text
+                elapsed = before or time_parts(text)
                 if n:
-                    recommend_ms.append(1000 * elapsed["recommend"])
+                    recommend_ms.append(recommend)
                     for part in parts:
-                        parts_ms[part].append(1000 * elapsed[part])
+                        parts_ms[part].append(elapsed[part])
+                    pair_ratios.append(recommend / sum(elapsed.values()))
             medians = {part: float(np.median(values)) for part, values in parts_ms.items()}
-            recommend = float(np.median(recommend_ms))
-            out[name] = {"recommend_ms": recommend, "parts_ms": medians, "sum_parts_ms": sum(medians.values()),
-                         "ratio": recommend / sum(medians.values()), "n": repeats}
+            median = float(np.median(recommend_ms))
+            out[name] = {"recommend_ms": median, "parts_ms": medians, "sum_parts_ms": sum(medians.values()),
+                         "ratio": median / sum(medians.values()), "median_pair_ratio": float(np.median(pair_ratios)),
+                         "n": repeats}
     calls.close()
     return out
 

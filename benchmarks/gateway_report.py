@@ -152,12 +152,15 @@ def render_markdown(payload: dict) -> str:
     paired = payload.get("paired", {})
     if paired:
         lines += ["## Recommend and its parts, paired (one in flight; what bar 4b is judged on)", "",
-                  "Each Recommend followed at once by its parts alone (uncached: the encode of that request's own "
-                  "profile text), so both see the same machine; medians.", ""]
-        lines += markdown_table(["population", "pairs", "Recommend ms", "parts ms", "sum of parts ms", "ratio"],
+                  "Each Recommend paired with its parts alone, measured right before or right after it (alternating; "
+                  "uncached: the encode of a real profile text of the same population), so both see the same "
+                  "machine; medians.", ""]
+        lines += markdown_table(["population", "pairs", "Recommend ms", "parts ms", "sum of parts ms", "ratio",
+                                 "median of pair ratios"],
                                 [[name, v["n"], f"{v['recommend_ms']:.2f}",
                                   ", ".join(f"{part} {ms:.2f}" for part, ms in v["parts_ms"].items()),
-                                  f"{v['sum_parts_ms']:.2f}", f"{v['ratio']:.2f}"] for name, v in paired.items()]) + [""]
+                                  f"{v['sum_parts_ms']:.2f}", f"{v['ratio']:.2f}", _fmt(v.get("median_pair_ratio"), ".2f")]
+                                 for name, v in paired.items()]) + [""]
     if payload.get("ratios"):
         lines += ["Ratios lmrec / naive are in the tables above and in `ratios` of the JSON.", ""]
     if payload.get("bars"):
@@ -179,6 +182,9 @@ def _bar_note(bar: dict) -> str:
         how = "paired request by request" if bar.get("paired") else "the N=1 cell against the parts' own block"
         cell = (f"; the N=1 cell against the parts' own block: {bar['cell_ratio']:.2f}"
                 if bar.get("cell_ratio") is not None else "")
+        if bar.get("without_index_query") is not None:
+            cell += (f"; without the index query, which the fused path does not make: "
+                     f"{bar['without_index_query']:.2f}")
         return (f"Recommend p50 {bar['recommend_p50_ms']:.2f} ms vs parts {bar['parts_ms']:.2f} ms ({how})"
                 + (f"; a bare gRPC round trip: {rtt:.2f} ms" if rtt is not None else "") + cell)
     if "p50_ms" in bar:

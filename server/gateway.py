@@ -264,6 +264,7 @@ class RunningGateway:
             await self.control.close()
             self.recommender.metrics.stop_http_server()
             self.recommender.events.close()
+            self.recommender.overlap.shutdown(wait=False, cancel_futures=True)
         finally:
             if self.blas_limit is not None:
                 self.blas_limit.restore_original_limits()

@@ -9,6 +9,7 @@ mixes two bundles in one answer.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -48,6 +49,16 @@ async def run_to_completion(work: Coroutine[Any, Any, T]) -> T:
     task = asyncio.ensure_future(work)
     task.add_done_callback(_note_unawaited_failure)
     return await asyncio.shield(task)
+
+
+async def _prepared_half(future: concurrent.futures.Future | None, *, wanted: bool):
+    """What `future` (`Recommender._prepare_ranker_features`) computed, waited for if its thread is still
+    at it. None if it is not wanted (the encoder failed), or if the pool had not started it: it is then
+    cancelled, and the request computes the half itself at normal priority. Under load the low-priority
+    pool may get little CPU, and a request must not wait on work that has not begun."""
+    if future is None or future.cancel() or not wanted:
+        return None
+    return await asyncio.wrap_future(future)
 
 
 def _note_unawaited_failure(task: asyncio.Task) -> None:
@@ -327,7 +338,7 @@ class Recommender:
         if profile_text:
             vector = self._cached_vector(state, query.user_id, cacheable, profile_text)
             if vector is None:
-                prepared = self._prepare_ranker_features(state, user, recent, history, blocked)
+                preparing = self._prepare_ranker_features(state, user, recent, history, blocked)
                 try:
                     vector = await self._encoded_vector(state, query.user_id, cacheable, profile_text,
                                                         timeout_s - (time.perf_counter() - started), "Recommend",
@@ -336,6 +347,8 @@ class Recommender:
                     degraded = True
                     self.metrics.fallback("encoder_unavailable")
                     log.warning("degraded answer (CF and popularity only): %s", error)
+                # Before the masks are checked again: an AddItems while this waits changes the catalogue too.
+                prepared = await _prepared_half(preparing, wanted=vector is not None)
         # Items added while this request awaited the event store or the encoder: the filters and the mask
         # must cover them too (the state is updated in place), and the features prepared meanwhile are stale.
         masks = self._current_masks(state, query, user, history, excluded, (generation, eligible, blocked, k))
@@ -439,34 +452,31 @@ class Recommender:
             features["als"] = state.item_factors[candidates] @ user_vector
         return candidates, features
 
-    def _prepare_ranker_features(self, state: ServingState, user, recent, history, blocked) -> asyncio.Future | None:
+    def _prepare_ranker_features(self, state: ServingState, user, recent, history,
+                                 blocked) -> concurrent.futures.Future | None:
         """With a fused bundle, the ranker features that need no profile vector (the CF signals, the graph,
-        the similarities to the last items, their ranks and top items: about two thirds of the features'
-        time), computed in a low-priority thread while Triton encodes the profile. The event loop only
-        waits meanwhile."""
+        the similarities to the last items, their ranks and top items: most of the features' time),
+        computed in a low-priority thread while Triton encodes the profile. The event loop only waits
+        meanwhile."""
         if state.fused is None or not self.config.prepare_during_encode:
             return None
-        prepared = asyncio.get_running_loop().run_in_executor(
-            self.overlap, state.fused.prepare_features, np.array([trained_cf_row(user, recent)]), [history],
-            [np.flatnonzero(blocked)])
-        prepared.add_done_callback(_note_unawaited_failure)  # unused when the encoder fails
-        return prepared
+        return self.overlap.submit(state.fused.prepare_features, np.array([trained_cf_row(user, recent)]), [history],
+                                   [np.flatnonzero(blocked)])
 
     async def _rank_with_ranker(self, state: ServingState, user, cf_row: int, history, blocked, profile, k,
-                                deadline: float, stamp, as_of: int, prepared: asyncio.Future | None = None):
+                                deadline: float, stamp, as_of: int, prepared=None):
         """The neural fusion ranker (served by Triton) over the fused model's candidates; `deadline` is the
         request's, on the time.perf_counter() clock (the ranker's share is taken of what is left once the
-        candidates and their features are ready). `prepared`: `_prepare_ranker_features` for this
-        request's history and mask, when it was started."""
+        candidates and their features are ready). `prepared`: the history half of the features for this
+        request's history and mask (`_prepared_half`), if there is one."""
         fused = state.fused
 
         def features_of_candidates():
-            half = early or fused.prepare_features(np.array([cf_row]), [history], [np.flatnonzero(blocked)])
+            half = prepared or fused.prepare_features(np.array([cf_row]), [history], [np.flatnonzero(blocked)])
             candidates, features, names = fused.finish_features(half, profile[None, :])
             return RankerInput(candidates=candidates[0], features=features[0], names=names)
 
         with self.metrics.time_stage("Recommend", "cf"):
-            early = await prepared if prepared is not None else None  # normally done: the encoder took longer
             found = self._cached_candidates(user, stamp, as_of, features_of_candidates)
         candidates, features, names = found.candidates, found.features, found.names
         ranked = []

@@ -87,7 +87,7 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     assert set(paired) == {"cached", "uncached"} and all(v["n"] == 20 for v in paired.values())
     assert list(paired["uncached"]["parts_ms"]) == ["encode", "index_query"] and list(paired["cached"]["parts_ms"]) == ["index_query"]
     for population, v in paired.items():
-        assert v["recommend_ms"] > 0 and v["sum_parts_ms"] == sum(v["parts_ms"].values())
+        assert v["recommend_ms"] > 0 and v["sum_parts_ms"] == sum(v["parts_ms"].values()) and v["median_pair_ratio"] > 0
         bar = bars[f"one request in flight ({population})"]
         assert bar["paired"] and bar["value"] == v["recommend_ms"] / v["sum_parts_ms"] and "cell_ratio" in bar
     scale = next(b for b in payload["bars"] if "1M items" in b["bar"])

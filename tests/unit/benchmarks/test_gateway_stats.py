@@ -90,7 +90,8 @@ def test_bar_4b_is_judged_on_the_paired_figures_and_shows_the_cell_ratio_beside_
     uncached = bars["one request in flight (uncached)"]
     assert uncached["paired"] and uncached["value"] == 1.5 and uncached["met"]
     assert uncached["cell_ratio"] == 18.0 / 9.0 and "ranker" in uncached["bar"]
+    assert uncached["without_index_query"] == 12.0 / 7.9  # the fused path makes no index query
     # A population without paired figures (a result file from before them) keeps the cell against the block.
     cached = bars["one request in flight (cached)"]
     assert not cached["paired"] and cached["value"] == 1.0 / 1.0 and cached["met"]
-    assert "cell_ratio" not in cached
+    assert "cell_ratio" not in cached and cached["without_index_query"] == 1.0 / 0.9

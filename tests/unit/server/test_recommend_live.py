@@ -675,23 +675,39 @@ def test_features_prepared_before_items_were_added_are_computed_again(live, monk
 
 
 def test_features_prepared_for_a_failed_encode_are_left_unused(live, monkeypatch):
-    """The encoder fails: the blend answers, and the prepared features (here failing too) are not awaited,
-    nor left for asyncio to report as an exception nobody retrieved."""
+    """The encoder fails: the blend answers, and the prepared features (here failing too) are not used."""
     _slow_encoder(live, monkeypatch, fails=True)
-    prepared, futures = [], []
+    prepared = []
 
     def fail(users):
         prepared.append(users)
         raise RuntimeError("prepared features failed")
 
     fake_fused_ranker(live, monkeypatch, on_features=fail)
-    start = live._prepare_ranker_features
-    monkeypatch.setattr(live, "_prepare_ranker_features", lambda *args: futures.append(start(*args)) or futures[-1])
     answer = run(live.recommend(RecommendQuery(recent_item_ids=tuple(live.state.catalogue.item_ids[:3]), k=5)))
     assert len(prepared) == 1 and answer.degraded and len(answer.items) == 5  # CF and popularity answered
-    [future] = futures
-    # What asyncio checks when the future is collected, to log "exception was never retrieved".
-    assert future.done() and not future._log_traceback
+
+
+def test_features_the_busy_pool_never_started_are_computed_by_the_request_itself(live, monkeypatch):
+    """Under load the low-priority pool may not get to a request's features before its encode returns:
+    the queued work is cancelled, and the request computes them on the event loop instead of waiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    progress = _slow_encoder(live, monkeypatch)
+    prepared = []
+    fake_fused_ranker(live, monkeypatch, on_features=lambda users: prepared.append(
+        (threading.current_thread().name, progress["finished"])))
+    busy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="busy")
+    monkeypatch.setattr(live, "overlap", busy)
+    release = threading.Event()
+    busy.submit(release.wait, 5.0)  # the pool's only thread is taken for the whole request
+    try:
+        answer = run(live.recommend(RecommendQuery(text="a space adventure", k=5)))
+    finally:
+        release.set()
+        busy.shutdown(wait=True)
+    assert prepared == [(threading.main_thread().name, 1)]  # once, after the encode, on the event loop
+    assert len(answer.items) == 5 and not answer.degraded
 
 
 def test_a_returning_user_is_resolved_once_until_their_events_change(live, monkeypatch):
