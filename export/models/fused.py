@@ -85,7 +85,7 @@ class PreparedFeatures:
     excluded: list[np.ndarray]
     scores: dict[str, np.ndarray]
     extra: dict[str, np.ndarray]
-    summaries: list[RowSummary]
+    summaries: list[RowSummary] | None  # None: summarised one user at a time by `finish_features`
     n_items: int
 
 
@@ -270,18 +270,20 @@ class FusedRecommender:
     def features(self, users, histories, profile: np.ndarray | None = None, excluded=None):
         """Candidates and their feature rows, per user. The gateway passes the profile embeddings it got
         from Triton and its own exclusions; offline, the encoder runs here and history is excluded."""
-        return self.finish_features(self.prepare_features(users, histories, excluded), profile)
+        return self.finish_features(self.prepare_features(users, histories, excluded, summarise=False), profile)
 
-    def prepare_features(self, users, histories, excluded=None) -> "PreparedFeatures":
+    def prepare_features(self, users, histories, excluded=None, *, summarise: bool = True) -> "PreparedFeatures":
         """The half of `features` that needs no profile vector: the gateway computes it while Triton encodes
-        the profile (about two thirds of the features' time on ml-100k)."""
+        the profile (most of the features' time on ml-100k). `summarise=False` leaves the per-user
+        summaries (ranks, spreads, top items) to `finish_features`, one user at a time: for a batch of
+        hundreds of users they would hold hundreds of MB at once."""
         users = np.asarray(users)
         if excluded is None:
             excluded = [np.asarray(h, np.int64) for h in histories]
         scores, extra = self._history_scores(users, histories)
         return PreparedFeatures(users=users, histories=list(histories), excluded=list(excluded), scores=scores,
-                                extra=extra, summaries=summarise_rows(scores, excluded, self.candidates),
-                                n_items=len(self.item_embeddings))
+                                extra=extra, summaries=summarise_rows(scores, excluded, self.candidates)
+                                if summarise else None, n_items=len(self.item_embeddings))
 
     def finish_features(self, prepared: "PreparedFeatures", profile: np.ndarray | None = None):
         """`features` from its prepared half and the profile embeddings (offline: the encoder runs here)."""
@@ -291,13 +293,19 @@ class FusedRecommender:
             profile = self.lm_model.user_embeddings(prepared.users, prepared.histories)
         profile_scores, profile_extra = self._profile_scores(profile, prepared.scores)
         scores, extra = self._in_feature_order(prepared.scores, profile_scores, prepared.extra, profile_extra)
-        profile_summaries = summarise_rows(profile_scores, prepared.excluded, self.candidates)
         candidates, features = [], []
-        for row, (history_summary, profile_summary) in enumerate(zip(prepared.summaries, profile_summaries)):
-            items = candidates_from([history_summary, profile_summary])
+        for row, excluded in enumerate(prepared.excluded):
+            summaries = [prepared.summaries[row] if prepared.summaries is not None else
+                         self._summary_of_row(prepared.scores, row, excluded),
+                         self._summary_of_row(profile_scores, row, excluded)]
+            items = candidates_from(summaries)
             candidates.append(items)
-            features.append(features_from([history_summary, profile_summary], list(scores), extra, row, items))
+            features.append(features_from(summaries, list(scores), extra, row, items))
         return candidates, features, feature_names(scores, extra)
+
+    def _summary_of_row(self, signal_scores: dict[str, np.ndarray], row: int, excluded: np.ndarray) -> RowSummary:
+        return summarise_rows({name: matrix[row : row + 1] for name, matrix in signal_scores.items()}, [excluded],
+                              self.candidates)[0]
 
     def signal_scores_of(self, users, histories, profile: np.ndarray) -> dict[str, np.ndarray]:
         """Each signal's raw score matrix (for explanations: which signal found an item)."""
