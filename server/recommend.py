@@ -51,6 +51,11 @@ async def run_to_completion(work: Coroutine[Any, Any, T]) -> T:
     return await asyncio.shield(task)
 
 
+def _history_half(fused, cf_row: int, history: np.ndarray, blocked: np.ndarray):
+    """One request's features that need no profile vector (`FusedRecommender.prepare_features`)."""
+    return fused.prepare_features(np.array([cf_row]), [history], [np.flatnonzero(blocked)])
+
+
 async def _prepared_half(future: concurrent.futures.Future | None, *, wanted: bool):
     """What `future` (`Recommender._prepare_ranker_features`) computed, waited for if its thread is still
     at it. None if it is not wanted (the encoder failed), or if the pool had not started it: it is then
@@ -460,8 +465,7 @@ class Recommender:
         meanwhile."""
         if state.fused is None or not self.config.prepare_during_encode:
             return None
-        return self.overlap.submit(state.fused.prepare_features, np.array([trained_cf_row(user, recent)]), [history],
-                                   [np.flatnonzero(blocked)])
+        return self.overlap.submit(_history_half, state.fused, trained_cf_row(user, recent), history, blocked)
 
     async def _rank_with_ranker(self, state: ServingState, user, cf_row: int, history, blocked, profile, k,
                                 deadline: float, stamp, as_of: int, prepared=None):
@@ -472,7 +476,7 @@ class Recommender:
         fused = state.fused
 
         def features_of_candidates():
-            half = prepared or fused.prepare_features(np.array([cf_row]), [history], [np.flatnonzero(blocked)])
+            half = prepared or _history_half(fused, cf_row, history, blocked)
             candidates, features, names = fused.finish_features(half, profile[None, :])
             return RankerInput(candidates=candidates[0], features=features[0], names=names)
 
