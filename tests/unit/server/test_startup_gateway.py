@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -56,7 +57,7 @@ def fake_stack(monkeypatch):
     monkeypatch.setattr(gateway, "prepare_state", nothing)
     monkeypatch.setattr(gateway, "encode_with", lambda *a: None)
     monkeypatch.setattr(gateway, "Recommender", lambda state, events, encoder, serving, metrics:
-                        SimpleNamespace(metrics=metrics, events=events))
+                        SimpleNamespace(metrics=metrics, events=events, overlap=ThreadPoolExecutor(max_workers=1)))
     monkeypatch.setattr(gateway, "Deployer", lambda *a, **k: SimpleNamespace())
     return opened
 
