@@ -58,11 +58,6 @@ def positions_of(masked: np.ndarray) -> np.ndarray:
     return position
 
 
-def ranks_of(masked: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """0-based rank of each of `items` in each row of `masked` (`positions_of`)."""
-    return positions_of(masked)[:, items]
-
-
 @dataclass(frozen=True)
 class RowSummary:
     """A group of signals over one user's whole row of items: what candidate selection and the candidates'

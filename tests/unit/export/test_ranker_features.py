@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmrec.export.ranker import candidate_features, ranks_of, select_candidates
+from lmrec.export.ranker import candidate_features, positions_of, select_candidates
 
 
 def _scores(n_users: int, n_items: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[np.ndarray]]:
@@ -57,7 +57,7 @@ def test_ranks_at_the_asked_items_are_their_positions_in_a_stable_full_sort():
         expected = _ranks_by_full_sort(scores, excluded)
         for row in range(len(scores)):
             items = rng.choice(300, size=40, replace=False)
-            got = ranks_of(_masked(scores[row : row + 1], excluded[row]), items)
+            got = positions_of(_masked(scores[row : row + 1], excluded[row]))[:, items]
             np.testing.assert_array_equal(got[0], expected[row, items])
 
 
