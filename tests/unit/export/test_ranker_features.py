@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmrec.export.ranker import candidate_features, positions_of, select_candidates
+from lmrec.export.ranker import candidate_features, rank_keys, ranks_at, select_candidates
 
 
 def _scores(n_users: int, n_items: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[np.ndarray]]:
@@ -56,9 +56,19 @@ def test_ranks_at_the_asked_items_are_their_positions_in_a_stable_full_sort():
     for scores in signals.values():
         expected = _ranks_by_full_sort(scores, excluded)
         for row in range(len(scores)):
-            items = rng.choice(300, size=40, replace=False)
-            got = positions_of(_masked(scores[row : row + 1], excluded[row]))[:, items]
-            np.testing.assert_array_equal(got[0], expected[row, items])
+            items = rng.choice(300, size=40, replace=False)  # excluded ones among them too
+            [keys] = rank_keys(scores[row : row + 1], excluded[row])
+            got = ranks_at(keys, np.sort(keys), items)
+            np.testing.assert_array_equal(got, expected[row, items])
+
+
+def test_ranks_order_signed_zeros_as_equal_infinities_in_place_and_nans_last_as_a_stable_sort_does():
+    scores = np.array([0.5, np.nan, 0.0, 2.0, -np.nan, -1.0, -0.0, np.inf, -np.inf, 0.0], np.float32)
+    expected = _ranks_by_full_sort(scores[None, :], [np.array([5])])[0]
+    [keys] = rank_keys(scores[None, :], np.array([5]))
+    np.testing.assert_array_equal(ranks_at(keys, np.sort(keys), np.arange(10)), expected)
+    # inf first; 0.0, -0.0 and 0.0 by index; the excluded item (-1.0) and -inf tied, by index; the NaNs last.
+    assert expected.tolist() == [2, 8, 3, 1, 9, 6, 4, 0, 7, 5]
 
 
 def test_candidate_features_equal_their_whole_row_definitions_bit_for_bit():
