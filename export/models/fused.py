@@ -307,10 +307,6 @@ class FusedRecommender:
         return summarise_rows({name: matrix[row : row + 1] for name, matrix in signal_scores.items()}, [excluded],
                               self.candidates)[0]
 
-    def signal_scores_of(self, users, histories, profile: np.ndarray) -> dict[str, np.ndarray]:
-        """Each signal's raw score matrix (for explanations: which signal found an item)."""
-        return self._signal_scores(users, histories, profile)[0]
-
     @property
     def n_trained_items(self) -> int:
         """Items the CF signals were fitted on; rows after them were appended by `with_items`."""
