@@ -91,7 +91,7 @@ from .gateway_config import (DATASETS_ROOT, MAX_DEGRADED_SHARE, P99_OVER_P50_NEE
                              reproduce_command)
 from .gateway_loadgen import Population, Samples, arrival_offsets, closed_loop, measure, open_loop
 from .gateway_metrics import TRITON_COUNTERS, scrape, scrape_delta, scrape_triton, triton_delta, wait_until_idle
-from .gateway_parts import measure_paired, measure_parts
+from .gateway_parts import PartCalls, measure_paired, measure_parts
 from .gateway_processes import (ManagedProcess, ServingPath, check_alive, lmrec_command,
                                 naive_build_dir, start_path, wait_for_gateway, without_dynamic_batching)
 from .gateway_report import chart, render_markdown, write_results
@@ -213,12 +213,13 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
                 cell += 1
         save(plot=True)
 
-        progress("measuring the unavoidable parts alone ...")
-        out["parts"] = measure_parts(paths["lmrec"], bundle, texts, users, config.parts_repeats)
-        progress("parts alone: " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in out["parts"].items()))
-        progress("measuring Recommend and its parts, paired request by request ...")
-        out["paired"] = measure_paired(paths["lmrec"], bundle, texts, users, populations, config.parts_repeats,
-                                       k=config.k)
+        with PartCalls(paths["lmrec"], bundle, texts, users) as calls:
+            progress("measuring the unavoidable parts alone ...")
+            out["parts"] = measure_parts(paths["lmrec"], calls, texts, config.parts_repeats)
+            progress("parts alone: " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in out["parts"].items()))
+            progress("measuring Recommend and its parts, paired request by request ...")
+            out["paired"] = measure_paired(paths["lmrec"], calls, texts, populations, config.parts_repeats,
+                                           k=config.k)
         progress("paired: " + ", ".join(f"{name} {v['recommend_ms']:.2f} ms vs parts {v['sum_parts_ms']:.2f} ms"
                                         for name, v in out["paired"].items()))
         save()

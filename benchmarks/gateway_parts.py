@@ -1,7 +1,8 @@
 """Gateway load suite: the unavoidable parts of a Recommend, each measured alone (a Triton text_encoder
 call, an hnswlib query, a ranker call, and a bare gRPC round trip beside them) for bar 4b: in a block of
 their own (`measure_parts`), and paired request by request with Recommends at one in flight
-(`measure_paired`, what the bar is judged on)."""
+(`measure_paired`, what the bar is judged on). Both take the calls from one `PartCalls` (its set-up
+encodes 32 texts and builds a user's ranker features)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def _median_ms(fn, repeats: int) -> dict:
     return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "n": repeats}
 
 
-class _PartCalls:
+class PartCalls:
     """Each unavoidable part as a call of its own: `encode(text)` (one Triton text_encoder call),
     `index_query()` (hnswlib, the gateway's candidate count) and `ranker()` (one Triton ranker call on a
-    real user's candidate rows; absent without a fused bundle)."""
+    real user's candidate rows; absent without a fused bundle). A context manager: it closes its Triton
+    connection."""
 
     def __init__(self, path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str]) -> None:
         import tritonclient.grpc as grpcclient
@@ -67,13 +69,17 @@ class _PartCalls:
     def close(self) -> None:
         self._triton.close()
 
+    def __enter__(self) -> "PartCalls":
+        return self
 
-def measure_parts(path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str],
-                  repeats: int) -> dict:
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def measure_parts(path: ServingPath, calls: PartCalls, texts: dict[str, list[str]], repeats: int) -> dict:
     """Each unavoidable part of a Recommend alone: encode (Triton), index query, ranker call; gRPC RTT."""
     from lmrec.client import RecommenderClient
 
-    calls = _PartCalls(path, bundle, texts, cached_users)
     uncached_texts = texts["uncached"] or texts["cached"]
     turn = {"n": 0}
 
@@ -87,12 +93,11 @@ def measure_parts(path: ServingPath, bundle, texts: dict[str, list[str]], cached
         parts["ranker"] = {**_median_ms(calls.ranker, repeats), "rows": calls.ranker_rows}
     with RecommenderClient(path.address, timeout_s=5.0) as client:
         parts["grpc_health_rtt"] = _median_ms(client.health, repeats)
-    calls.close()
     return parts
 
 
-def measure_paired(path: ServingPath, bundle, texts: dict[str, list[str]], cached_users: list[str],
-                   populations: dict, repeats: int, *, k: int) -> dict:
+def measure_paired(path: ServingPath, calls: PartCalls, texts: dict[str, list[str]], populations: dict,
+                   repeats: int, *, k: int) -> dict:
     """Bar 4b with the machine's drift taken out: each Recommend at one in flight is paired with its parts
     alone, measured right before or right after it (alternating, so neither side always follows the
     other), `repeats` times per population after one unmeasured pair. An uncached request's encode part
@@ -105,7 +110,6 @@ def measure_paired(path: ServingPath, bundle, texts: dict[str, list[str]], cache
     in one hour (performance log, fused item 8)."""
     from lmrec.client import RecommenderClient
 
-    calls = _PartCalls(path, bundle, texts, cached_users)
     out = {}
     with RecommenderClient(path.address, timeout_s=5.0) as client:
         for name, population in populations.items():
@@ -138,7 +142,6 @@ def measure_paired(path: ServingPath, bundle, texts: dict[str, list[str]], cache
             out[name] = {"recommend_ms": median, "parts_ms": medians, "sum_parts_ms": sum(medians.values()),
                          "ratio": median / sum(medians.values()), "median_pair_ratio": float(np.median(pair_ratios)),
                          "n": repeats}
-    calls.close()
     return out
 
 
