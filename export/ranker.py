@@ -45,28 +45,36 @@ class RankerConfig:
     prior: bool = True
 
 
-def rank_keys(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
-    """(signals, items) uint64 keys, one per item of each row of `scores` (float32), all distinct, whose
-    ascending order is a stable argsort of the negated row with the `excluded` items last: best first,
-    equal scores by item index. An item's rank is then its key's position among the row's sorted keys
-    (`ranks_at`), and only the keys are sorted, not the indices of the whole row.
+def rank_keys(scores: np.ndarray, excluded: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+    """uint64 keys of `items` (default: every item) in each row of `scores` (float32), distinct within a
+    row, whose ascending order is a stable argsort of the negated row with the `excluded` items (a bool
+    mask over all items) last: best
+    first, equal scores by item index. An item's rank is its key's position among the row's sorted keys
+    (`ranks_at`): only the keys are sorted, not the indices of the whole row.
 
     Ties are common (most items have no sequential or graph evidence) and their order must be the same
     whether a user is ranked alone or in a batch: the item index in the low 32 bits breaks them. The high
     32 bits are the negated score's float32 bits made to sort as the floats do (sign flipped for
     positives, all bits for negatives); -0 counts as 0 and NaN after everything, as in an argsort.
     """
-    negated = -scores.astype(np.float32, copy=False) + np.float32(0.0)  # -0.0 + 0.0 is +0.0
-    negated[:, excluded] = np.inf
+    n_items = scores.shape[-1]
+    if n_items >= 2 ** 32:
+        raise ValueError(f"rank keys hold an item index in 32 bits; {n_items} items do not fit")
+    items = np.arange(n_items) if items is None else np.asarray(items, np.int64)
+    negated = -scores[..., items].astype(np.float32, copy=False)
+    negated[negated == 0] = 0.0  # -0.0 ties with 0.0
+    negated[..., excluded[items]] = np.inf
     bits = negated.view(np.uint32)
     ordered_bits = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
     ordered_bits[np.isnan(negated)] = np.uint32(0xFFFFFFFF)
-    return (ordered_bits.astype(np.uint64) << np.uint64(32)) | np.arange(scores.shape[1], dtype=np.uint64)
+    return (ordered_bits.astype(np.uint64) << np.uint64(32)) | items.astype(np.uint64)
 
 
-def ranks_at(keys: np.ndarray, ordered: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The 0-based ranks of `items` in one row: where their `rank_keys` fall among the row's sorted keys."""
-    return np.searchsorted(ordered, keys[items])
+def ranks_at(ordered: np.ndarray, scores: np.ndarray, excluded: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The 0-based ranks of `items` in each row of `scores` (signals, items), whose `rank_keys` sorted are
+    the rows of `ordered`: where the items' own keys fall among them."""
+    keys = rank_keys(scores, excluded, items)
+    return np.stack([np.searchsorted(row, row_keys) for row, row_keys in zip(ordered, keys)])
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,8 @@ class RowSummary:
     scores: np.ndarray  # (signals, items) float32
     mean: np.ndarray  # (signals, 1)
     std: np.ndarray  # (signals, 1)
-    keys: np.ndarray  # (signals, items) uint64: `rank_keys`
-    ordered: np.ndarray  # (signals, items): `keys` sorted along each row
+    excluded: np.ndarray  # (items,) bool: the items this user's answer may not contain
+    ordered: np.ndarray  # (signals, items) uint64: each row's `rank_keys`, sorted
     top: tuple[np.ndarray, ...]  # per signal, its top `per_signal` items that are not excluded (unordered)
 
 
@@ -104,10 +112,11 @@ def summarise_rows(signal_scores: dict[str, np.ndarray], excluded: list[np.ndarr
             tops = tuple(top[j][np.isfinite(chosen_from[j, top[j]])] for j in range(len(names)))
         else:
             tops = ()
-        keys = rank_keys(user_scores, items)
+        excluded_mask = np.zeros(raw.shape[1], bool)
+        excluded_mask[items] = True
         summaries.append(RowSummary(names=names, scores=user_scores, mean=user_scores.mean(axis=1, keepdims=True),
-                                    std=user_scores.std(axis=1, keepdims=True), keys=keys,
-                                    ordered=np.sort(keys, axis=1), top=tops))
+                                    std=user_scores.std(axis=1, keepdims=True), excluded=excluded_mask,
+                                    ordered=np.sort(rank_keys(user_scores, excluded_mask), axis=1), top=tops))
     return summaries
 
 
@@ -138,13 +147,15 @@ def features_from(summaries: Sequence[RowSummary], signal_order: Sequence[str], 
     """One user's (n_candidates, n_features) float32 matrix: per signal in `signal_order` its z-score and
     reciprocal rank 1 / (1 + rank) (from the summaries), then each `extra` feature (a (users, items)
     matrix, or a `Similarity`) of row `row` at the candidates."""
-    where = {name: (summary, j) for summary in summaries for j, name in enumerate(summary.names)}
+    ranks = [ranks_at(summary.ordered, summary.scores, summary.excluded, items) for summary in summaries]
+    where = {name: (summary, j, group_ranks[j]) for summary, group_ranks in zip(summaries, ranks)
+             for j, name in enumerate(summary.names)}
     columns = []
     for name in signal_order:
-        summary, j = where[name]
+        summary, j, signal_ranks = where[name]
         std = summary.std[j, 0]
         columns.append((summary.scores[j, items] - summary.mean[j, 0]) / (std if std > 1e-12 else np.float32(1.0)))
-        columns.append((1.0 / (1.0 + ranks_at(summary.keys[j], summary.ordered[j], items))).astype(np.float32))
+        columns.append((1.0 / (1.0 + signal_ranks)).astype(np.float32))
     columns.extend(value.at(row, items) if isinstance(value, Similarity) else value[row, items]
                    for value in extra.values())
     return np.ascontiguousarray(np.stack(columns, axis=1), dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lmrec.export.ranker import candidate_features, rank_keys, ranks_at, select_candidates
 
@@ -57,18 +58,45 @@ def test_ranks_at_the_asked_items_are_their_positions_in_a_stable_full_sort():
         expected = _ranks_by_full_sort(scores, excluded)
         for row in range(len(scores)):
             items = rng.choice(300, size=40, replace=False)  # excluded ones among them too
-            [keys] = rank_keys(scores[row : row + 1], excluded[row])
-            got = ranks_at(keys, np.sort(keys), items)
+            mask = np.isin(np.arange(300), excluded[row])
+            ordered = np.sort(rank_keys(scores[row : row + 1], mask), axis=1)
+            [got] = ranks_at(ordered, scores[row : row + 1], mask, items)
             np.testing.assert_array_equal(got, expected[row, items])
+
+
+def _ranks(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    mask = np.isin(np.arange(len(scores)), excluded)
+    return ranks_at(np.sort(rank_keys(scores[None, :], mask), axis=1), scores[None, :], mask, np.arange(len(scores)))[0]
 
 
 def test_ranks_order_signed_zeros_as_equal_infinities_in_place_and_nans_last_as_a_stable_sort_does():
     scores = np.array([0.5, np.nan, 0.0, 2.0, -np.nan, -1.0, -0.0, np.inf, -np.inf, 0.0], np.float32)
     expected = _ranks_by_full_sort(scores[None, :], [np.array([5])])[0]
-    [keys] = rank_keys(scores[None, :], np.array([5]))
-    np.testing.assert_array_equal(ranks_at(keys, np.sort(keys), np.arange(10)), expected)
+    np.testing.assert_array_equal(_ranks(scores, np.array([5])), expected)
     # inf first; 0.0, -0.0 and 0.0 by index; the excluded item (-1.0) and -inf tied, by index; the NaNs last.
     assert expected.tolist() == [2, 8, 3, 1, 9, 6, 4, 0, 7, 5]
+
+
+def test_an_excluded_item_ties_with_minus_infinity_by_index_even_when_it_scored_nan():
+    scores = np.array([-np.inf, np.nan, 1.0, -np.inf, np.nan], np.float32)
+    excluded = np.array([1, 2])  # a NaN and a finite score: both rank as -inf would
+    expected = _ranks_by_full_sort(scores[None, :], [excluded])[0]
+    assert expected.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(_ranks(scores, excluded), expected)
+
+
+def test_a_float64_signal_ranks_by_its_float32_values_as_its_features_do():
+    """Scores apart only beyond float32's precision tie in the ranks (by index), as in the features."""
+    scores = 1.0 + 1e-9 * np.arange(6, dtype=np.float64)  # in float64 the last is best
+    assert len(np.unique(scores.astype(np.float32))) == 1
+    np.testing.assert_array_equal(_ranks(scores, np.zeros(0, np.int64)), np.arange(6))
+
+
+def test_rank_keys_refuse_item_indices_beyond_32_bits():
+    class Wide:  # only its shape is read before the check
+        shape = (1, 2 ** 32)
+    with pytest.raises(ValueError, match="4294967296 items"):
+        rank_keys(Wide(), np.zeros(0, bool))
 
 
 def test_candidate_features_equal_their_whole_row_definitions_bit_for_bit():
