@@ -48,9 +48,9 @@ class RankerConfig:
 def rank_keys(scores: np.ndarray, excluded: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
     """uint64 keys of `items` (default: every item) in each row of `scores` (float32), distinct within a
     row, whose ascending order is a stable argsort of the negated row with the `excluded` items (a bool
-    mask over all items) last: best
-    first, equal scores by item index. An item's rank is its key's position among the row's sorted keys
-    (`ranks_at`): only the keys are sorted, not the indices of the whole row.
+    mask over all items) last: best first, equal scores by item index. An item's rank is its key's
+    position among the row's sorted keys (`ranks_at`): only the keys are sorted, not the indices of the
+    whole row.
 
     Ties are common (most items have no sequential or graph evidence) and their order must be the same
     whether a user is ranked alone or in a batch: the item index in the low 32 bits breaks them. The high
