@@ -212,14 +212,15 @@ def cmd_build(args) -> int:
 
 
 def _serving_config(args):
-    """The gateway's caching options (`lmrec serve` and `lmrec gateway` take the same ones)."""
+    """The gateway's caching and overlap options (`lmrec serve` and `lmrec gateway` take the same ones)."""
     from lmrec.server.recommend import ServingConfig
 
-    return ServingConfig(cache_user_vectors=not args.no_user_cache, cache_answers=not args.no_answer_cache, **(
+    return ServingConfig(cache_user_vectors=not args.no_user_cache, cache_answers=not args.no_answer_cache,
+                         prepare_during_encode=not args.no_prepare_during_encode, **(
         {} if args.candidate_cache_users is None else {"candidate_cache_users": args.candidate_cache_users}))
 
 
-def _add_cache_arguments(p) -> None:
+def _add_serving_arguments(p) -> None:
     p.add_argument("--no-user-cache", action="store_true",
                    help="encode every profile, compute every candidate set and read every user from the event store "
                         "(benchmark baseline)")
@@ -229,6 +230,10 @@ def _add_cache_arguments(p) -> None:
     p.add_argument("--no-answer-cache", action="store_true",
                    help="keep a returning user's candidates and vector, but compute their answer (ranking, "
                         "explanations) on every request (ServingConfig.cache_answers)")
+    p.add_argument("--no-prepare-during-encode", action="store_true",
+                   help="with a fused bundle, compute the ranker features that need no profile vector after "
+                        "Triton's encode instead of in low-priority threads during it; for a machine whose "
+                        "cores other processes keep busy (ServingConfig.prepare_during_encode)")
 
 
 def cmd_serve(args) -> int:
@@ -442,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle-version", type=int, default=None)
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--metrics-port", type=port_number, default=None, help="serve Prometheus /metrics on this port (0: free)")
-    _add_cache_arguments(p)
+    _add_serving_arguments(p)
     p.set_defaults(run=cmd_serve)
 
     p = verbs.add_parser("gateway", help="start only the gateway, against a running Triton")
@@ -455,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
     p.add_argument("--metrics-port", type=port_number, default=None, help="serve Prometheus /metrics on this port (0: free)")
-    _add_cache_arguments(p)
+    _add_serving_arguments(p)
     p.set_defaults(run=cmd_gateway)
 
     p = verbs.add_parser("demo", help="build (if needed), serve, send example requests, shut down")

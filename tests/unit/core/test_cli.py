@@ -409,13 +409,15 @@ def test_a_negative_implicit_threshold_stays_allowed():
     assert args.implicit_threshold == -2.5
 
 
-@pytest.mark.parametrize("extra, answers", [((), True), (("--no-answer-cache",), False)])
-def test_the_cache_options_become_the_serving_config(extra, answers):
+@pytest.mark.parametrize("extra, answers, prepare", [((), True, True), (("--no-answer-cache",), False, True),
+                                                     (("--no-prepare-during-encode",), True, False)])
+def test_the_serving_options_become_the_serving_config(extra, answers, prepare):
     import argparse
 
-    from lmrec.cli import _add_cache_arguments, _serving_config
+    from lmrec.cli import _add_serving_arguments, _serving_config
 
     parser = argparse.ArgumentParser()
-    _add_cache_arguments(parser)
+    _add_serving_arguments(parser)
     config = _serving_config(parser.parse_args(["--candidate-cache-users", "7", *extra]))
     assert config.cache_answers is answers and config.candidate_cache_users == 7 and config.cache_user_vectors
+    assert config.prepare_during_encode is prepare
