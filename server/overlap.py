@@ -8,6 +8,8 @@ ms and a request gained 0.4-1.0 ms; at the lowest priority, the encode grew by 0
 gained 1.3-2.0 ms. The scheduler gives the encoder the cores whenever it wants them, and the thread runs
 on what it leaves idle. The price: while such a thread holds the interpreter lock and Triton has the
 cores, the event loop waits for the lock (about 1 ms of an uncached request's samples, fused item 8).
+Where other processes keep the cores busy, a started thread gets little CPU and its request waits for it
+(3.2 ms per request beside a quality run, fused item 10): `--no-prepare-during-encode` turns it off.
 """
 
 from __future__ import annotations
@@ -35,6 +37,6 @@ def low_priority_executor(workers: int = 2, niceness: int = LOWEST_PRIORITY) -> 
 
     Work waiting in its queue when the caller needs the result is cancelled and done by the caller
     (`_prepared_half` in recommend.py): under load a low-priority thread may get little CPU, and at most
-    `workers` such pieces of work are ever waited for."""
+    `workers` such pieces of work are ever waited for. Work a thread has begun is waited for."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmrec-overlap",
                               initializer=_lower_this_threads_priority, initargs=(niceness,))
