@@ -35,7 +35,7 @@ DEFAULT_SIGNALS: dict[str, dict[str, Any]] = {
     "sequential": {"window": 3, "last_items": 3},
 }
 NOT_A_CANDIDATE = -1e6
-# How the ranker trains (chosen on validation, see README "Quality suite"). With random hold-outs the
+# How the ranker trains (chosen on validation, see docs/quality.md). With random hold-outs the
 # lists come from two folds (`default_holdout_folds`), and a linear ranker (no hidden layer) learns
 # freely, its epochs chosen by 5-fold cross-validation that keeps a user's lists together. Validation
 # NDCG@10 against EASE, two folds: linear 1.005x (ml-100k) and 1.013x (ml-latest-small); the MLP
@@ -150,13 +150,13 @@ class FusedRecommender:
         # the items without interactions: lets the ranker order new items by content rather than treat
         # them alike. On cold-items validation it raised the cold-target hit@10 from 1.46x to 1.87x
         # (ml-100k) and 0.69x to 2.54x (ml-latest-small) of a random order of the new items, and cost 5-6%
-        # of NDCG@10 over all targets (README, "The fairer check, on validation").
+        # of NDCG@10 over all targets (docs/quality.md, "The fairer check, on validation").
         self.new_item_ranks = new_item_ranks
         # On by default where the ranker is trained for new items (cold_share > 0): the rank of each item
         # without interactions by the demand its text predicts (`content_demand.py`).
         # On cold-items validation, against the model without it: NDCG@10 0.2305 -> 0.2339 (ml-100k) and
         # 0.1925 -> 0.2092 (ml-latest-small); cold-target hit@10 from 1.46x to 1.99x and from 0.69x to
-        # 2.35x a random order of the new items (README, "The fairer check, on validation"). Ranked
+        # 2.35x a random order of the new items (docs/quality.md, "The fairer check, on validation"). Ranked
         # against demand_reference_items since (so a served item's value does not depend on how many
         # items are new): 0.2433 and 1.83x (ml-100k), 0.2086 and 1.88x (ml-latest-small). Off
         # elsewhere: no published figure of the other protocols was measured with it.
