@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lmrec.export.dataset import ItemInfo
 from lmrec.text import (MAX_DESCRIPTION_CHARS, MAX_PROFILE_ITEMS, build_item_text, build_user_profile_text,
                         describe_user, item_label, item_text_of, profile_text_of)
@@ -93,16 +95,31 @@ def test_profile_text_names_items_newest_first_and_at_most_max():
     assert text.count("Film ") == MAX_PROFILE_ITEMS
 
 
-def test_profile_text_parts_and_free_text_appended():
+def test_profile_text_parts_in_order_with_the_free_text_before_the_items():
     attrs = {"age": "24", "gender": "M", "occupation": "technician"}
     text = profile_text_of(_items(2), attributes=attrs, interest_tags=("noir", "jazz"),
                            free_text="  something with robots  ")
-    assert text.startswith("A 24-year-old male technician.")
-    assert "Recently liked: Film 0 (2000) [Drama]; Film 1 (2001) [Drama]." in text
-    assert "Interests: noir, jazz." in text
-    assert text.endswith("something with robots")
+    assert text == ("A 24-year-old male technician. something with robots "
+                    "Recently liked: Film 0 (2000) [Drama]; Film 1 (2001) [Drama]. Interests: noir, jazz.")
     assert text == profile_text_of(_items(2), attributes=attrs, interest_tags=("noir", "jazz"),
                                    free_text="  something with robots  ")
+
+
+def test_a_requests_free_text_survives_the_fine_tuned_encoders_truncation():
+    """Ten long labels pass 128 tokens; the request's words must still be inside what the encoder reads."""
+    from tokenizers import Tokenizer
+
+    from lmrec.export.encoder_export import default_model_path
+
+    tokenizer = Tokenizer.from_file(str(Path(default_model_path()) / "tokenizer.json"))
+    long_items = [ItemInfo(title=f"The Extraordinary Adventures of Character Number {n} (Part Two)", year=1990 + n,
+                           categories=("Adventure", "Comedy", "Science Fiction")) for n in range(MAX_PROFILE_ITEMS)]
+    text = profile_text_of(long_items, attributes={"age": "24", "occupation": "writer"},
+                           free_text="space opera with robots")
+    tokenizer.no_truncation()
+    assert len(tokenizer.encode(text).ids) > 128
+    tokenizer.enable_truncation(128)  # FinetuneConfig.max_length, also the served fine-tuned encoder's
+    assert "space opera with robots" in tokenizer.decode(tokenizer.encode(text).ids)
 
 
 def test_profile_text_of_nothing_is_empty_and_free_text_only_is_the_text():
