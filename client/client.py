@@ -33,10 +33,28 @@ def _values(value) -> list[str]:
     return [str(v) for v in value]
 
 
+REQUIRE_FORMS = ("{'genre': 'Comedy'}, [('genre', ['Comedy', 'Drama'])], 'genre=Comedy' or "
+                 "['genre=Comedy', 'year=1995']")
+
+
 def _filters(require) -> list[pb.AttributeFilter]:
-    """`require`: a mapping {key: value(s)}, or (key, value(s)) pairs, where one key may come twice (each
-    filter must hold: genre=Comedy and genre=Horror asks for both)."""
-    pairs = require.items() if hasattr(require, "items") else (require or ())
+    """`require`: a mapping {key: value(s)}, (key, value(s)) pairs, or 'key=value' texts as on the command
+    line, where one key may come twice (each filter must hold: genre=Comedy and genre=Horror asks for both).
+    Anything else is a ValueError that shows these forms."""
+    if require is None:
+        return []
+    if hasattr(require, "items"):
+        pairs = list(require.items())
+    else:
+        pairs = []
+        for entry in [require] if isinstance(require, str) else require:
+            if isinstance(entry, str) and "=" in entry:
+                key, _, value = entry.partition("=")
+                pairs.append((key.strip(), value.strip()))
+            elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+                pairs.append(tuple(entry))
+            else:
+                raise ValueError(f"require entry {entry!r}: give one of {REQUIRE_FORMS}")
     return [pb.AttributeFilter(key=str(key), values=_values(values)) for key, values in pairs]
 
 
@@ -45,7 +63,9 @@ def _text(value) -> str:
 
 
 def _id(value) -> str:
-    return "" if value is None else str(value)  # 0 is an id, not "no id"
+    # 0 is an id, not "no id"; None is no id, which the gateway refuses by name, never the user "None"
+    # (a forget_user(None) would have deleted that user's events).
+    return "" if value is None else str(value)
 
 
 def _recommend_request(user_id, recent_item_ids, text, k, include_seen, attributes=None, exclude_item_ids=(),
@@ -66,7 +86,7 @@ def _similar_request(item_id, text, k) -> pb.SimilarItemsRequest:
 
 def event_message(user_id, item_id, event_type: str = "", timestamp: float = 0.0,
                   weight: float | None = None) -> pb.Event:
-    event = pb.Event(user_id=str(user_id), item_id=str(item_id), event_type=event_type, timestamp=timestamp)
+    event = pb.Event(user_id=_id(user_id), item_id=_id(item_id), event_type=event_type, timestamp=timestamp)
     if weight is not None:
         event.weight = weight
     return event
@@ -80,7 +100,7 @@ def _events_request(events) -> pb.RecordEventsRequest:
 def new_item(item_id, title: str = "", *, categories=(), description: str = "", year: int | None = None, tags=(),
              attributes=None) -> pb.NewItem:
     """A title is optional: a description or tags alone describe an item too."""
-    return pb.NewItem(item_id=str(item_id), title=_text(title), categories=_values(categories),
+    return pb.NewItem(item_id=_id(item_id), title=_text(title), categories=_values(categories),
                       description=_text(description),
                       year=int(year or 0), tags=_values(tags),
                       attributes={str(k): str(v) for k, v in (attributes or {}).items()})
@@ -132,13 +152,13 @@ class RecommenderClient:
 
     def profile(self, user_id, *, max_tags: int = 5, max_recent_items: int = 10) -> pb.UserProfile:
         return self._call(self._stub.GetUserProfile, pb.GetUserProfileRequest(
-            user_id=str(user_id), max_tags=max_tags, max_recent_items=max_recent_items))
+            user_id=_id(user_id), max_tags=max_tags, max_recent_items=max_recent_items))
 
     def add_items(self, items) -> pb.AddItemsResponse:
         return self._call(self._stub.AddItems, _items_request(items))
 
     def forget_user(self, user_id) -> pb.ForgetUserResponse:
-        return self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=str(user_id)))
+        return self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=_id(user_id)))
 
     def deploy(self, version: int, *, timeout_s: float = DEPLOY_TIMEOUT_S) -> pb.DeployResponse:
         return self._call(self._admin.Deploy, pb.DeployRequest(version=version), timeout_s)
@@ -214,13 +234,13 @@ class AsyncRecommenderClient:
 
     async def profile(self, user_id, *, max_tags: int = 5, max_recent_items: int = 10) -> pb.UserProfile:
         return await self._call(self._stub.GetUserProfile, pb.GetUserProfileRequest(
-            user_id=str(user_id), max_tags=max_tags, max_recent_items=max_recent_items))
+            user_id=_id(user_id), max_tags=max_tags, max_recent_items=max_recent_items))
 
     async def add_items(self, items) -> pb.AddItemsResponse:
         return await self._call(self._stub.AddItems, _items_request(items))
 
     async def forget_user(self, user_id) -> pb.ForgetUserResponse:
-        return await self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=str(user_id)))
+        return await self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=_id(user_id)))
 
     async def deploy(self, version: int, *, timeout_s: float = DEPLOY_TIMEOUT_S) -> pb.DeployResponse:
         return await self._call(self._admin.Deploy, pb.DeployRequest(version=version), timeout_s)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from lmrec.client.client import AsyncRecommenderClient, _recommend_request, _similar_request, new_item
+import pytest
+
+from lmrec.client.client import (AsyncRecommenderClient, RecommenderClient, _recommend_request, _similar_request,
+                                  event_message, new_item)
 
 
 def _filters(message) -> list[tuple[str, list[str]]]:
@@ -18,9 +21,36 @@ def test_require_takes_a_mapping_or_pairs_and_single_values():
     assert _filters(by_pairs) == [("genre", ["Horror"]), ("genre", ["Comedy"])]  # both must hold
 
 
-def test_zero_is_an_id():
+def test_require_takes_key_value_texts_as_on_the_command_line_and_names_the_forms_otherwise():
+    one = _recommend_request("u1", (), "", 5, False, require="genre=Sci-Fi")
+    assert _filters(one) == [("genre", ["Sci-Fi"])]
+    several = _recommend_request("u1", (), "", 5, False, require=["genre=Comedy", " year = 1995 "])
+    assert _filters(several) == [("genre", ["Comedy"]), ("year", ["1995"])]
+    for bad in ("genre", ["genre"], [("genre", "Comedy", "Drama")], [42]):
+        with pytest.raises(ValueError, match="genre=Comedy") as caught:
+            _recommend_request("u1", (), "", 5, False, require=bad)
+        assert "require entry" in str(caught.value)
+
+
+def test_zero_is_an_id_and_none_is_no_id():
     assert _recommend_request(0, (), "", 5, False).user_id == "0"
     assert _recommend_request(None, (), "", 5, False).user_id == ""
+    # None must never become the user "None": forget_user(None) would delete that user's events.
+    assert event_message(None, None).user_id == "" and event_message(None, None).item_id == ""
+    assert event_message(0, 0).user_id == "0"
+    assert new_item(None, "A Title").item_id == ""
+    sent = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return lambda request, **kwargs: sent.append(request)
+
+    client = RecommenderClient("127.0.0.1:1")
+    client._stub = Recording()
+    client.forget_user(None)
+    client.profile(None)
+    client.close()
+    assert [message.user_id for message in sent] == ["", ""]
     assert _similar_request(0, "", 5).item_id == "0"
     assert _similar_request("", "space", 5).text == "space"
 
