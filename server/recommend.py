@@ -29,8 +29,8 @@ from .explain import explain_items
 from .fusion import BlendWeights, RankedItem, fill_candidates, rank_candidates
 from .metrics import GatewayMetrics
 from .overlap import LOWEST_PRIORITY, low_priority_executor
-from .requests import (MAX_BATCH, MAX_CLOCK_AHEAD_S, ProfileView, Recommendation, RecommendQuery, RequestError,
-                       check_id, check_k, check_new_items, check_text)
+from .requests import (MAX_ATTRIBUTE_KEY_CHARS, MAX_BATCH, MAX_CLOCK_AHEAD_S, MAX_USER_ATTRIBUTES, ProfileView,
+                       Recommendation, RecommendQuery, RequestError, check_id, check_k, check_new_items, check_text)
 from .state import ServingState
 from .user_cache import InvalidationLog, PerUserCache, UserVectorCache
 from .users import ResolvedUser, latest_occurrences, resolve_user
@@ -247,7 +247,13 @@ class Recommender:
             if len(ids) > self.config.max_recent_items:
                 raise RequestError("INVALID_ARGUMENT", f"{name} has {len(ids)} ids; the limit is "
                                                        f"{self.config.max_recent_items}")
+        if len(query.attributes) > MAX_USER_ATTRIBUTES:
+            raise RequestError("INVALID_ARGUMENT", f"attributes has {len(query.attributes)} entries; the limit is "
+                                                   f"{MAX_USER_ATTRIBUTES}")
         for key, value in query.attributes.items():
+            if len(key) > MAX_ATTRIBUTE_KEY_CHARS:  # a key is copied into the profile text the answer echoes
+                raise RequestError("INVALID_ARGUMENT", f"attributes key '{shown(key)}' is {len(key)} characters "
+                                                       f"long; the limit is {MAX_ATTRIBUTE_KEY_CHARS}")
             check_text(f"attributes['{shown(key)}']", value, 200)
         check_id("user_id", query.user_id)
         if not (query.user_id or query.recent_item_ids or query.text.strip() or query.attributes):
@@ -607,9 +613,9 @@ class Recommender:
         if not user_id:
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
         check_id("user_id", user_id)
-        if not 0 <= max_tags <= 50 or not 0 <= max_recent <= MAX_PROFILE_ITEMS * 10:
-            raise RequestError("INVALID_ARGUMENT", f"max_tags must be in [0, 50] and max_recent_items in "
-                                                   f"[0, {MAX_PROFILE_ITEMS * 10}]")
+        for name, value, most in (("max_tags", max_tags, 50), ("max_recent_items", max_recent, MAX_PROFILE_ITEMS * 10)):
+            if not 0 <= value <= most:
+                raise RequestError("INVALID_ARGUMENT", f"{name} must be in [0, {most}], got {value}")
         as_of = self.invalidations.clock()
         user = await asyncio.to_thread(resolve_user, state, self.events, user_id)
         if user is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from lmrec.export.dataset import ItemInfo
 from lmrec.text import has_item_text
 
+from .catalogue import shown
 from .event_store import MAX_ID_LENGTH
 from .explain import ItemExplanation
 from .fusion import RankedItem
@@ -23,6 +24,7 @@ MAX_BATCH = 1000
 MAX_TITLE_CHARS = 500
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_ATTRIBUTE_KEY_CHARS = 100  # a key is a name (a filter's key), not text
+MAX_USER_ATTRIBUTES = 50  # a Recommend's attributes describe one user; each becomes profile text
 # An event this far ahead of the gateway's clock is a unit mistake (milliseconds), not clock skew: it would
 # stay the user's newest event for decades.
 MAX_CLOCK_AHEAD_S = 86_400.0
@@ -108,6 +110,9 @@ def check_new_items(items: Sequence[tuple[str, ItemInfo]]) -> None:
             if len(key) > MAX_ATTRIBUTE_KEY_CHARS:
                 raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes has a key of {len(key)} "
                                                        f"characters; the limit is {MAX_ATTRIBUTE_KEY_CHARS}")
+            if ":" in key:  # the graph names an attribute "key:value": the key would end at the colon
+                raise RequestError("INVALID_ARGUMENT", f"items[{position}].attributes key '{shown(key)}' contains "
+                                                       "':'; use another separator (e.g. '_')")
         if not has_item_text(info):
             raise RequestError("INVALID_ARGUMENT", f"items[{position}] has no text: give it a title, a "
                                                    "description or tags for the encoder")

@@ -263,6 +263,28 @@ def test_profile_has_tags_recent_items_and_version(live):
     assert view.bundle_version == "1" and view.recorded_events == 0
 
 
+@pytest.mark.parametrize("max_tags, max_recent, named", [(51, 4, "max_tags must be in [0, 50], got 51"),
+                                                         (3, 10_000, "max_recent_items must be in [0, 100], got 10000"),
+                                                         (-1, 4, "max_tags must be in [0, 50], got -1")])
+def test_profile_ranges_are_refused_by_name_and_value(live, max_tags, max_recent, named):
+    user_id = live.state.bundle.dataset.user_ids[4]
+    with pytest.raises(RequestError) as raised:
+        run(live.profile(user_id, max_tags=max_tags, max_recent=max_recent))
+    assert raised.value.code == "INVALID_ARGUMENT" and named in raised.value.message
+
+
+def test_user_attributes_are_refused_past_their_key_length_and_count(live):
+    """A key is copied into the profile text the answer echoes: a 5 MB key came back as RESOURCE_EXHAUSTED."""
+    with pytest.raises(RequestError) as raised:
+        run(live.recommend(RecommendQuery(attributes={"k" * 101: "v"}, k=3)))
+    assert raised.value.code == "INVALID_ARGUMENT" and "is 101 characters long; the limit is 100" in raised.value.message
+    many = {f"key{n}": "v" for n in range(51)}
+    with pytest.raises(RequestError, match="attributes has 51 entries; the limit is 50"):
+        run(live.recommend(RecommendQuery(attributes=many, k=3)))
+    assert len(run(live.recommend(RecommendQuery(attributes={"k" * 100: "v", **dict(list(many.items())[:49])},
+                                                 k=3))).items) == 3
+
+
 # -- AddItems ----------------------------------------------------------------------------------------------------
 
 
@@ -302,6 +324,9 @@ def test_add_items_refuses_bundle_items_and_bad_input_without_adding(live):
     assert "items[1].attributes has a key of 101 characters; the limit is 100" in raised.value.message
     with pytest.raises(RequestError, match=r"items\[0\].attributes has a blank key"):
         run(live.add_items([("blank-key", ItemInfo(title="Blank", attributes={" ": "v"}))]))
+    with pytest.raises(RequestError) as raised:  # stored as "a:b:c", it was filed under the key 'a'
+        run(live.add_items([("colon-key", ItemInfo(title="Colon", attributes={"a:b": "c"}))]))
+    assert raised.value.code == "INVALID_ARGUMENT" and "key 'a:b' contains ':'" in raised.value.message
     down = Recommender(live.state, live.events, DownEncoder())
     with pytest.raises(RequestError) as raised:
         run(down.add_items([("fresh", ItemInfo(title="Fresh"))]))
