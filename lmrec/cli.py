@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -521,6 +522,22 @@ def _hint(error: BaseException, args) -> str:
     return ""
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe nobody reads any more (poll reports an error on its write end);
+    if so, it is pointed at /dev/null, so that the interpreter's last flush does not raise again."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll on this platform, or stdout is not a real file
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return gone
+
+
 def main(argv: list[str] | None = None) -> int:
     global _MAIN_ARGV
     _MAIN_ARGV = None if argv is None else list(argv)
@@ -531,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
+    except BrokenPipeError as error:
+        if _stdout_reader_gone():  # `lmrec status | head -3`: the reader has what it wanted
+            return 128 + signal.SIGPIPE
+        print(f"lmrec {args.verb}: error: {error}", file=sys.stderr)
+        return 2
     except CliError as error:
         print(f"lmrec {args.verb}: error: {error}", file=sys.stderr)
         return 2

@@ -421,3 +421,34 @@ def test_the_serving_options_become_the_serving_config(extra, answers, prepare):
     config = _serving_config(parser.parse_args(["--candidate-cache-users", "7", *extra]))
     assert config.cache_answers is answers and config.candidate_cache_users == 7 and config.cache_user_vectors
     assert config.prepare_during_encode is prepare
+
+
+_PRINTS_A_LOT = """
+import argparse, sys
+import lmrec.cli as cli
+
+def run(args):
+    if args.fail_elsewhere:
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. a subprocess's pipe, with stdout still read
+    for n in range(200_000):
+        print("line", n)
+    return 0
+
+argparse.ArgumentParser.parse_args = lambda self, argv=None, namespace=None: argparse.Namespace(
+    verbose=False, verb="status", run=run, fail_elsewhere=len(sys.argv) > 1)
+sys.exit(cli.main([]))
+"""
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`lmrec status | head -3` printed 'error: [Errno 32] Broken pipe' and exited 2 (newcomer walkthrough)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", _PRINTS_A_LOT], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"line 0\n"
+    process.stdout.close()  # what head does once it has its lines
+    assert process.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports `yes | head -1`
+    assert process.stderr.read() == b""
+    elsewhere = subprocess.run([sys.executable, "-c", _PRINTS_A_LOT, "elsewhere"], capture_output=True, timeout=60)
+    assert elsewhere.returncode == 2 and b"lmrec status: error: [Errno 32] Broken pipe" in elsewhere.stderr
