@@ -131,8 +131,9 @@ class TritonProcess:
         self.grpc_port = config.grpc_port or free_port()
         self.http_port = config.http_port or free_port()
         self.metrics_port = config.metrics_port or free_port()
-        self._workdir = Path(tempfile.mkdtemp(prefix="lmrec-triton-"))
-        self.log_path = self._workdir / "tritonserver.log"
+        # Made by `start` and removed by `stop`: an object that never starts leaves no folder behind.
+        self._workdir: Path | None = None
+        self.log_path: Path | None = None
         self._process: subprocess.Popen | None = None
 
     @property
@@ -160,6 +161,17 @@ class TritonProcess:
         return env
 
     def start(self) -> "TritonProcess":
+        self._workdir = Path(tempfile.mkdtemp(prefix="lmrec-triton-"))
+        self.log_path = self._workdir / "tritonserver.log"
+        try:  # a refused repository or a missing binary must not leave the folder behind either
+            self._launch()
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self) -> None:
         repository = Path(self.config.repository).resolve()
         check_repository(repository, self.config.models)
         triton = find_triton()
@@ -181,17 +193,11 @@ class TritonProcess:
         self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self._environment(triton),
                                          start_new_session=True, preexec_fn=_terminate_with_parent(os.getpid()))
         log.close()
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
+        except (OSError, AttributeError):  # AttributeError: never started, no log
             return ""
 
     def _fatal_log_line(self) -> str | None:
@@ -237,7 +243,8 @@ class TritonProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> "TritonProcess":
         return self.start() if self._process is None else self

@@ -73,3 +73,18 @@ def test_free_port_gives_distinct_bindable_ports():
         assert 1024 <= port <= 65535
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_launcher_that_never_starts_or_is_refused_leaves_no_folder(tmp_path, monkeypatch):
+    """Each refused start (and each launcher never started) used to leave an empty lmrec-triton-* folder."""
+    import tempfile
+
+    from lmrec.server.triton_launcher import TritonConfig, TritonProcess
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    TritonProcess(TritonConfig(repository=tmp_path / "missing"))
+    with pytest.raises(TritonError, match="run `lmrec build` first"):
+        TritonProcess(TritonConfig(repository=tmp_path / "missing")).start()
+    assert list(scratch.iterdir()) == []
