@@ -132,12 +132,14 @@ def item_name(info) -> str:
 
 
 def item_label(info) -> str:
-    """Short label of an item inside a profile: 'Toy Story (1995) [Animation, Comedy]'."""
+    """Short label of an item inside a profile: 'Toy Story (1995) [Animation, Comedy]', with every category.
+    The first three only was the rule before: MovieLens lists genres alphabetically, so 'Star Wars' lost
+    Sci-Fi and War and its viewer's top interest tag read Romance."""
     label = item_name(info)
     if info.year is not None and str(info.year) not in label:
         label += f" ({info.year})"
     if info.categories:
-        label += " [" + ", ".join(info.categories[:3]) + "]"
+        label += " [" + ", ".join(info.categories) + "]"
     return label
 
 

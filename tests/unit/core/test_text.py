@@ -135,8 +135,10 @@ def test_build_user_profile_text_truncates_titles():
 
 
 def test_item_label():
-    assert item_label(ItemInfo(title="Toy Story (1995)", year=1995, categories=("A", "B", "C", "D"))) == \
-        "Toy Story (1995) [A, B, C]"
+    assert item_label(ItemInfo(title="Star Wars", year=1977,
+                               categories=("Action", "Adventure", "Romance", "Sci-Fi", "War"))) == \
+        "Star Wars (1977) [Action, Adventure, Romance, Sci-Fi, War]"  # not cut to the first three
+    assert item_label(ItemInfo(title="Toy Story (1995)", year=1995, categories=("A",))) == "Toy Story (1995) [A]"
     assert item_label(ItemInfo(title="Heat", year=1995)) == "Heat (1995)"
     assert item_label(ItemInfo(title="")) == "Untitled"
 
