@@ -1,5 +1,5 @@
 """Python client (sync and asyncio) for the lmrec gateway, and the text formatting the CLI uses."""
 
-from .client import AsyncRecommenderClient, ClientError, RecommenderClient, format_items
+from .client import AsyncRecommenderClient, ClientError, RecommenderClient, format_items, format_status
 
-__all__ = ["AsyncRecommenderClient", "ClientError", "RecommenderClient", "format_items"]
+__all__ = ["AsyncRecommenderClient", "ClientError", "RecommenderClient", "format_items", "format_status"]

@@ -278,3 +278,19 @@ def format_items(response) -> str:
         if item.HasField("explanation") and item.explanation.text:
             lines.append(f"{'':>15}why: {item.explanation.text}")
     return "\n".join(lines)
+
+
+def format_status(status) -> str:
+    """Admin.GetStatus as lines a person reads: the bundle and what else can be deployed, the catalogue,
+    the events, the cache and whether the gateway is answering from a fallback."""
+    deployable = ", ".join(str(v) for v in status.available_versions) or "none"
+    added = f" ({status.added_items} added)" if status.added_items else ""
+    degraded = ("yes: a breaker is open or Triton is down, answers come from the fallback" if status.degraded
+                else "no")
+    rows = [("bundle", f"{status.bundle_version} (deployable: {deployable})"),
+            ("catalogue", f"{status.n_items:,} items{added}"),
+            ("recorded events", f"{status.recorded_events:,}"),
+            ("cache hit ratio", f"{status.cache_hit_ratio:.2f}"),
+            ("degraded", degraded)]
+    return "\n".join(f"{name:<16} {value}" for name, value in rows)
+

@@ -225,16 +225,23 @@ def cmd_deploy(args) -> int:
 
     with RecommenderClient(args.address, timeout_s=args.timeout) as client:
         response = client.deploy(args.version, timeout_s=args.timeout)
-    print(f"serving bundle {response.bundle_version} (was {response.previous_version}); "
-          f"switched in {response.seconds:.1f}s")
+    if response.bundle_version == response.previous_version:
+        print(f"already serving bundle {response.bundle_version}; nothing changed")
+    else:
+        print(f"serving bundle {response.bundle_version} (was {response.previous_version}); "
+              f"switched in {response.seconds:.1f}s")
     return 0
 
 
 def cmd_status(args) -> int:
-    from lmrec.client import RecommenderClient
+    from lmrec.client import RecommenderClient, format_status
 
     with RecommenderClient(args.address, timeout_s=args.timeout) as client:
-        _print_json(client.status())
+        status = client.status()
+    if args.json:
+        _print_json(status)
+    else:
+        print(format_status(status))
     return 0
 
 
@@ -291,4 +298,5 @@ def add_client_verbs(verbs) -> None:
                       timeout=300.0)
     p.add_argument("--version", type=positive_int, required=True)
 
-    client_parser("status", "the serving bundle, available versions, catalogue and cache figures", cmd_status)
+    p = client_parser("status", "the serving bundle, available versions, catalogue and cache figures", cmd_status)
+    p.add_argument("--json", action="store_true", help="the Admin.GetStatus message as JSON, for scripts")

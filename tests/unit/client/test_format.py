@@ -48,3 +48,14 @@ def test_similar_items_response_has_no_degraded_field():
 
 def test_empty_response():
     assert len(format_items(pb.RecommendResponse(bundle_version="1")).splitlines()) == 2
+
+
+def test_status_reads_as_lines_with_the_deployable_versions_and_whether_it_degraded():
+    from lmrec.client import format_status
+
+    text = format_status(pb.StatusResponse(bundle_version="2", available_versions=[1, 2], n_items=1682,
+                                           added_items=3, recorded_events=12_345, cache_hit_ratio=0.875))
+    assert text.splitlines() == ["bundle           2 (deployable: 1, 2)", "catalogue        1,682 items (3 added)",
+                                 "recorded events  12,345", "cache hit ratio  0.88", "degraded         no"]
+    assert "degraded         yes: a breaker is open" in format_status(pb.StatusResponse(bundle_version="1",
+                                                                                       degraded=True))

@@ -177,3 +177,34 @@ def test_an_empty_filtered_answer_says_why(capsys, monkeypatch):
     assert "no unseen item matches every --require (genre=SciFi)" in capsys.readouterr().err
     assert main(["recommend", "--user", "1", "--address", "127.0.0.1:9"]) == 0
     assert "--require" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("previous, expected", [(1, "serving bundle 2 (was 1); switched in 3.2s"),
+                                                (2, "already serving bundle 2; nothing changed")])
+def test_deploy_says_when_nothing_changed(monkeypatch, capsys, previous, expected):
+    """Deploying the version already served printed 'serving bundle 1 (was 1); switched in 0.0s'."""
+    from lmrec.cli import main
+    from lmrec.client import client as client_module
+    from lmrec.v1 import recommender_pb2 as pb
+
+    monkeypatch.setattr(client_module.RecommenderClient, "deploy", lambda self, version, *, timeout_s=None:
+                        pb.DeployResponse(bundle_version="2", previous_version=str(previous), seconds=3.2))
+    assert main(["deploy", "--version", "2", "--address", "127.0.0.1:9"]) == 0
+    assert capsys.readouterr().out.strip() == expected
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_prints_lines_or_with_json_the_message(monkeypatch, capsys, as_json):
+    from lmrec.cli import main
+    from lmrec.client import client as client_module
+    from lmrec.v1 import recommender_pb2 as pb
+
+    monkeypatch.setattr(client_module.RecommenderClient, "status",
+                        lambda self: pb.StatusResponse(bundle_version="1", available_versions=[1], n_items=80))
+    assert main(["status", "--address", "127.0.0.1:9", *(["--json"] if as_json else [])]) == 0
+    out = capsys.readouterr().out
+    if as_json:
+        assert json.loads(out)["nItems"] == "80"
+    else:
+        assert out.splitlines()[0] == "bundle           1 (deployable: 1)" and "80 items" in out
+
