@@ -442,21 +442,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_build)
 
     p = verbs.add_parser("serve", help="start Triton and the gateway on a build folder")
-    p.add_argument("--build-dir", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=50051)
-    p.add_argument("--bundle-version", type=int, default=None)
+    p.add_argument("--build-dir", required=True, help="what `lmrec build` wrote (its bundles and model repository)")
+    p.add_argument("--host", default="127.0.0.1", help="the gateway's address to listen on (0.0.0.0: every "
+                                                       "interface); default 127.0.0.1")
+    p.add_argument("--port", type=port_number, default=50051, help="the gateway's port; default 50051, 0 picks a "
+                                                                   "free one (printed)")
+    p.add_argument("--bundle-version", type=int, default=None,
+                   help="the bundle to serve; default the newest complete one (a rollback made with `lmrec deploy` "
+                        "does not outlive a restart without this)")
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--metrics-port", type=port_number, default=None, help="serve Prometheus /metrics on this port (0: free)")
     _add_serving_arguments(p)
     p.set_defaults(run=cmd_serve)
 
     p = verbs.add_parser("gateway", help="start only the gateway, against a running Triton")
-    p.add_argument("--build-dir", required=True)
+    p.add_argument("--build-dir", required=True, help="what `lmrec build` wrote")
     p.add_argument("--triton-url", type=gateway_address, required=True, help="Triton gRPC address, host:port")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=50051, help="0 picks a free port (printed)")
-    p.add_argument("--bundle-version", type=int, default=None)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on; default 127.0.0.1")
+    p.add_argument("--port", type=port_number, default=50051, help="default 50051; 0 picks a free port (printed)")
+    p.add_argument("--bundle-version", type=int, default=None, help="the bundle to serve; default the newest complete one")
     p.add_argument("--retriever", choices=("hnsw", "exact"), default="hnsw")
     p.add_argument("--state-dir", help="events and added items (SQLite, WAL); default <build-dir>/gateway_state")
     p.add_argument("--event-store", choices=("sqlite", "memory"), default="sqlite")
