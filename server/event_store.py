@@ -178,6 +178,8 @@ class SqliteEventStore:
             raise EventStoreError(f"event store {self.path} has schema version {version}; this code reads "
                                   f"schema version {SCHEMA_VERSION}")
         connection.execute("PRAGMA journal_mode=WAL")
+        # A forgotten user's events are overwritten where they lay, not only unlinked (see `forget`).
+        connection.execute("PRAGMA secure_delete=ON")
         # FULL: in WAL mode NORMAL may lose the last commits on power loss; record() promises durability.
         connection.execute("PRAGMA synchronous=FULL")
         if version == SCHEMA_VERSION:
@@ -249,6 +251,10 @@ class SqliteEventStore:
                 "INSERT INTO forgotten (user_id, at) VALUES (?, ?)"
                 " ON CONFLICT (user_id) DO UPDATE SET at = excluded.at",
                 (user_id, time.time()))
+        # The write-ahead log still holds the pages as they were before the delete: fold it into the
+        # database (whose freed cells secure_delete has zeroed) and empty it, so the events are gone from disk.
+        with self._locked() as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
 
     def forgotten_at(self, user_id: str) -> float | None:

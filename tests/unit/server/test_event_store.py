@@ -275,3 +275,20 @@ def test_sqlite_concurrent_record_from_threads_all_lands(tmp_path):
         assert [e.item_id for e in store.events_of("user-3")] == [f"item-{n}" for n in range(50)]
     finally:
         store.close()
+
+
+def test_a_forgotten_users_events_leave_the_files_on_disk(tmp_path):
+    """Deleted rows stayed readable in the write-ahead log until some later checkpoint (review 29)."""
+    path = tmp_path / "events.sqlite3"
+    store = SqliteEventStore(path)
+    marker = "item-only-alice-ever-saw-7f3a"
+    store.record([event("alice", marker, 1.0 + n) for n in range(20)] + [event("bob", "i1", 2.0)])
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("events.sqlite3"))
+
+    assert marker.encode() in on_disk()
+    assert store.forget("alice") == 20
+    assert marker.encode() not in on_disk()
+    assert [e.item_id for e in store.events_of("bob")] == ["i1"]
+    store.close()
