@@ -65,11 +65,15 @@ async def _reload_lost_models(deployer: "Deployer") -> None:
         # now would unload the versions it serves.
         if deployer.busy or deployer.recommender.state.bundle is not bundle:
             return
-        try:
-            await deployer.control.serve_versions(model, {version})
-            log.warning("Triton had lost %s version %s; loaded it again", model, version)
-        except ModelControlError as error:
-            log.warning("Triton is up but cannot load %s version %s yet: %s", model, version, error)
+        # Pinning holds the deployer's lock (free just above, so taken at once): a deploy that starts
+        # meanwhile waits for this load, instead of sending its own that Triton could finish first, and this
+        # one then unload the new version.
+        async with deployer.exclusive():
+            try:
+                await deployer.control.serve_versions(model, {version})
+                log.warning("Triton had lost %s version %s; loaded it again", model, version)
+            except ModelControlError as error:
+                log.warning("Triton is up but cannot load %s version %s yet: %s", model, version, error)
 
 
 class Deployer:
@@ -85,6 +89,10 @@ class Deployer:
     @property
     def busy(self) -> bool:
         return self._lock.locked()
+
+    def exclusive(self) -> asyncio.Lock:
+        """The lock a deploy holds from start to end; the model watcher holds it while it pins versions."""
+        return self._lock
 
     async def deploy(self, version: int) -> tuple[str, str, float]:
         """Returns (new version, previous version, seconds).

@@ -182,6 +182,43 @@ def test_the_model_watcher_does_not_undo_a_deploy_that_finished_during_its_check
     assert ("serve", "text_encoder", (1,)) not in after_the_deploy  # nothing pinned version 1 again
 
 
+def test_a_deploy_that_starts_while_the_watcher_reloads_waits_for_that_load(serving):
+    """The watcher checked for a deploy only before its load: a deploy starting during it sent an overlapping
+    load, and if Triton finished the watcher's last, it unloaded the new version (review 29)."""
+    recommender, deployer, control, encoder = serving
+    encoder.unloaded.add(("text_encoder", 1))  # Triton restarted without bundle 1's version
+    reloading, release, deploy_loads = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    serve = control.serve_versions
+
+    async def slow_serve(model, versions, *, timeout_s=300.0):
+        if versions == {1} and not release.is_set():
+            reloading.set()
+            await release.wait()
+        if 2 in versions:
+            deploy_loads.set()
+        await serve(model, versions, timeout_s=timeout_s)
+
+    control.serve_versions = slow_serve
+
+    async def scenario():
+        watcher = asyncio.ensure_future(keep_models_loaded(deployer, interval_s=0.01))
+        await reloading.wait()
+        deploy = asyncio.ensure_future(deployer.deploy(2))
+        try:  # the watcher's load finishes when the deploy has sent its own, or after 3 s of waiting for it
+            await asyncio.wait_for(deploy_loads.wait(), 3.0)
+        except asyncio.TimeoutError:
+            pass
+        release.set()
+        await deploy
+        watcher.cancel()
+
+    run(scenario())
+    assert recommender.state.label == "2" and ("text_encoder", 2) not in encoder.unloaded
+    watcher_done = control.calls.index(("serve", "text_encoder", (1,)))
+    deploy_calls = [i for i, call in enumerate(control.calls) if call[0] == "serve" and 2 in call[2]]
+    assert deploy_calls and min(deploy_calls) > watcher_done  # the deploy's loads came after the watcher's
+
+
 def test_a_new_version_that_fails_does_not_degrade_the_old_bundle(serving):
     """The breaker is per model version: the new version's failing warm-up leaves version 1's calls alone."""
     from lmrec.server.encoder_client import TritonTextEncoder
