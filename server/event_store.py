@@ -92,9 +92,9 @@ def _shown(value: object) -> str:
 
 
 def _check_text(where: str, value: object, max_length: int) -> None:
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        raise ValueError(f"{where} is {_shown(value)}; it must be a non-empty string of at most "
-                         f"{max_length} characters")
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise ValueError(f"{where} is {_shown(value)}; it must be a string of 1 to {max_length} characters, "
+                         "not only spaces")
 
 
 def _check_number(where: str, value: object, *, non_negative: bool) -> float:

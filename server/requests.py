@@ -97,8 +97,9 @@ def check_new_items(items: Sequence[tuple[str, ItemInfo]]) -> None:
         raise RequestError("INVALID_ARGUMENT", f"{len(items)} items in one call; the limit is {MAX_BATCH}")
     seen_ids = set()
     for position, (item_id, info) in enumerate(items):
-        if not item_id or len(item_id) > 256:
-            raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id must be 1..256 characters")
+        if not item_id.strip() or len(item_id) > 256:
+            raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id must be 1..256 characters, not "
+                                                   "only spaces")
         if item_id in seen_ids:
             raise RequestError("INVALID_ARGUMENT", f"items[{position}].item_id '{item_id}' appears twice")
         seen_ids.add(item_id)

@@ -59,9 +59,11 @@ def test_n_events_counts_every_user(store):
     ("timestamp", -1.0, "events[2].timestamp is -1.0; it must be a finite number >= 0"),
     ("timestamp", float("inf"), "events[2].timestamp is inf"),
     ("user_id", "", "events[2].user_id is ''"),
+    ("user_id", "   ", "events[2].user_id is '   '; it must be a string of 1 to 256 characters, not only spaces"),
     ("item_id", "i" * 257, "events[2].item_id"),
     ("event_type", "t" * 65, "events[2].event_type"),
-], ids=["nan-weight", "negative-timestamp", "infinite-timestamp", "empty-user", "long-item", "long-event-type"])
+], ids=["nan-weight", "negative-timestamp", "infinite-timestamp", "empty-user", "blank-user", "long-item",
+        "long-event-type"])
 def test_a_batch_with_one_bad_event_stores_nothing_and_names_its_position(store, field, value, message):
     store.record([event("u", "kept", 1.0)])
     good = [event("u", "a", 2.0), event("v", "b", 3.0)]

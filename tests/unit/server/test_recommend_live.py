@@ -324,6 +324,8 @@ def test_add_items_refuses_bundle_items_and_bad_input_without_adding(live):
     assert "items[1].attributes has a key of 101 characters; the limit is 100" in raised.value.message
     with pytest.raises(RequestError, match=r"items\[0\].attributes has a blank key"):
         run(live.add_items([("blank-key", ItemInfo(title="Blank", attributes={" ": "v"}))]))
+    with pytest.raises(RequestError, match=r"items\[1\].item_id must be 1..256 characters, not only spaces"):
+        run(live.add_items([("fresh", ItemInfo(title="Fresh")), ("   ", ItemInfo(title="Blank id"))]))
     with pytest.raises(RequestError) as raised:  # stored as "a:b:c", it was filed under the key 'a'
         run(live.add_items([("colon-key", ItemInfo(title="Colon", attributes={"a:b": "c"}))]))
     assert raised.value.code == "INVALID_ARGUMENT" and "key 'a:b' contains ':'" in raised.value.message
