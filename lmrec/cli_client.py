@@ -89,6 +89,8 @@ def cmd_recommend(args) -> int:
         which = "item" if args.include_seen else "unseen item"
         print(f"no {which} matches every --require ({'; '.join(args.require)}): values are matched whole, "
               "ignoring case (genre=Sci-Fi, not SciFi)", file=sys.stderr)
+        for note in response.notes:
+            print(f"  {note}", file=sys.stderr)
     return 0
 
 

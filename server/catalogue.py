@@ -99,6 +99,41 @@ class Catalogue:
             self._attribute_rows = rows
         return self._attribute_rows
 
+    def unmatched_filter_values(self, filters: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+        """One note per filter value that no item of the catalogue has, with the key's values closest to
+        it: an empty answer then says which value emptied it ('Westerns' where the genre is 'Western')."""
+        import difflib
+
+        by_kind = self._rows_by_attribute()
+        notes = []
+        for key, values in filters:
+            kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
+            known = by_kind.get(kind, {})
+            for value in values:
+                wanted = self._filter_value(kind, value)
+                if wanted in known:
+                    continue
+                originals = {}
+                for row in (rows[0] for rows in known.values()):
+                    for attribute in item_attribute_ids(self.items[row]):
+                        attribute_kind, _, original = attribute.partition(":")
+                        if attribute_kind == kind:
+                            originals.setdefault(original.lower(), original)
+                closest = difflib.get_close_matches(wanted, list(known), n=3, cutoff=0.6)
+                note = f"no item has {shown(key)} = '{shown(str(value))}'"
+                if closest:
+                    note += "; closest: " + ", ".join(originals.get(match, match) for match in closest)
+                notes.append(note)
+        return notes
+
+    @staticmethod
+    def _filter_value(kind: str, value) -> str:
+        """A filter value as the attribute index holds it: spaces collapsed, lower case, decades with an 's'."""
+        value = " ".join(str(value).split()).lower()
+        if kind == "decade" and value and not value.endswith("s"):
+            value += "s"
+        return value
+
     def eligible(self, filters: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray | None:
         """Bool mask of the items matching every (key, any-of values) filter; None when no filter."""
         if not filters:
@@ -112,9 +147,6 @@ class Catalogue:
                                     f"{listed(sorted(by_kind))}")
             matching = np.zeros(len(self), bool)
             for value in values:
-                value = " ".join(str(value).split()).lower()
-                if kind == "decade" and value and not value.endswith("s"):
-                    value += "s"
-                matching[by_kind[kind].get(value, [])] = True
+                matching[by_kind[kind].get(self._filter_value(kind, value), [])] = True
             mask &= matching
         return mask

@@ -103,7 +103,7 @@ def _recommend_response(result: Recommendation, request_id: str) -> pb.Recommend
     if built is None:
         built = result.encoded[pb.RecommendResponse] = pb.RecommendResponse(
             items=_items_to_proto(result), bundle_version=result.bundle_version, profile_text=result.profile_text,
-            degraded=result.degraded, request_id=request_id)
+            degraded=result.degraded, request_id=request_id, notes=list(result.notes))
         return built
     response = pb.RecommendResponse()
     response.CopyFrom(built)

@@ -342,7 +342,8 @@ class Recommender:
 
         blocked = self._blocked(state, query, user, history, excluded, eligible)
         if blocked.all():
-            return Recommendation(items=[], bundle_version=state.label, profile_text=profile_text)
+            return Recommendation(items=[], bundle_version=state.label, profile_text=profile_text,
+                                  notes=state.catalogue.unmatched_filter_values(query.require))
         k = min(query.k, int((~blocked).sum()))
 
         vector, degraded, prepared = None, False, None

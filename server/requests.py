@@ -60,6 +60,7 @@ class Recommendation:
     explanations: list[ItemExplanation] = field(default_factory=list)
     profile_text: str = ""
     degraded: bool = False
+    notes: Sequence[str] = ()  # why an answer is empty (`Catalogue.unmatched_filter_values`)
     # The transport's encoding of this answer (gateway.py keeps its response message here), so that an
     # answer served again from the cache is not encoded again. Not part of the answer's value.
     encoded: dict = field(default_factory=dict, compare=False, repr=False)

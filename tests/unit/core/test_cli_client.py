@@ -208,3 +208,16 @@ def test_status_prints_lines_or_with_json_the_message(monkeypatch, capsys, as_js
     else:
         assert out.splitlines()[0] == "bundle           1 (deployable: 1)" and "80 items" in out
 
+
+
+def test_an_empty_filtered_answer_prints_the_gateways_notes(monkeypatch, capsys):
+    from lmrec.cli import main
+    from lmrec.client import client as client_module
+    from lmrec.v1 import recommender_pb2 as pb
+
+    monkeypatch.setattr(client_module.RecommenderClient, "recommend", lambda self, *args, **kwargs: pb.RecommendResponse(
+        bundle_version="1", notes=["no item has genre = 'Westerns'; closest: Western"]))
+    assert main(["recommend", "--user", "1", "--require", "genre=Westerns", "--address", "127.0.0.1:9"]) == 0
+    err = capsys.readouterr().err
+    assert "no unseen item matches every --require (genre=Westerns)" in err
+    assert "no item has genre = 'Westerns'; closest: Western" in err

@@ -35,6 +35,14 @@ def test_filters(catalogue, filters, expected):
     assert catalogue.eligible(filters).tolist() == expected
 
 
+def test_a_value_no_item_has_is_named_with_the_closest_values_as_the_items_spell_them(catalogue):
+    notes = catalogue.unmatched_filter_values([("genre", ("Comedies", "Drama")), ("director", ("jane rowe",)),
+                                               ("year", ("1890",)), ("decade", ("1990",))])
+    assert notes == ["no item has genre = 'Comedies'; closest: Comedy",
+                     "no item has director = 'jane rowe'; closest: Jane Roe", "no item has year = '1890'"]
+    assert catalogue.unmatched_filter_values([("genre", ("comedy",))]) == []
+
+
 def test_unknown_key_lists_the_known_ones(catalogue):
     with pytest.raises(UnknownFilter, match=r"'colour'.*decade, director, genre, tag, year"):
         catalogue.eligible((("colour", ("red",)),))

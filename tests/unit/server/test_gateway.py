@@ -101,3 +101,5 @@ def test_an_answer_served_twice_is_encoded_once_and_each_response_keeps_its_own_
     assert first.items[0].item_id == "i3" and first.items[0].explanation.text == "because you liked Heat"
     second.request_id = first.request_id
     assert second == first and len(answer.encoded) == 1
+    empty = Recommendation(items=[], bundle_version="2", notes=["no item has genre = 'Westerns'; closest: Western"])
+    assert list(_recommend_response(empty, "req-3").notes) == ["no item has genre = 'Westerns'; closest: Western"]

@@ -226,6 +226,13 @@ def test_filters_hold_in_degraded_mode(live):
     assert set(ids(result)) <= set(category_items(live.state, "Horror"))
 
 
+def test_an_answer_a_misspelt_filter_value_empties_says_which_value_and_the_closest(live):
+    """`--require genre=Westerns` returned an empty list with a hint that never named 'Western'."""
+    result = run(live.recommend(RecommendQuery(text="x", k=5, require=(("genre", ("Comedies",)),))))
+    assert result.items == [] and result.notes == ["no item has genre = 'Comedies'; closest: Comedy"]
+    assert run(live.recommend(RecommendQuery(text="x", k=5, require=(("genre", ("Comedy",)),)))).notes == ()
+
+
 def test_unknown_filter_key_names_the_known_ones(live):
     with pytest.raises(RequestError) as raised:
         run(live.recommend(RecommendQuery(text="x", require=(("colour", ("red",)),))))
