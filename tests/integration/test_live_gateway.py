@@ -85,6 +85,9 @@ def test_filters_still_return_exactly_k(client, dataset, k):
     response = client.recommend(user_id, k=k, require={"genre": "Comedy"}, exclude_item_ids=exclude)
     assert len(response.items) == k
     assert set(ids(response)) <= comedy - set(exclude)
+    assert list(response.notes) == []
+    misspelt = client.recommend(user_id, k=k, require={"genre": "Comedies"})  # over real gRPC, notes and all
+    assert list(misspelt.items) == [] and list(misspelt.notes) == ["no item has genre = 'Comedies'; closest: Comedy"]
 
 
 def test_every_item_carries_an_explanation_and_the_bundle_version(client, dataset):
