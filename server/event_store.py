@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MAX_ID_LENGTH = 256
 MAX_EVENT_TYPE_LENGTH = 64
+# How long the checkpoint after a forget waits for another reader of the log (see `SqliteEventStore.forget`).
+CHECKPOINT_WAIT_MS = 200
 EVENT_STORE_KINDS = ("sqlite", "memory")
 
 
@@ -95,9 +97,17 @@ def _shown(value: object) -> str:
 
 
 def _check_text(where: str, value: object, max_length: int) -> None:
-    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
-        raise ValueError(f"{where} is {_shown(value)}; it must be a string of 1 to {max_length} characters, "
-                         "not only spaces")
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise ValueError(f"{where} is {_shown(value)}; it must be a non-empty string of at most "
+                         f"{max_length} characters")
+
+
+def _check_new_id(where: str, value: object) -> None:
+    """An id stored from now on: also not only spaces. Looking up and forgetting take any non-empty id, so
+    one stored before this rule can still be erased."""
+    _check_text(where, value, MAX_ID_LENGTH)
+    if not value.strip():
+        raise ValueError(f"{where} is {_shown(value)}; it must not be only spaces")
 
 
 def _check_number(where: str, value: object, *, non_negative: bool) -> float:
@@ -116,8 +126,8 @@ def validated_events(events: Sequence[Event]) -> list[Event]:
         where = f"events[{position}]"
         if not isinstance(event, Event):
             raise ValueError(f"{where} is {_shown(event)}; it must be an Event")
-        _check_text(f"{where}.user_id", event.user_id, MAX_ID_LENGTH)
-        _check_text(f"{where}.item_id", event.item_id, MAX_ID_LENGTH)
+        _check_new_id(f"{where}.user_id", event.user_id)
+        _check_new_id(f"{where}.item_id", event.item_id)
         _check_text(f"{where}.event_type", event.event_type, MAX_EVENT_TYPE_LENGTH)
         weight = _check_number(f"{where}.weight", event.weight, non_negative=False)
         timestamp = _check_number(f"{where}.timestamp", event.timestamp, non_negative=True)
@@ -133,7 +143,7 @@ def validated_item_rows(items: Sequence[StoredItem]) -> list[tuple[str, str, flo
         where = f"items[{position}]"
         if not isinstance(item, StoredItem):
             raise ValueError(f"{where} is {_shown(item)}; it must be a StoredItem")
-        _check_text(f"{where}.item_id", item.item_id, MAX_ID_LENGTH)
+        _check_new_id(f"{where}.item_id", item.item_id)
         if not isinstance(item.fields, dict):
             raise ValueError(f"{where}.fields is a {type(item.fields).__name__}; it must be a dict")
         try:
@@ -258,11 +268,21 @@ class SqliteEventStore:
         # database (whose freed cells secure_delete has zeroed) and empty it, so the events are gone from disk.
         # The delete has committed by now: a failed checkpoint is logged, not reported as a failed forget
         # (the next checkpoint, at the latest when the store closes, does the same).
+        # Another connection reading (an sqlite3 shell, a backup) holds the log: wait for it briefly, not for
+        # the connection's whole busy timeout with the store locked.
         try:
             with self._locked() as connection:
-                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                waited = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+                connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+                try:
+                    busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                finally:
+                    connection.execute(f"PRAGMA busy_timeout = {int(waited)}")
         except EventStoreError as error:
-            log.warning("a forgotten user's events are deleted, but the write-ahead log was not emptied: %s", error)
+            busy = str(error)
+        if busy:
+            log.warning("a forgotten user's events are deleted, but another reader kept the write-ahead log from "
+                        "being emptied (%s); the next checkpoint will", busy)
         return deleted
 
     def forgotten_at(self, user_id: str) -> float | None:

@@ -592,7 +592,7 @@ class Recommender:
         return stored
 
     async def forget_user(self, user_id: str) -> tuple[int, bool]:
-        if not user_id:
+        if not user_id:  # only spaces is an id here: one stored before such ids were refused can be erased
             raise RequestError("INVALID_ARGUMENT", "user_id is empty")
         check_id("user_id", user_id)
         was_known = await asyncio.to_thread(resolve_user, self.state, self.events, user_id) is not None
