@@ -37,6 +37,10 @@ def listed(names: Sequence[str], limit: int = LISTED_KEYS) -> str:
     return ", ".join(shown(name, 40) for name in names[:limit]) + more
 
 
+# Notes an empty answer carries at most (`Catalogue.unmatched_filter_values`).
+MAX_NOTES = 3
+
+
 class UnknownFilter(ValueError):
     """A filter key that no item has; the message lists the keys that exist."""
 
@@ -61,6 +65,7 @@ class Catalogue:
         self.n_base = n_base  # rows [0, n_base) are the bundle's; later rows were added live
         self.index: dict[str, int] = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self._attribute_rows: dict[str, dict[str, list[int]]] | None = None
+        self._spellings: dict[str, dict[str, str]] = {}
         self._tag_keys: dict[int, frozenset[str]] = {}  # filled as explanations ask (see `tag_keys`)
 
     def __len__(self) -> int:
@@ -90,39 +95,40 @@ class Catalogue:
         return keys
 
     def _rows_by_attribute(self) -> dict[str, dict[str, list[int]]]:
+        """kind → value as filters match it (lower case) → rows; `_spellings` keeps each value as the first
+        item that has it spells it (for notes)."""
         if self._attribute_rows is None:
             rows: dict[str, dict[str, list[int]]] = {}
+            spellings: dict[str, dict[str, str]] = {}
             for row, info in enumerate(self.items):
                 for attribute in item_attribute_ids(info):
                     kind, _, value = attribute.partition(":")
                     rows.setdefault(kind, {}).setdefault(value.lower(), []).append(row)
-            self._attribute_rows = rows
+                    spellings.setdefault(kind, {}).setdefault(value.lower(), value)
+            self._attribute_rows, self._spellings = rows, spellings
         return self._attribute_rows
 
     def unmatched_filter_values(self, filters: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
-        """One note per filter value that no item of the catalogue has, with the key's values closest to
-        it: an empty answer then says which value emptied it ('Westerns' where the genre is 'Western')."""
+        """A note for each of the first MAX_NOTES filter values that no item of the catalogue has, with the
+        key's values closest to it: an empty answer then says which value emptied it ('Westerns' where the
+        genre is 'Western'). The first few only: each note compares the value with every value of its key."""
         import difflib
 
         by_kind = self._rows_by_attribute()
         notes = []
         for key, values in filters:
             kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
-            known = by_kind.get(kind, {})
+            known, spellings = by_kind.get(kind, {}), self._spellings.get(kind, {})
             for value in values:
                 wanted = self._filter_value(kind, value)
                 if wanted in known:
                     continue
-                originals = {}
-                for row in (rows[0] for rows in known.values()):
-                    for attribute in item_attribute_ids(self.items[row]):
-                        attribute_kind, _, original = attribute.partition(":")
-                        if attribute_kind == kind:
-                            originals.setdefault(original.lower(), original)
+                if len(notes) == MAX_NOTES:
+                    return notes
                 closest = difflib.get_close_matches(wanted, list(known), n=3, cutoff=0.6)
                 note = f"no item has {shown(key)} = '{shown(str(value))}'"
                 if closest:
-                    note += "; closest: " + ", ".join(originals.get(match, match) for match in closest)
+                    note += "; closest: " + ", ".join(spellings.get(match, match) for match in closest)
                 notes.append(note)
         return notes
 

@@ -41,6 +41,8 @@ def test_a_value_no_item_has_is_named_with_the_closest_values_as_the_items_spell
     assert notes == ["no item has genre = 'Comedies'; closest: Comedy",
                      "no item has director = 'jane rowe'; closest: Jane Roe", "no item has year = '1890'"]
     assert catalogue.unmatched_filter_values([("genre", ("comedy",))]) == []
+    many = catalogue.unmatched_filter_values([("genre", tuple(f"Nope{n}" for n in range(1000)))])
+    assert len(many) == 3 and many[0].startswith("no item has genre = 'Nope0'")  # each note costs a comparison
 
 
 def test_unknown_key_lists_the_known_ones(catalogue):
