@@ -37,10 +37,21 @@ REQUIRE_FORMS = ("{'genre': 'Comedy'}, [('genre', ['Comedy', 'Drama'])], 'genre=
                  "['genre=Comedy', 'year=1995']")
 
 
+def filter_from_text(text: str) -> tuple[str, list[str]]:
+    """'genre=Comedy,Drama' → ('genre', ['Comedy', 'Drama']): one filter, its values alternatives. What
+    `lmrec recommend --require` and the client's `require='genre=Comedy'` both read; ValueError without a
+    key or a value."""
+    key, sep, values = text.partition("=")
+    wanted = [value.strip() for value in values.split(",") if value.strip()]
+    if not sep or not key.strip() or not wanted:
+        raise ValueError(f"{text!r}: expected KEY=VALUE[,VALUE...], e.g. genre=Comedy")
+    return key.strip(), wanted
+
+
 def _filters(require) -> list[pb.AttributeFilter]:
-    """`require`: a mapping {key: value(s)}, (key, value(s)) pairs, or 'key=value' texts as on the command
-    line, where one key may come twice (each filter must hold: genre=Comedy and genre=Horror asks for both).
-    Anything else is a ValueError that shows these forms."""
+    """`require`: a mapping {key: value(s)}, (key, value(s)) pairs, or 'key=value[,value]' texts as on the
+    command line, where one key may come twice (each filter must hold: genre=Comedy and genre=Horror asks for
+    both). Anything else is a ValueError that shows these forms."""
     if require is None:
         return []
     if hasattr(require, "items"):
@@ -49,8 +60,7 @@ def _filters(require) -> list[pb.AttributeFilter]:
         pairs = []
         for entry in [require] if isinstance(require, str) else require:
             if isinstance(entry, str) and "=" in entry:
-                key, _, value = entry.partition("=")
-                pairs.append((key.strip(), value.strip()))
+                pairs.append(filter_from_text(entry))
             elif isinstance(entry, (tuple, list)) and len(entry) == 2:
                 pairs.append(tuple(entry))
             else:

@@ -52,13 +52,14 @@ def message_json(message) -> str:
 def _require_filters(pairs: list[str] | None) -> list[tuple[str, list[str]]]:
     """One filter per --require, all of which must hold (so `genre=Horror --require genre=Comedy` asks
     for both genres); the values of one --require are alternatives."""
+    from lmrec.client.client import filter_from_text
+
     filters: list[tuple[str, list[str]]] = []
     for pair in pairs or []:
-        key, sep, values = pair.partition("=")
-        wanted = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not key.strip() or not wanted:
-            raise CliError(f"--require {pair!r}: expected KEY=VALUE[,VALUE...], e.g. genre=Comedy")
-        filters.append((key.strip(), wanted))
+        try:
+            filters.append(filter_from_text(pair))
+        except ValueError as error:
+            raise CliError(f"--require {error}") from None
     return filters
 
 

@@ -26,6 +26,8 @@ def test_require_takes_key_value_texts_as_on_the_command_line_and_names_the_form
     assert _filters(one) == [("genre", ["Sci-Fi"])]
     several = _recommend_request("u1", (), "", 5, False, require=["genre=Comedy", " year = 1995 "])
     assert _filters(several) == [("genre", ["Comedy"]), ("year", ["1995"])]
+    alternatives = _recommend_request("u1", (), "", 5, False, require="genre=Comedy, Drama")  # as --require reads it
+    assert _filters(alternatives) == [("genre", ["Comedy", "Drama"])]
     for bad in ("genre", ["genre"], [("genre", "Comedy", "Drama")], [42]):
         with pytest.raises(ValueError, match="genre=Comedy") as caught:
             _recommend_request("u1", (), "", 5, False, require=bad)
