@@ -551,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     from lmrec.errors import user_facing_errors
 
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # piped output is block-buffered: a closed reader shows here, not at exit
+        return code
     except BrokenPipeError as error:
         if _stdout_reader_gone():  # `lmrec status | head -3`: the reader has what it wanted
             return 128 + signal.SIGPIPE

@@ -428,14 +428,18 @@ import argparse, sys
 import lmrec.cli as cli
 
 def run(args):
-    if args.fail_elsewhere:
+    if args.mode == "elsewhere":
         raise BrokenPipeError(32, "Broken pipe")  # e.g. a subprocess's pipe, with stdout still read
+    if args.mode == "short":  # what `lmrec status` prints: it stays in the buffer until the end
+        sys.stdin.readline()  # the reader has gone by now
+        print("bundle 1\\ncatalogue 1,682 items")
+        return 0
     for n in range(200_000):
         print("line", n)
     return 0
 
 argparse.ArgumentParser.parse_args = lambda self, argv=None, namespace=None: argparse.Namespace(
-    verbose=False, verb="status", run=run, fail_elsewhere=len(sys.argv) > 1)
+    verbose=False, verb="status", run=run, mode=sys.argv[1] if len(sys.argv) > 1 else "long")
 sys.exit(cli.main([]))
 """
 
@@ -445,10 +449,21 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-c", _PRINTS_A_LOT], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    import os
+
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as in a plain shell
+    process = subprocess.Popen([sys.executable, "-c", _PRINTS_A_LOT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=buffered)
     assert process.stdout.readline() == b"line 0\n"
     process.stdout.close()  # what head does once it has its lines
     assert process.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports `yes | head -1`
     assert process.stderr.read() == b""
-    elsewhere = subprocess.run([sys.executable, "-c", _PRINTS_A_LOT, "elsewhere"], capture_output=True, timeout=60)
+    short = subprocess.Popen([sys.executable, "-c", _PRINTS_A_LOT, "short"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=buffered)
+    short.stdout.close()  # the reader is gone before the command prints (review 30: it failed at exit)
+    short.stdin.write(b"go\n")
+    short.stdin.close()
+    assert short.wait(timeout=60) == 141 and short.stderr.read() == b""
+    elsewhere = subprocess.run([sys.executable, "-c", _PRINTS_A_LOT, "elsewhere"], capture_output=True, timeout=60,
+                               env=buffered)
     assert elsewhere.returncode == 2 and b"lmrec status: error: [Errno 32] Broken pipe" in elsewhere.stderr
