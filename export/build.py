@@ -20,6 +20,7 @@ from lmrec.text import item_text_of
 from .encoder_export import EncoderExportConfig, default_model_path, export_encoder
 from .index_build import IndexConfig, build_index
 from .loaders import DataConfig, load_dataset
+from .models.lm import text_builder_fingerprint
 from .repository import (MANIFEST_FILE, STAGING_DIR, discard_version, existing_versions, next_version, publish_bundle,
                          release_version, reserve_version, stage_bundle, write_encoder_version, write_ranker_version)
 from .snapshot import save_snapshot
@@ -186,6 +187,7 @@ def _build_version(config: BuildConfig, build_dir: Path, version: int, started: 
             "encoder": encoder_part,
             "index": {k: v for k, v in index_meta.items() if k != "item_ids"},
             "cf": {"method": "als", **config.als.__dict__},
+            "text_builder": text_builder_fingerprint(),  # what the encoder and the ranker learnt texts from
         }
         if ranker_part is not None:
             manifest["ranker"] = ranker_part

@@ -7,6 +7,7 @@ with this very encoder) before anything serves from it; a half-written or tamper
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,13 @@ import numpy as np
 from lmrec.export.build import CF_FILE, FUSED_FILE
 from lmrec.export.encoder_export import sha256_of
 from lmrec.export.index_build import INDEX_FILE
+from lmrec.export.models.lm import text_builder_fingerprint
 from lmrec.export.repository import BUNDLES_DIR, MANIFEST_FILE, REPOSITORY_DIR
 from lmrec.export.snapshot import load_snapshot
 
 from .retrieval import Retriever, make_retriever
+
+log = logging.getLogger(__name__)
 
 
 class BundleError(RuntimeError):
@@ -139,6 +143,17 @@ def _verify_files(build_dir: Path, bundle_dir: Path, version: int, manifest: dic
         raise BundleError(f"bundle {version}: the index was built with another encoder than the one it names")
 
 
+def _say_if_texts_differ(version: int, built_with: str | None) -> None:
+    """A bundle's encoder, item embeddings and ranker learnt from the texts of the builders it was built with;
+    served with other builders, its profiles read differently than in training. It still serves: say so."""
+    if built_with == text_builder_fingerprint():
+        return
+    when = "with other text builders" if built_with else "before bundles recorded their text builders"
+    log.warning("bundle %s was built %s: this gateway writes profile and item texts differently, so the "
+                "encoder and ranker see texts unlike those they learnt from; rebuild it (`lmrec build`) for "
+                "the quality it was measured at", version, when)
+
+
 def load_bundle(build_dir: Path, version: int | None = None, *, retriever: str = "hnsw") -> Bundle:
     build_dir = Path(build_dir)
     if version is None:
@@ -147,6 +162,7 @@ def load_bundle(build_dir: Path, version: int | None = None, *, retriever: str =
             raise BundleError(f"no complete bundle under {build_dir / BUNDLES_DIR} (run `lmrec build` first)")
         version = versions[-1]
     manifest = verify_bundle(build_dir, version)
+    _say_if_texts_differ(version, manifest.get("text_builder"))
     bundle_dir = build_dir / BUNDLES_DIR / str(version)
     dataset = load_snapshot(bundle_dir)
     embeddings = np.load(bundle_dir / "item_embeddings.npy")

@@ -166,6 +166,14 @@ def training_fingerprint(dataset: Dataset, train: Interactions, config) -> str:
     return digest.hexdigest()[:20]
 
 
+def text_builder_fingerprint() -> str:
+    """What the text builders (`lmrec.text`) do, comments and docstrings aside. A bundle records it; a gateway
+    that builds texts differently says so when it loads the bundle (`server/bundle.py`)."""
+    import lmrec.text
+
+    return hashlib.sha256(code_fingerprint(lmrec.text).encode()).hexdigest()[:16]
+
+
 def code_fingerprint(module) -> str:
     """What a module's code does, without its comments and docstrings: editing those must not cost a new
     fine-tune (minutes) and leave the old one in the cache unreachable."""

@@ -171,3 +171,22 @@ def test_a_manifest_from_before_the_batch_limit_was_recorded_leaves_it_to_the_cl
     manifest = {**bundle.manifest, "encoder": {k: v for k, v in bundle.manifest["encoder"].items()
                                                if k != "max_batch_size"}}
     assert replace(bundle, manifest=manifest).encoder_max_batch_size is None
+
+
+def test_a_bundle_built_with_other_text_builders_still_loads_and_says_so(build_copy, caplog):
+    """Its encoder and ranker learnt from other profile texts (e.g. a bundle from before every genre was named)."""
+    manifest_path = _bundle_dir(build_copy) / MANIFEST_FILE
+    with caplog.at_level("WARNING", logger="lmrec.server.bundle"):
+        load_bundle(build_copy)
+    assert "text builders" not in caplog.text  # built by this code: nothing to say
+    for recorded, said in (("0123456789abcdef", "built with other text builders"),
+                           (None, "built before bundles recorded their text builders")):
+        manifest = json.loads(manifest_path.read_text())
+        manifest.pop("text_builder")
+        if recorded:
+            manifest["text_builder"] = recorded
+        manifest_path.write_text(json.dumps(manifest))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lmrec.server.bundle"):
+            assert load_bundle(build_copy).version == 1
+        assert said in caplog.text and "rebuild it (`lmrec build`)" in caplog.text
