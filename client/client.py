@@ -303,4 +303,3 @@ def format_status(status) -> str:
             ("cache hit ratio", f"{status.cache_hit_ratio:.2f}"),
             ("degraded", degraded)]
     return "\n".join(f"{name:<16} {value}" for name, value in rows)
-

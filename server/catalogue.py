@@ -117,7 +117,7 @@ class Catalogue:
         by_kind = self._rows_by_attribute()
         notes = []
         for key, values in filters:
-            kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
+            kind = self._filter_kind(key)
             known, spellings = by_kind.get(kind, {}), self._spellings.get(kind, {})
             for value in values:
                 wanted = self._filter_value(kind, value)
@@ -131,6 +131,11 @@ class Catalogue:
                     note += "; closest: " + ", ".join(spellings.get(match, match) for match in closest)
                 notes.append(note)
         return notes
+
+    @staticmethod
+    def _filter_kind(key: str) -> str:
+        """A filter key as the attribute index names its kind ('genres' and 'Genre' are 'genre')."""
+        return FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
 
     @staticmethod
     def _filter_value(kind: str, value) -> str:
@@ -147,7 +152,7 @@ class Catalogue:
         by_kind = self._rows_by_attribute()
         mask = np.ones(len(self), bool)
         for key, values in filters:
-            kind = FILTER_ALIASES.get(key.strip().lower(), key.strip().lower().replace(" ", "_"))
+            kind = self._filter_kind(key)
             if kind not in by_kind:
                 raise UnknownFilter(f"filter key '{shown(key)}' matches no item attribute; known keys: "
                                     f"{listed(sorted(by_kind))}")
