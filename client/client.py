@@ -78,12 +78,21 @@ def _id(value) -> str:
     return "" if value is None else str(value)
 
 
+def _ids(field_name: str, values) -> list[str]:
+    ids = []
+    for position, value in enumerate(values):
+        if value is None:  # str(None) would send the item "None", refused as unknown far from the cause
+            raise ValueError(f"{field_name}[{position}] is None: give an item id")
+        ids.append(str(value))
+    return ids
+
+
 def _recommend_request(user_id, recent_item_ids, text, k, include_seen, attributes=None, exclude_item_ids=(),
                        require=None) -> pb.RecommendRequest:
-    return pb.RecommendRequest(user_id=_id(user_id), recent_item_ids=[str(i) for i in recent_item_ids],
+    return pb.RecommendRequest(user_id=_id(user_id), recent_item_ids=_ids("recent_item_ids", recent_item_ids),
                                text=text, k=k, include_seen=include_seen,
                                attributes={str(a): str(v) for a, v in (attributes or {}).items()},
-                               exclude_item_ids=[str(i) for i in exclude_item_ids], require=_filters(require))
+                               exclude_item_ids=_ids("exclude_item_ids", exclude_item_ids), require=_filters(require))
 
 
 def _similar_request(item_id, text, k) -> pb.SimilarItemsRequest:

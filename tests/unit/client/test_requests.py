@@ -57,6 +57,14 @@ def test_zero_is_an_id_and_none_is_no_id():
     assert _similar_request("", "space", 5).text == "space"
 
 
+def test_a_none_among_item_ids_is_refused_by_position_not_sent_as_the_item_none():
+    assert list(_recommend_request("u1", [0, "i7"], "", 5, False).recent_item_ids) == ["0", "i7"]
+    with pytest.raises(ValueError, match=r"recent_item_ids\[1\] is None"):
+        _recommend_request("u1", ["i1", None], "", 5, False)
+    with pytest.raises(ValueError, match=r"exclude_item_ids\[0\] is None"):
+        _recommend_request("u1", (), "", 5, False, exclude_item_ids=[None])
+
+
 def test_categories_and_tags_given_as_one_string_are_one_value():
     item = new_item("n1", "A Title", categories="Comedy", tags="quirky")
     assert list(item.categories) == ["Comedy"] and list(item.tags) == ["quirky"]
