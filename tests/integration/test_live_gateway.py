@@ -185,7 +185,7 @@ def test_more_items_than_one_triton_request_holds_are_added_in_one_call(client):
 
 def test_an_item_whose_text_exceeds_the_models_byte_limit_is_added_and_trips_nothing(client):
     """Titles and descriptions are capped, tags are not: the item's text may pass the gateway's checks and
-    still be over the text_encoder's 16 KB. The gateway cuts it (only the first 128 tokens count), so the
+    still be over the text_encoder's 16 KB. The gateway cuts it (only the first 256 tokens count), so the
     call lands and no one else's requests are turned away."""
     tags = [f"tag number {n} " + "☃" * 60 for n in range(120)]  # about 25 KB of item text
     response = client.add_items([{"item_id": "tagged-heavily", "title": "The snowman archive", "tags": tags,

@@ -106,19 +106,24 @@ def test_profile_text_parts_in_order_with_the_free_text_before_the_items():
 
 
 def test_a_requests_free_text_survives_the_fine_tuned_encoders_truncation():
-    """Ten long labels pass 128 tokens; the request's words must still be inside what the encoder reads."""
+    """Ten long labels pass the fine-tuned encoder's max length; the request's words must still be inside
+    what the encoder reads."""
     from tokenizers import Tokenizer
 
     from lmrec.export.encoder_export import default_model_path
+    from lmrec.export.finetune import FinetuneConfig
 
     tokenizer = Tokenizer.from_file(str(Path(default_model_path()) / "tokenizer.json"))
-    long_items = [ItemInfo(title=f"The Extraordinary Adventures of Character Number {n} (Part Two)", year=1990 + n,
-                           categories=("Adventure", "Comedy", "Science Fiction")) for n in range(MAX_PROFILE_ITEMS)]
+    long_items = [ItemInfo(title=f"The Extraordinary and Unbelievable Adventures of Character Number {n}, a Tale "
+                                 "of Distant Lands (Part Two of the Saga)", year=1990 + n,
+                           categories=("Adventure", "Comedy", "Science Fiction", "Fantasy"))
+                  for n in range(MAX_PROFILE_ITEMS)]
     text = profile_text_of(long_items, attributes={"age": "24", "occupation": "writer"},
                            free_text="space opera with robots")
     tokenizer.no_truncation()
-    assert len(tokenizer.encode(text).ids) > 128
-    tokenizer.enable_truncation(128)  # FinetuneConfig.max_length, also the served fine-tuned encoder's
+    max_length = FinetuneConfig().max_length  # also the served fine-tuned encoder's
+    assert len(tokenizer.encode(text).ids) > max_length
+    tokenizer.enable_truncation(max_length)
     assert "space opera with robots" in tokenizer.decode(tokenizer.encode(text).ids)
 
 
