@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fused", action="store_true",
                        help="fine-tune the encoder and train the neural fusion ranker (served as Triton `ranker`)")
         p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
-                       help="fine-tuning steps with --fused (default 300: ~10 min on ml-100k, 2 cores)")
+                       help="fine-tuning steps with --fused (default 300: ~18 min on ml-100k, 2 cores)")
         p.add_argument("--for-new-items", action="store_true",
                        help="with --fused: train the ranker for items added later with AddItems too (10%% of "
                             "the items are made new in its hold-out; their predicted demand becomes a feature)")
