@@ -25,7 +25,7 @@ from .encoder_export import default_model_path
 @dataclass(frozen=True, kw_only=True)
 class FinetuneConfig:
     base_model: str = field(default_factory=default_model_path)
-    steps: int = 300  # ~18 min on ml-100k with 2 cores (measured: 1,092 s at max length 256); the quality figures use it
+    steps: int = 300  # ~18 min on ml-100k with 2 cores (1,092 s at max length 256); the quality figures use it
     batch_size: int = 32
     # Also the served truncation length afterwards, as the pretrained encoder's. Chosen on validation
     # (ml-100k temporal-loo, fit on train): 128 cut the oldest items of three in four ten-item profiles

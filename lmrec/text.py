@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-# How many of a user's most recent items the profile names: enough to describe taste, and inside the
+# How many of a user's most recent items the profile names: enough to describe taste, and mostly inside
 # the encoders' 256 tokens (fine-tuned ones read 128 before: three in four ml-100k profiles lost items).
 MAX_PROFILE_ITEMS = 10
 MAX_DESCRIPTION_CHARS = 400

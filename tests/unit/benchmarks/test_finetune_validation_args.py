@@ -19,7 +19,8 @@ def data_never_read(monkeypatch):
     monkeypatch.setattr(chooser, "load_dataset", load_dataset)
 
 
-@pytest.mark.parametrize("setting, named", [('{"max_lenght": 256}', "max_lenght"), ('{"temperature": "warm"}', "temperature"),
+@pytest.mark.parametrize("setting, named", [('{"max_lenght": 256}', "max_lenght"),
+                                             ('{"temperature": "warm"}', "temperature"),
                                              ("max_length=256", "not JSON")])
 def test_a_bad_setting_stops_the_run_before_the_data_is_read(tmp_path, capsys, data_never_read, setting, named):
     with pytest.raises(SystemExit) as stopped:
