@@ -309,7 +309,38 @@ def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
                         plot=lambda png: bar_chart(payload["records"], png, metric="ndcg@10"))
 
 
+# Superscript letters that tell carried-over sources apart when a report's rows come from several runs.
+_SOURCE_LETTERS = "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ"
+
+
+def _source_of(record: dict) -> tuple[str, str, str] | None:
+    reused = record.get("reused_from")
+    return None if not reused else (reused["file"], reused.get("command") or "", reused.get("date") or "")
+
+
+def source_markers(records: list[dict]) -> dict[tuple[str, str, str], str]:
+    """Each carried-over source's footnote marker, oldest first: ¹ when there is one source, ¹ᵃ, ¹ᵇ, ...
+    when rows come from several runs, so a reader can tell which run measured which row."""
+    sources = sorted({s for s in map(_source_of, records) if s}, key=lambda s: (s[2], s[0], s[1]))
+    if len(sources) == 1:
+        return {sources[0]: "¹"}
+    return {source: "¹" + (_SOURCE_LETTERS[i] if i < len(_SOURCE_LETTERS) else f"({i + 1})")
+            for i, source in enumerate(sources)}
+
+
+def _bar_markers(bar: dict, by_key: dict[tuple, dict], markers: dict) -> str:
+    """The markers of the carried-over sources a bar read, or ¹ for a bar from a file without `inputs`."""
+    if not bar.get("uses_reused"):
+        return ""
+    found = {markers[source] for key in bar.get("inputs") or []
+             if (source := _source_of(by_key.get(tuple(key), {})))}
+    order = list(markers.values())
+    return " " + (",".join(sorted(found, key=order.index)) if found else "¹")
+
+
 def render_markdown(payload: dict) -> str:
+    markers = source_markers(payload["records"])
+    by_key = {(r["dataset"], r["protocol"], r["method"]): r for r in payload["records"]}
     lines = ["# Quality suite", "",
              f"Command: `{payload.get('command') or 'lmrec bench quality'}`  ",
              f"Machine: {payload['machine']['cpu_model']}, {payload['machine']['cores']} cores; "
@@ -326,21 +357,21 @@ def render_markdown(payload: dict) -> str:
         rows = []
         for r in records:
             values = {**r["metrics"], **r.get("cold_metrics", {})}
-            rows.append([r["method"] + (" ¹" if r.get("reused_from") else "")] + [f"{values[c]:.4f}" if c in values else "–" for c in columns]
+            marker = f" {markers[_source_of(r)]}" if r.get("reused_from") else ""
+            rows.append([r["method"] + marker] + [f"{values[c]:.4f}" if c in values else "–" for c in columns]
                         + [f"{r['seconds']:.0f}"])
         lines += markdown_table(["method"] + columns + ["seconds"], rows) + [""]
     if payload.get("bars"):
         lines += ["## Bars", ""]
         lines += markdown_table(["bar", "measured", f"{INTERVAL_LEVEL:.0%} interval ²", "needed", "met"],
-                                [[b["bar"] + (" ¹" if b.get("uses_reused") else ""), "unbounded" if b["value"] is None else f"{b['value']:.3f}",
+                                [[b["bar"] + _bar_markers(b, by_key, markers), "unbounded" if b["value"] is None else f"{b['value']:.3f}",
                                   "{:.3f}–{:.3f}".format(*b["interval"]) if b.get("interval") else "–",
                                   "–" if b["needed"] is None else f"{b['needed']:.2f}", b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
                                  for b in payload["bars"]]) + [""]
-    sources = {(r["reused_from"]["file"], r["reused_from"]["command"], r["reused_from"].get("date"))
-               for r in payload["records"] if r.get("reused_from")}
-    for file, command, date in sorted(sources, key=str):
-        lines.append(f"¹ Carried over from `{file}` (measured by `{command}`{', ' + date if date else ''}), not "
-                     "re-measured in this run; a bar marked ¹ uses such a row.  ")
+    for (file, command, date), marker in markers.items():
+        origin = ", ".join(filter(None, [f"measured by `{command}`" if command else "", date]))
+        lines.append(f"{marker} Carried over from `{file}`{f' ({origin})' if origin else ''}, not re-measured in this "
+                     f"run; a bar marked {marker} uses such a row.  ")
     if payload.get("bars"):
         lines.append(INTERVAL_NOTE)
     for note in payload.get("notes", []):

@@ -123,6 +123,30 @@ def test_a_bar_that_reads_a_carried_over_record_says_so_and_duplicates_are_carri
     assert bar_checks([record("pop", 0.2), record("fused", 0.5)])[0]["uses_reused"] is False
 
 
+def test_rows_from_several_earlier_runs_name_their_own_run():
+    """A report whose rows came from two earlier runs marked both ¹, and the reader could not tell which
+    run measured which row; each source now has its own marker, oldest first."""
+    from lmrec.benchmarks.quality import render_markdown
+
+    def record(method, ndcg, source=None):
+        return {"dataset": "d", "protocol": "temporal-loo", "method": method, "metrics": {"ndcg@10": ndcg},
+                "n_items": 100, "n_test_users": 10, "seconds": 1,
+                **({"reused_from": source} if source else {})}
+
+    late = {"file": "b.json", "command": "lmrec bench quality --late", "date": "2026-02-01"}
+    early = {"file": "a.json", "command": None, "date": "2026-01-01"}
+    records = [record("sequential", 0.1, late), record("lm-pretrained", 0.02, early),
+               record("lm-finetuned", 0.03, late), record("fused", 0.12)]
+    markdown = render_markdown({"machine": {"cpu_model": "cpu", "cores": 2}, "config": {"seed": 42},
+                                "records": records, "bars": bar_checks(records)})
+    assert "| sequential ¹ᵇ |" in markdown and "| lm-pretrained ¹ᵃ |" in markdown and "| fused |" in markdown
+    assert "ᵃ Carried over from `a.json` (2026-01-01), not" in markdown
+    assert "ᵇ Carried over from `b.json` (measured by `lmrec bench quality --late`, 2026-02-01)" in markdown
+    bar_rows = {line.split(" |")[0].lstrip("| "): line for line in markdown.splitlines() if "vs" in line}
+    assert any(name.endswith("temporal-loo ¹ᵇ") and name.startswith("fused ndcg@10") for name in bar_rows)
+    assert any(name.endswith("temporal-loo ¹ᵃ,¹ᵇ") and name.startswith("lm-finetuned") for name in bar_rows)
+
+
 def test_the_fine_tuning_bar_is_judged_on_ml_100k_only():
     def record(dataset, method, ndcg):
         return {"dataset": dataset, "protocol": "temporal-loo", "method": method, "metrics": {"ndcg@10": ndcg},
