@@ -364,7 +364,8 @@ def render_markdown(payload: dict) -> str:
     if payload.get("bars"):
         lines += ["## Bars", ""]
         lines += markdown_table(["bar", "measured", f"{INTERVAL_LEVEL:.0%} interval ²", "needed", "met"],
-                                [[b["bar"] + _bar_markers(b, by_key, markers), "unbounded" if b["value"] is None else f"{b['value']:.3f}",
+                                [[b["bar"] + _bar_markers(b, by_key, markers),
+                                  "unbounded" if b["value"] is None else f"{b['value']:.3f}",
                                   "{:.3f}–{:.3f}".format(*b["interval"]) if b.get("interval") else "–",
                                   "–" if b["needed"] is None else f"{b['needed']:.2f}", b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
                                  for b in payload["bars"]]) + [""]
