@@ -310,6 +310,7 @@ def write_results(payload: dict, out_dir: Path, name: str) -> list[Path]:
 
 
 # Superscript letters that tell carried-over sources apart when a report's rows come from several runs.
+# There are 25: Unicode has no superscript q.
 _SOURCE_LETTERS = "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ"
 
 
@@ -319,8 +320,8 @@ def _source_of(record: dict) -> tuple[str, str, str] | None:
 
 
 def source_markers(records: list[dict]) -> dict[tuple[str, str, str], str]:
-    """Each carried-over source's footnote marker, oldest first: ¹ when there is one source, ¹ᵃ, ¹ᵇ, ...
-    when rows come from several runs, so a reader can tell which run measured which row."""
+    """Each carried-over source's footnote marker, oldest first (undated sources first): ¹ when there is one
+    source, ¹ᵃ, ¹ᵇ, ... when rows come from several runs, so a reader can tell which run measured which row."""
     sources = sorted({s for s in map(_source_of, records) if s}, key=lambda s: (s[2], s[0], s[1]))
     if len(sources) == 1:
         return {sources[0]: "¹"}
@@ -329,13 +330,14 @@ def source_markers(records: list[dict]) -> dict[tuple[str, str, str], str]:
 
 
 def _bar_markers(bar: dict, by_key: dict[tuple, dict], markers: dict) -> str:
-    """The markers of the carried-over sources a bar read, or ¹ for a bar from a file without `inputs`."""
+    """The markers of the carried-over sources a bar read; every marker for a bar from a file written before
+    bars listed their `inputs` (it may have read any of them)."""
     if not bar.get("uses_reused"):
         return ""
     found = {markers[source] for key in bar.get("inputs") or []
              if (source := _source_of(by_key.get(tuple(key), {})))}
     order = list(markers.values())
-    return " " + (",".join(sorted(found, key=order.index)) if found else "¹")
+    return " " + ",".join(sorted(found, key=order.index) if found else order or ["¹"])
 
 
 def render_markdown(payload: dict) -> str:
@@ -367,7 +369,8 @@ def render_markdown(payload: dict) -> str:
                                 [[b["bar"] + _bar_markers(b, by_key, markers),
                                   "unbounded" if b["value"] is None else f"{b['value']:.3f}",
                                   "{:.3f}–{:.3f}".format(*b["interval"]) if b.get("interval") else "–",
-                                  "–" if b["needed"] is None else f"{b['needed']:.2f}", b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
+                                  "–" if b["needed"] is None else f"{b['needed']:.2f}",
+                                  b["note"] if b.get("note") else "yes" if b["met"] else "NO"]
                                  for b in payload["bars"]]) + [""]
     for (file, command, date), marker in markers.items():
         origin = ", ".join(filter(None, [f"measured by `{command}`" if command else "", date]))
