@@ -117,7 +117,7 @@ def render_markdown(payload: dict) -> str:
              f"`{payload['encoder']}`; ONNX Runtime in process, {payload['threads']} threads.", "",
              f"{facts['n_texts']} profile texts of {payload['dataset']} ("
              f"{'every user' if payload.get('users') is None else 'the first ' + str(payload['users']) + ' users'}"
-             "' with a history, as the gateway builds them): "
+             " with a history, as the gateway builds them): "
              f"tokens median {facts['median']:.0f}, mean {facts['mean']}, p90 {facts['p90']:.0f}, max {facts['max']}; "
              f"{over}. One text at a time: the median of {payload['rows'][0]['singles']} texts per round; batches "
              f"of 32: all texts; the median of {payload['rounds']} rounds, limits alternating. Against the shortest "

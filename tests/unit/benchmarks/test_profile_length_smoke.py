@@ -38,7 +38,7 @@ def test_every_precision_and_limit_is_measured_against_the_shortest(encoders, ti
                "machine": {"cpu_model": "cpu", "cores": 2}, "encoder": "export", "threads": 1, "rounds": 2,
                "token_counts": facts, "rows": rows}
     markdown = render_markdown(payload)
-    assert "| fp32 | 64 | 64 |" in markdown and "100.0% over 16" in markdown and "every user'" in markdown
+    assert "| fp32 | 64 | 64 |" in markdown and "100.0% over 16" in markdown and "every user with a history" in markdown
     assert plot_rows(rows, tmp_path / "plot.png").stat().st_size > 0
     json.dumps(payload)
 
@@ -62,7 +62,7 @@ def test_a_run_writes_its_report(exported_encoder_dir, tmp_path):
     assert payload["suite"] == "profile-length" and payload["token_counts"]["n_texts"] == 12
     assert {(r["precision"], r["max_length"]) for r in payload["rows"]} == {
         ("fp32", 16), ("fp32", 64), ("int8", 16), ("int8", 64)}
-    assert "the first 12 users' with a history" in (tmp_path / "smoke.md").read_text()
+    assert "the first 12 users with a history" in (tmp_path / "smoke.md").read_text()
     assert (tmp_path / "smoke.png").stat().st_size > 0
 
 
