@@ -29,6 +29,7 @@ import numpy as np
 from lmrec.benchmarks.cli_checks import check_results_file, parser_errors
 from lmrec.benchmarks.machine import machine_facts
 from lmrec.benchmarks.report import markdown_table, write_report
+from lmrec.cli_types import int_in_range
 
 if TYPE_CHECKING:
     from lmrec.export.loaders import DataConfig
@@ -173,22 +174,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, help="the MovieLens folder (not for synthetic)")
     parser.add_argument("--dataset", choices=("ml-100k", "ml-latest-small", "synthetic"), default="ml-100k",
                         help="whose profiles (default ml-100k; synthetic: the embedded data set, a smoke run)")
-    parser.add_argument("--users", type=int, help="the first N users with a history only (default: every one)")
+    parser.add_argument("--users", type=int_in_range(1, None, "--users"), help="the first N users with a history only (default: every one)")
     parser.add_argument("--max-lengths", type=_limits, default=[128, 256], help="token limits (default 128,256)")
     parser.add_argument("--encoder-dir", type=Path,
                         help="an exported encoder folder (encoder.json beside model.onnx and model_int8.onnx), "
                              "e.g. a model repository's text_encoder/N; default: export the packaged MiniLM")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--singles", type=int, default=200, help="texts encoded one at a time per round")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--rounds", type=int_in_range(1, None, "--rounds"), default=5)
+    parser.add_argument("--singles", type=int_in_range(1, None, "--singles"), default=200,
+                        help="texts encoded one at a time per round")
+    parser.add_argument("--threads", type=int_in_range(1, None, "--threads"), default=os.cpu_count() or 1,
                         help="ONNX Runtime threads (default: this machine's cores)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="result folder")
     parser.add_argument("--name", default="profile-length", help="result file stem")
     args = parser.parse_args(argv)
-    for option, value in (("--rounds", args.rounds), ("--singles", args.singles), ("--threads", args.threads),
-                          ("--users", 1 if args.users is None else args.users)):
-        if value < 1:
-            parser.error(f"{option} {value}: must be at least 1")
     if args.dataset != "synthetic" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data-dir (its MovieLens folder)")
     if args.encoder_dir is not None and not (args.encoder_dir / "encoder.json").is_file():

@@ -46,8 +46,8 @@ def test_every_precision_and_limit_is_measured_against_the_shortest(encoders, ti
 @pytest.mark.parametrize("argv, message", [
     (["--max-lengths", "128,abc"], "'128,abc': expected token limits"),
     (["--max-lengths", "128,1024"], "within 8..512"),
-    (["--rounds", "0"], "--rounds 0: must be at least 1"),
-    (["--users", "0"], "--users 0: must be at least 1"),
+    (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    (["--users", "0"], "--users must be at least 1, got 0"),
 ])
 def test_bad_options_are_named(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
