@@ -10,7 +10,9 @@ from pathlib import Path
 from lmrec.server.metrics import STAGES  # noqa: F401
 
 PATHS = ("lmrec", "naive")
-POPULATIONS = ("cached", "uncached")
+# cached: known users answered from the gateway's caches; uncached: anonymous sessions of SESSION_ITEMS items;
+# known-uncached: known users sending one new item, their whole profile (history and that item) encoded.
+POPULATIONS = ("cached", "uncached", "known-uncached")
 DATASETS_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SESSION_ITEMS = 3
 P99_OVER_P50_NEEDED = 3.0
@@ -34,6 +36,7 @@ class GatewayLoadConfig:
     dataset: str | None = None  # None: the build folder's name (build/ml-100k → ml-100k)
     data_dir: Path | None = None  # None: ../shared/data/<dataset>
     cached_users: int = 16
+    populations: tuple[str, ...] = POPULATIONS  # measured in this order
     # The lmrec gateway's --candidate-cache-users (None: its default). 0 measures "cached" users with only
     # their profile vector cached, their candidates and features computed on every request.
     candidate_cache_users: int | None = None
@@ -70,6 +73,8 @@ def reproduce_command(config: GatewayLoadConfig) -> str:
         parts.append("--no-naive")
     if config.arrivals != defaults.arrivals:
         parts.append(f"--arrivals {config.arrivals}")
+    if config.populations != defaults.populations:
+        parts.append(f"--populations {','.join(config.populations)}")
     if config.cached_users != defaults.cached_users:
         parts.append(f"--cached-users {config.cached_users}")
     if config.candidate_cache_users is not None:
@@ -84,6 +89,6 @@ def reproduce_command(config: GatewayLoadConfig) -> str:
 
 
 def parts_of(population: str, has_ranker: bool) -> list[str]:
-    """The unavoidable parts of one Recommend of `population` (bar 4b): an uncached request encodes its
-    profile; every request queries the index; with a fused bundle it asks the ranker."""
-    return (["encode"] if population == "uncached" else []) + ["index_query"] + (["ranker"] if has_ranker else [])
+    """The unavoidable parts of one Recommend of `population` (bar 4b): an uncached request (either uncached
+    population) encodes its profile; every request queries the index; with a fused bundle it asks the ranker."""
+    return (["encode"] if population != "cached" else []) + ["index_query"] + (["ranker"] if has_ranker else [])

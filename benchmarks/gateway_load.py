@@ -23,6 +23,13 @@ slow drifts of the machine hit both alike. Two request populations:
   blend, or the Triton ranker call, and the explanations still run per request).
 * `uncached`: anonymous sessions, each with 3 random `recent_item_ids`: the profile is encoded by
   Triton on every request.
+* `known-uncached`: a random known user (any of the data set's) with one random item in
+  `recent_item_ids`, which the gateway adds to their history: their whole profile (about 146 tokens on
+  ml-100k, against about 50 for a 3-item session) is encoded, and candidates, features and the answer
+  are computed, as on a known user's first request after new events. A request with items of its own is
+  never answered from the per-user caches.
+
+`--populations` picks which are measured (default: all three, in this order).
 
 Measurements:
 
@@ -158,7 +165,9 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
     rng = random.Random(config.seed)
     users = rng.sample(list(dataset.user_ids), min(config.cached_users, len(dataset.user_ids)))
     item_ids = list(dataset.item_ids)
-    populations = {name: Population(name, users, item_ids, config.seed + i) for i, name in enumerate(POPULATIONS)}
+    # Seeds by the population's place in POPULATIONS: a population draws the same requests whichever are run.
+    populations = {name: Population(name, users, item_ids, config.seed + POPULATIONS.index(name),
+                                    known_users=list(dataset.user_ids)) for name in config.populations}
     out = {"suite": "gateway", "command": invoked_command(),
            "reproduce": reproduce_command(config), "machine": machine_facts(), "config": _config_json(config),
            "build": {"build_dir": str(build_dir), "bundle_version": bundle.version,
@@ -181,18 +190,20 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
         work = Path(scratch)
         paths = {name: start_path(name, build_dir, work, config, stack, progress=progress) for name in names}
 
-        # Warm-up: fill the lmrec cache with the cached users, collect real profile texts, then a short burst.
-        texts: dict[str, list[str]] = {"cached": [], "uncached": []}
+        # Warm-up: fill the lmrec cache with the cached users, collect real profile texts of each population
+        # (the parts' encodes read them), then a short burst.
+        texts: dict[str, list[str]] = {name: [] for name in POPULATIONS}
         for name, path in paths.items():
             with RecommenderClient(path.address, timeout_s=60.0) as client:
                 for user in users:
                     response = client.recommend(user, k=config.k)
                     if name == "lmrec":
                         texts["cached"].append(response.profile_text)
-                for n in range(8):
-                    response = client.recommend(**populations["uncached"].request(-1, n), k=config.k)
-                    if name == "lmrec":
-                        texts["uncached"].append(response.profile_text)
+                for population in (p for p in config.populations if p != "cached"):
+                    for n in range(8):
+                        response = client.recommend(**populations[population].request(-1, n), k=config.k)
+                        if name == "lmrec":
+                            texts[population].append(response.profile_text)
             if config.warmup_s > 0:
                 for population in populations.values():
                     asyncio.run(closed_loop(path.address, population, 2, config.warmup_s, k=config.k,
@@ -201,7 +212,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
         progress(f"warmed up {', '.join(paths)} ({len(users)} cached users)")
 
         cell = 0
-        for population in POPULATIONS:
+        for population in config.populations:
             for concurrency in config.concurrency:
                 for name in _cell_order(cell, config.naive):
                     samples, delta = measure(paths[name], closed_loop, populations[population], concurrency,
@@ -227,7 +238,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
         # Open loop: each path at shares of its own maximum sustained throughput, so both are compared at
         # the same utilisation (at the lmrec rates the naive path would only queue up and degrade).
         peaks = max_throughput(out["records"])
-        for population in POPULATIONS:
+        for population in config.populations:
             for share in config.open_loop_shares:
                 for name in _cell_order(cell, config.naive):
                     peak = peaks.get(f"{name}/{population}")
@@ -291,6 +302,14 @@ def _shares(text: str) -> tuple[float, ...]:
     return values
 
 
+def _populations(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [v for v in values if v not in POPULATIONS]
+    if not values or unknown or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct populations among {','.join(POPULATIONS)}, got {text!r}")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = GatewayLoadConfig(build_dir=Path("build/ml-100k"))
     parser.add_argument("--build-dir", default=str(defaults.build_dir),
@@ -304,6 +323,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open-loop rates as shares of each path's maximum throughput (default: 0.25,0.5,0.7,0.9)")
     parser.add_argument("--arrivals", choices=("poisson", "fixed"), default=defaults.arrivals)
     parser.add_argument("-k", type=int_in_range(1, 1000, "k"), default=defaults.k, help="items per Recommend (default: 10)")
+    parser.add_argument("--populations", type=_populations, default=defaults.populations, metavar="P,P,...",
+                        help=f"request populations to measure, in order (default: {','.join(POPULATIONS)})")
     parser.add_argument("--cached-users", type=positive_int, default=defaults.cached_users)
     parser.add_argument("--candidate-cache-users", type=non_negative_int, default=None,
                         help="the lmrec gateway's --candidate-cache-users (0: candidates computed on every request)")
@@ -328,5 +349,6 @@ def config_from_args(args) -> GatewayLoadConfig:
         open_loop_shares=tuple(args.open_loop_shares), k=args.k, naive=not args.no_naive, out_dir=Path(args.out),
         name=args.name, seed=args.seed, dataset=args.dataset,
         data_dir=Path(args.data_dir) if args.data_dir else None, cached_users=args.cached_users,
+        populations=tuple(args.populations),
         arrivals=args.arrivals, scale_items=tuple(args.scale_items), candidate_cache_users=args.candidate_cache_users,
         answer_cache=not args.no_answer_cache, scale_dir=Path(args.scale_dir) if args.scale_dir else None)

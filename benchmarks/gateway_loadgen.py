@@ -1,4 +1,5 @@
-"""Gateway load suite: the load generator. Request populations (cached users, anonymous sessions), the
+"""Gateway load suite: the load generator. Request populations (cached users, anonymous sessions, known
+users with a new item), the
 closed loop (N workers back-to-back), the open loop (launches on a schedule, latency from the scheduled
 time), and `measure`, which runs one cell between metric scrapes."""
 
@@ -12,18 +13,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .gateway_config import SESSION_ITEMS
+from .gateway_config import POPULATIONS, SESSION_ITEMS
 from .gateway_metrics import scrape, scrape_delta, scrape_triton, triton_delta, wait_until_idle
 from .gateway_processes import ServingPath, check_alive
 
 
 class Population:
-    """What one request of a population asks for; `request(worker, n)` → Recommend keyword arguments."""
+    """What one request of a population asks for; `request(worker, n)` → Recommend keyword arguments.
 
-    def __init__(self, name: str, users: list[str], item_ids: list[str], seed: int) -> None:
+    `cached`: the n-th of `users` in turn. `uncached`: SESSION_ITEMS random items, no user. `known-uncached`:
+    a random one of `known_users` with one random item in `recent_item_ids`, which the gateway adds to their
+    history: the whole profile is encoded, as on a known user's first request after new events, and nothing
+    the gateway keeps per user applies (a request with items of its own is never answered from the caches).
+    """
+
+    def __init__(self, name: str, users: list[str], item_ids: list[str], seed: int,
+                 known_users: list[str] | None = None) -> None:
+        if name not in POPULATIONS:
+            raise ValueError(f"population must be one of {', '.join(POPULATIONS)}, got {name!r}")
         self.name = name
         self.users = users
         self.item_ids = item_ids
+        self.known_users = known_users or users
         self.seed = seed
         self._rngs: dict[int, random.Random] = {}
 
@@ -33,6 +44,8 @@ class Population:
         rng = self._rngs.get(worker)
         if rng is None:
             rng = self._rngs[worker] = random.Random(self.seed * 1_000_003 + worker)
+        if self.name == "known-uncached":
+            return {"user_id": rng.choice(self.known_users), "recent_item_ids": [rng.choice(self.item_ids)]}
         return {"recent_item_ids": rng.sample(self.item_ids, SESSION_ITEMS)}
 
 

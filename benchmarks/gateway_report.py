@@ -39,7 +39,8 @@ def render_markdown(payload: dict) -> str:
              f"{build.get('n_items')} items, {build.get('n_users')} users, encoder {build.get('precision')}, "
              f"ranker {'yes' if build.get('ranker') else 'no'}).  ",
              f"Cells of {config['duration_s']:g} s, k={config['k']}, {config['cached_users']} cached users, "
-             f"uncached = anonymous sessions of {SESSION_ITEMS} random items. lmrec = hnswlib + user-vector, "
+             f"uncached = anonymous sessions of {SESSION_ITEMS} random items, known-uncached = a random known user "
+             "with one new item (their whole profile encoded). lmrec = hnswlib + user-vector, "
              "candidate and answer caches + dynamic batching; naive = exact retriever, no cache, no dynamic batching. Paths alternate cell by cell.",
              ""]
 
@@ -218,7 +219,7 @@ def _no_op_cell(no_op: dict | None) -> str:
 
 
 def chart(payload: dict, path: Path) -> Path:
-    """Throughput and p99 vs concurrency (lmrec vs naive, both populations) and the stage breakdown."""
+    """Throughput and p99 vs concurrency (lmrec vs naive, every population) and the stage breakdown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +228,7 @@ def chart(payload: dict, path: Path) -> Path:
     records = [r for r in payload.get("records", []) if r["mode"] == "closed"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = {"lmrec": "-", "naive": "--"}
-    colors = {"cached": "#1f77b4", "uncached": "#d62728"}
+    colors = {"cached": "#1f77b4", "uncached": "#d62728", "known-uncached": "#9467bd"}
     for population in POPULATIONS:
         for name in PATHS:
             cells = sorted((r for r in records if r["path"] == name and r["population"] == population),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .gateway_config import POPULATIONS, GatewayLoadConfig
+from .gateway_config import GatewayLoadConfig
 from .gateway_loadgen import closed_loop, measure
 from .gateway_metrics import wait_until_idle
 from .gateway_processes import _link_or_copy, start_path
@@ -139,7 +139,7 @@ def measure_scale(config: GatewayLoadConfig, build_dir: Path, work: Path, popula
                 asyncio.run(closed_loop(paths[n].address, population, 1, config.warmup_s, k=config.k,
                                         timeout_s=config.timeout_s))
             wait_until_idle(paths[n], 600.0)
-        for turn, population in enumerate(POPULATIONS):
+        for turn, population in enumerate(populations):
             for n in (sizes if turn % 2 == 0 else sizes[::-1]):
                 samples, delta = measure(paths[n], closed_loop, populations[population], 1, config.duration_s,
                                          k=config.k, timeout_s=config.timeout_s)

@@ -204,6 +204,6 @@ def _progress_line(record: dict) -> str:
     where = _where(record)
     latency = "no answers" if record["p50_ms"] is None else \
         f"p50 {record['p50_ms']:.1f} p95 {record['p95_ms']:.1f} p99 {record['p99_ms']:.1f} ms"
-    return (f"[{record['mode']}] {record['population']:<8} {where:<16} {record['path']:<5}: "
+    return (f"[{record['mode']}] {record['population']:<14} {where:<16} {record['path']:<5}: "
             f"{record['throughput_rps']:.1f} req/s, {latency}, errors {record['n_errors']}, "
             f"degraded {record['degraded']}")

@@ -43,7 +43,7 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     records = payload["records"]
     cells = {(r["mode"], r["path"], r["population"], r.get("concurrency", r.get("share"))) for r in records}
     assert cells == {(mode, path, population, level)
-                     for path in ("lmrec", "naive") for population in ("cached", "uncached")
+                     for path in ("lmrec", "naive") for population in ("cached", "uncached", "known-uncached")
                      for mode, levels in (("closed", (1, 2)), ("open", (0.5,))) for level in levels}
     for record in records:
         assert record["n_errors"] == 0 and record["errors"] == {}, record
@@ -53,9 +53,9 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
         assert record["stages"]["total"]["count"] == record["ok"], record
 
     # The populations and paths do what they claim: lmrec answers cached users from its cache; the naive
-    # path (no cache) and every anonymous session encode through Triton.
+    # path (no cache), every anonymous session and every known user with a new item encode through Triton.
     stages = payload["stages"]
-    for key in ("lmrec/uncached", "naive/cached", "naive/uncached"):
+    for key in ("lmrec/uncached", "lmrec/known-uncached", "naive/cached", "naive/uncached", "naive/known-uncached"):
         assert stages[key]["encode"]["mean_ms"] > 0 and stages[key]["total"]["mean_ms"] > 0, key
         assert stages[key]["encode"]["count"] == stages[key]["total"]["count"], key
     assert "encode" not in stages["lmrec/cached"] and stages["lmrec/cached"]["total"]["mean_ms"] > 0
@@ -63,7 +63,8 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     # Each is answered whole from the answer cache (the warm-up asked the same), or from the vector cache.
     assert all(r["answers"]["hit"] + r["cache"]["hit"] == r["ok"] and r["cache"]["miss"] == 0 for r in lmrec_cached)
     assert sum(r["answers"]["hit"] for r in lmrec_cached) > 0
-    assert all(not r["cache"].get("hit") and not r["answers"].get("hit") for r in records if r["path"] == "naive")
+    assert all(not r["cache"].get("hit") and not r["answers"].get("hit") for r in records
+               if r["path"] == "naive" or r["population"] != "cached")
     # Triton's own counters: every encoded profile reached the text encoder of that path's Triton.
     for record in records:
         encoded = record["stages"].get("encode", {}).get("count", 0)
@@ -74,18 +75,19 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     assert all(part["median_ms"] > 0 for part in payload["parts"].values())
     assert payload["max_throughput"]["lmrec/cached"]["throughput_rps"] > 0
     assert {(r["mode"], r["population"]) for r in payload["ratios"]} == {
-        (m, p) for m in ("closed", "open") for p in ("cached", "uncached")}
+        (m, p) for m in ("closed", "open") for p in ("cached", "uncached", "known-uncached")}
     bars = {b["bar"].split(":")[0]: b for b in payload["bars"]}
     assert any(key.startswith("cached users") for key in bars)
     # The tail bar's control: Health.Check calls under the same arrivals, answered, with their own tail.
     no_op = next(r for r in records if r["mode"] == "open" and r["path"] == "lmrec" and r["population"] == "cached")["no_op_rpc"]
     assert no_op["requests"] > 0 and no_op["n_errors"] == 0 and no_op["p50_ms"] <= no_op["p99_ms"]
-    assert not any(r.get("no_op_rpc") for r in records if r["path"] == "naive" or r["population"] == "uncached")
-    assert sum(key.startswith("one request in flight") for key in bars) == 2
+    assert not any(r.get("no_op_rpc") for r in records if r["path"] == "naive" or r["population"] != "cached")
+    assert sum(key.startswith("one request in flight") for key in bars) == 3
     # Bar 4b is judged on Recommend and its parts paired request by request, each population its own parts.
     paired = payload["paired"]
-    assert set(paired) == {"cached", "uncached"} and all(v["n"] == 20 for v in paired.values())
-    assert list(paired["uncached"]["parts_ms"]) == ["encode", "index_query"] and list(paired["cached"]["parts_ms"]) == ["index_query"]
+    assert set(paired) == {"cached", "uncached", "known-uncached"} and all(v["n"] == 20 for v in paired.values())
+    assert list(paired["cached"]["parts_ms"]) == ["index_query"]
+    assert list(paired["uncached"]["parts_ms"]) == list(paired["known-uncached"]["parts_ms"]) == ["encode", "index_query"]
     for population, v in paired.items():
         assert v["recommend_ms"] > 0 and v["sum_parts_ms"] == sum(v["parts_ms"].values()) and v["median_pair_ratio"] > 0
         bar = bars[f"one request in flight ({population})"]
@@ -158,6 +160,41 @@ def test_the_reproduce_line_carries_every_option_that_changes_the_measurement():
     plain = reproduce_command(GatewayLoadConfig(build_dir=Path("build/x")))
     assert plain == "lmrec bench gateway --build-dir build/x"
     line = reproduce_command(GatewayLoadConfig(build_dir=Path("build/x"), arrivals="fixed", cached_users=8,
-                                               naive=False, candidate_cache_users=0, answer_cache=False))
+                                               naive=False, candidate_cache_users=0, answer_cache=False,
+                                               populations=("known-uncached", "cached")))
     assert "--arrivals fixed" in line and "--cached-users 8" in line and "--no-naive" in line
+    assert "--populations known-uncached,cached" in line
     assert "--candidate-cache-users 0" in line and "--no-answer-cache" in line
+
+
+def test_a_known_user_with_a_new_item_is_asked_for_whole_and_every_population_is_reproducible():
+    from lmrec.benchmarks.gateway_loadgen import Population
+
+    items, known = [f"i{n}" for n in range(50)], [f"u{n}" for n in range(20)]
+
+    def stream(name):
+        population = Population(name, known[:2], items, seed=7, known_users=known)
+        return [population.request(0, n) for n in range(30)]
+
+    asks = stream("known-uncached")
+    assert asks == stream("known-uncached")  # the same seed draws the same requests
+    assert all(a["user_id"] in known and len(a["recent_item_ids"]) == 1 and a["recent_item_ids"][0] in items
+               for a in asks)
+    assert len({a["user_id"] for a in asks}) > 2  # any known user, not only the cached ones
+    assert [a["user_id"] for a in stream("cached")][:4] == ["u0", "u1", "u0", "u1"]
+    assert all(set(a) == {"recent_item_ids"} and len(set(a["recent_item_ids"])) == 3 for a in stream("uncached"))
+    with pytest.raises(ValueError, match="population must be one of cached, uncached, known-uncached, got 'warm'"):
+        Population("warm", known, items, seed=1)
+
+
+@pytest.mark.parametrize("bad", ["cached,warm", "", "cached,cached"])
+def test_a_population_list_that_names_no_population_or_one_twice_is_refused_naming_it(bad):
+    import argparse
+
+    from lmrec.benchmarks.gateway_load import add_arguments
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    with pytest.raises(argparse.ArgumentError, match=f"expected distinct populations .*got '{bad}'"):
+        parser.parse_args(["--populations", bad])
+    assert parser.parse_args(["--populations", "known-uncached"]).populations == ("known-uncached",)
