@@ -15,15 +15,15 @@ from .encoder_config import EncoderBenchConfig
 
 def benchmark_texts(dataset, n_texts: int, seed: int) -> tuple[list[str], list[str]]:
     """(texts, kinds): n_texts sampled half from item texts, half from user profile texts, shuffled."""
-    from lmrec.text import item_text_of, profile_text_of
+    from lmrec.export.interest_tags import profile_texts
+    from lmrec.text import item_text_of
 
     rng = np.random.default_rng(seed)
     items = [item_text_of(info) for info in dataset.items]
-    profiles = []
-    for user, history in enumerate(dataset.histories()):
-        if len(history):
-            attributes = dataset.users[user].attributes if user < len(dataset.users) else {}
-            profiles.append(profile_text_of([dataset.items[i] for i in np.asarray(history)[::-1]], attributes=attributes))
+    # The profile builder the gateway and the other suites use; users without history are left out.
+    histories = dataset.histories()
+    users = [user for user, history in enumerate(histories) if len(history)]
+    profiles = profile_texts(dataset, np.asarray(users, np.int64), [histories[u] for u in users])
 
     def sample(pool: list[str], k: int) -> list[str]:
         if not pool or k <= 0:
