@@ -173,6 +173,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
            "build": {"build_dir": str(build_dir), "bundle_version": bundle.version,
                      "dataset": bundle.manifest.get("dataset"), "n_items": len(item_ids),
                      "n_users": len(dataset.user_ids), "precision": bundle.manifest["encoder"].get("precision"),
+                     "max_length": bundle.manifest["encoder"].get("max_length"),
                      "ranker": bundle.ranker_model is not None},
            "records": [], "max_throughput": {}, "stages": {}, "parts": {}, "ratios": [], "bars": [],
            "notes": [], "seconds": 0.0}

@@ -27,6 +27,13 @@ def _errors(record: dict | None) -> str:
     return ", ".join(f"{code} {n}" for code, n in sorted(record["errors"].items())) or "0"
 
 
+def _population_notes(config: dict) -> list[tuple[str, str]]:
+    """What each measured population that needs saying is (runs from before `populations` ran two)."""
+    notes = {"uncached": f"anonymous sessions of {SESSION_ITEMS} random items",
+             "known-uncached": "a random known user with one new item (their whole profile encoded)"}
+    return [(name, notes[name]) for name in config.get("populations", ("cached", "uncached")) if name in notes]
+
+
 def render_markdown(payload: dict) -> str:
     machine, build, config = payload["machine"], payload.get("build", {}), payload["config"]
     records = payload.get("records", [])
@@ -36,11 +43,12 @@ def render_markdown(payload: dict) -> str:
              f"Machine: {machine['cpu_model']}, {machine['cores']} cores, {machine['date']}; "
              f"{payload.get('seconds', 0):.0f} s in all.  ",
              f"Build: `{build.get('build_dir')}` bundle {build.get('bundle_version')} ({build.get('dataset')}, "
-             f"{build.get('n_items')} items, {build.get('n_users')} users, encoder {build.get('precision')}, "
+             f"{build.get('n_items')} items, {build.get('n_users')} users, encoder {build.get('precision')}"
+             + (f" reading {build['max_length']} tokens" if build.get("max_length") else "") + ", "
              f"ranker {'yes' if build.get('ranker') else 'no'}).  ",
              f"Cells of {config['duration_s']:g} s, k={config['k']}, {config['cached_users']} cached users, "
-             f"uncached = anonymous sessions of {SESSION_ITEMS} random items, known-uncached = a random known user "
-             "with one new item (their whole profile encoded). lmrec = hnswlib + user-vector, "
+             + "".join(f"{name} = {what}, " for name, what in _population_notes(config))
+             + "lmrec = hnswlib + user-vector, "
              "candidate and answer caches + dynamic batching; naive = exact retriever, no cache, no dynamic batching. Paths alternate cell by cell.",
              ""]
 
