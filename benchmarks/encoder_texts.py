@@ -20,7 +20,8 @@ def benchmark_texts(dataset, n_texts: int, seed: int) -> tuple[list[str], list[s
 
     rng = np.random.default_rng(seed)
     items = [item_text_of(info) for info in dataset.items]
-    # The profile builder the gateway and the other suites use; users without history are left out.
+    # The profile texts of the interest tags and the other suites (the gateway's builder, `profile_text_of`,
+    # on each history newest first); users without history are left out.
     histories = dataset.histories()
     users = [user for user, history in enumerate(histories) if len(history)]
     profiles = profile_texts(dataset, np.asarray(users, np.int64), [histories[u] for u in users])

@@ -15,7 +15,7 @@ Two serving paths run side by side, each a Triton plus an `lmrec gateway` proces
   must read this copy.
 
 Every measurement alternates the two paths cell by cell (the first path of a cell alternates too), so
-slow drifts of the machine hit both alike. Two request populations:
+slow drifts of the machine hit both alike. Three request populations:
 
 * `cached`: a small fixed set of known users (`cached_users`), each requested once before measuring,
   so the lmrec gateway answers them from its user-vector cache (no encoder call) and, unless
@@ -24,10 +24,12 @@ slow drifts of the machine hit both alike. Two request populations:
 * `uncached`: anonymous sessions, each with 3 random `recent_item_ids`: the profile is encoded by
   Triton on every request.
 * `known-uncached`: a random known user (any of the data set's) with one random item in
-  `recent_item_ids`, which the gateway adds to their history: their whole profile (about 146 tokens on
-  ml-100k, against about 50 for a 3-item session) is encoded, and candidates, features and the answer
-  are computed, as on a known user's first request after new events. A request with items of its own is
-  never answered from the per-user caches.
+  `recent_item_ids`, which the gateway adds to their history: their profile (their newest items with
+  that one, and their attributes: about 146 tokens on ml-100k, against about 50 for a 3-item session)
+  is encoded, and candidates, features and the answer are computed, as for a known user whose new
+  events make everything the gateway kept for them stale. Such a request neither reads nor fills the
+  vector, candidate and answer caches; the cache of resolved users (history, seen items) answers from a
+  user's second request on (the naive path has it off).
 
 `--populations` picks which are measured (default: all three, in this order).
 
@@ -52,7 +54,8 @@ Measurements:
    the lmrec Triton), one hnswlib query of 200 neighbours on the bundle's index, one ranker call when
    the bundle has one. A gRPC health round trip is recorded alongside, outside the sum. Bar 4b is judged
    on the same parts measured paired: each Recommend at one in flight with its parts alone right before
-   or right after it, alternating (cached: index + ranker; uncached: + the encode of a real profile text),
+   or right after it, alternating (cached: index + ranker; uncached and known-uncached: + the encode of a
+   real profile text of the same population),
    `parts_repeats` times per population; the machine's speed drifts within minutes, and pairs see the
    same drift. The issue names the parts (one index query, one ranker call); the fused path makes no
    index query, and the report says what the ratio is without it.
@@ -87,6 +90,8 @@ import random
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from lmrec.cli import invoked_command
 from lmrec.cli_types import int_in_range, non_negative_int, positive_float, positive_int, seed_value
@@ -211,6 +216,9 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
                                             timeout_s=config.timeout_s))
             wait_until_idle(path, 600.0)
         progress(f"warmed up {', '.join(paths)} ({len(users)} cached users)")
+        # How long each population's profiles are (what its encodes read), from the warm-up's answers.
+        out["profile_texts"] = {name: {"n": len(found), "median_chars": float(np.median([len(t) for t in found]))}
+                                for name, found in texts.items() if found and (name in config.populations)}
 
         cell = 0
         for population in config.populations:
@@ -240,7 +248,9 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
         # the same utilisation (at the lmrec rates the naive path would only queue up and degrade).
         peaks = max_throughput(out["records"])
         for population in config.populations:
-            for share in config.open_loop_shares:
+            for share_index, share in enumerate(config.open_loop_shares):
+                # The arrivals of a (population, share) are the same whichever populations run.
+                arrival_seed = config.seed + 1000 * (1 + POPULATIONS.index(population)) + share_index
                 for name in _cell_order(cell, config.naive):
                     peak = peaks.get(f"{name}/{population}")
                     if peak is None or peak["throughput_rps"] <= 0:
@@ -250,7 +260,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
                     def run(no_op: bool = False):
                         return measure(paths[name], open_loop, populations[population], rate, config.duration_s,
                                        k=config.k, timeout_s=config.timeout_s, arrivals=config.arrivals,
-                                       seed=config.seed + cell, no_op=no_op)
+                                       seed=arrival_seed, no_op=no_op)
 
                     # The control for the tail bar: a no-op RPC under the same arrivals shows the tail that the
                     # generator, gRPC, the event loops and the shared cores give without recommender work. It

@@ -23,8 +23,10 @@ class Population:
 
     `cached`: the n-th of `users` in turn. `uncached`: SESSION_ITEMS random items, no user. `known-uncached`:
     a random one of `known_users` with one random item in `recent_item_ids`, which the gateway adds to their
-    history: the whole profile is encoded, as on a known user's first request after new events, and nothing
-    the gateway keeps per user applies (a request with items of its own is never answered from the caches).
+    history: their profile (the newest items with that one, and their attributes) is encoded, and their
+    candidates, features and answer computed. A request with items of its own neither reads nor fills the
+    vector, candidate and answer caches; the gateway's cache of resolved users (history, seen items) still
+    answers from the user's second request on, as it would for a user whose events are already read.
     """
 
     def __init__(self, name: str, users: list[str], item_ids: list[str], seed: int,

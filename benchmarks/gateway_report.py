@@ -27,11 +27,12 @@ def _errors(record: dict | None) -> str:
     return ", ".join(f"{code} {n}" for code, n in sorted(record["errors"].items())) or "0"
 
 
-def _population_notes(config: dict) -> list[tuple[str, str]]:
-    """What each measured population that needs saying is (runs from before `populations` ran two)."""
-    notes = {"uncached": f"anonymous sessions of {SESSION_ITEMS} random items",
-             "known-uncached": "a random known user with one new item (their whole profile encoded)"}
-    return [(name, notes[name]) for name in config.get("populations", ("cached", "uncached")) if name in notes]
+def _population_notes(config: dict) -> list[str]:
+    """What each population the run measured is (runs from before `populations` measured two)."""
+    notes = {"cached": f"cached = {config['cached_users']} known users asking again",
+             "uncached": f"uncached = anonymous sessions of {SESSION_ITEMS} random items",
+             "known-uncached": "known-uncached = a random known user with one new item (their profile encoded)"}
+    return [notes[name] for name in config.get("populations", ("cached", "uncached"))]
 
 
 def render_markdown(payload: dict) -> str:
@@ -46,8 +47,8 @@ def render_markdown(payload: dict) -> str:
              f"{build.get('n_items')} items, {build.get('n_users')} users, encoder {build.get('precision')}"
              + (f" reading {build['max_length']} tokens" if build.get("max_length") else "") + ", "
              f"ranker {'yes' if build.get('ranker') else 'no'}).  ",
-             f"Cells of {config['duration_s']:g} s, k={config['k']}, {config['cached_users']} cached users, "
-             + "".join(f"{name} = {what}, " for name, what in _population_notes(config))
+             f"Cells of {config['duration_s']:g} s, k={config['k']}, "
+             + "".join(f"{what}, " for what in _population_notes(config))
              + "lmrec = hnswlib + user-vector, "
              "candidate and answer caches + dynamic batching; naive = exact retriever, no cache, no dynamic batching. Paths alternate cell by cell.",
              ""]
@@ -56,6 +57,11 @@ def render_markdown(payload: dict) -> str:
         return next((r for r in records if r["mode"] == mode and r["path"] == path and r["population"] == population
                      and r.get(key) == value), None)
 
+    profiles = payload.get("profile_texts")
+    if profiles:
+        lines += ["Profile texts the encoder reads, median characters (from the warm-up's answers): "
+                  + ", ".join(f"{name} {v['median_chars']:.0f} (of {v['n']})" for name, v in profiles.items())
+                  + ".", ""]
     closed = [r for r in records if r["mode"] == "closed"]
     if closed:
         lines += ["## Closed loop (N workers back-to-back)", "",

@@ -71,7 +71,12 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
         assert record["triton"].get("text_encoder", {}).get("requests", 0) == encoded, record
         assert record["drain_s"] >= 0
 
-    assert {"encode", "index_query", "grpc_health_rtt"} <= set(payload["parts"])
+    # A known user's profile is their history with the new item: longer than a 3-item session's, and its
+    # encode is timed alone on those texts.
+    texts = payload["profile_texts"]
+    assert set(texts) == {"cached", "uncached", "known-uncached"} and all(v["n"] > 0 for v in texts.values())
+    assert texts["known-uncached"]["median_chars"] > texts["uncached"]["median_chars"]
+    assert {"encode", "encode_known_user", "index_query", "grpc_health_rtt"} <= set(payload["parts"])
     assert all(part["median_ms"] > 0 for part in payload["parts"].values())
     assert payload["max_throughput"]["lmrec/cached"]["throughput_rps"] > 0
     assert {(r["mode"], r["population"]) for r in payload["ratios"]} == {
@@ -87,7 +92,8 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     paired = payload["paired"]
     assert set(paired) == {"cached", "uncached", "known-uncached"} and all(v["n"] == 20 for v in paired.values())
     assert list(paired["cached"]["parts_ms"]) == ["index_query"]
-    assert list(paired["uncached"]["parts_ms"]) == list(paired["known-uncached"]["parts_ms"]) == ["encode", "index_query"]
+    for population in ("uncached", "known-uncached"):
+        assert list(paired[population]["parts_ms"]) == ["encode", "index_query"]
     for population, v in paired.items():
         assert v["recommend_ms"] > 0 and v["sum_parts_ms"] == sum(v["parts_ms"].values()) and v["median_pair_ratio"] > 0
         bar = bars[f"one request in flight ({population})"]
@@ -101,6 +107,32 @@ def test_gateway_load_smoke_run_against_the_real_triton_and_gateway(smoke_build,
     assert "answered whole from the answer cache" in markdown
     assert "## Recommend and its parts, paired" in markdown and "(paired request by request)" in markdown
     assert "lmrec bench gateway --build-dir" in markdown
+    assert "known-uncached = a random known user with one new item" in markdown
+    assert f"reading {payload['build']['max_length']} tokens" in markdown
+    assert "Profile texts the encoder reads" in markdown
+
+
+def test_a_run_of_one_population_measures_it_alone_and_says_which_bars_it_left_out(smoke_build, tmp_path):
+    config = GatewayLoadConfig(build_dir=smoke_build, concurrency=(1,), duration_s=1.0, open_loop_shares=(0.5,),
+                               naive=False, out_dir=tmp_path, name="known", cached_users=4, warmup_s=0.2,
+                               parts_repeats=10, populations=("known-uncached",))
+    payload = run_gateway_load(config, progress=lambda *_: None)
+
+    assert {(r["mode"], r["path"], r["population"]) for r in payload["records"]} == {
+        ("closed", "lmrec", "known-uncached"), ("open", "lmrec", "known-uncached")}
+    assert all(r["n_errors"] == 0 and r["ok"] > 0 for r in payload["records"])
+    assert set(payload["paired"]) == {"known-uncached"} and set(payload["profile_texts"]) == {"known-uncached"}
+    assert "encode_known_user" in payload["parts"]
+    bars = payload["bars"]
+    tail = next(b for b in bars if b["bar"].startswith("cached users"))
+    assert tail["value"] is None and "left out the cached population" in tail["note"]
+    parts_bar = next(b for b in bars if b["bar"].startswith("one request in flight (known-uncached)"))
+    # The N=1 cell against the block of parts uses the known users' own encode.
+    parts = payload["parts"]
+    cell = next(r for r in payload["records"] if r["mode"] == "closed")
+    assert parts_bar["cell_ratio"] == cell["p50_ms"] / (parts["encode_known_user"]["median_ms"]
+                                                        + parts["index_query"]["median_ms"])
+    assert "--populations known-uncached" in payload["reproduce"]
 
 
 def test_the_naive_triton_config_has_no_dynamic_batching():
