@@ -1,7 +1,6 @@
 """Gateway load suite: the load generator. Request populations (cached users, anonymous sessions, known
-users with a new item), the
-closed loop (N workers back-to-back), the open loop (launches on a schedule, latency from the scheduled
-time), and `measure`, which runs one cell between metric scrapes."""
+users with a new item), the closed loop (N workers back-to-back), the open loop (launches on a schedule,
+latency from the scheduled time), and `measure`, which runs one cell between metric scrapes."""
 
 from __future__ import annotations
 
