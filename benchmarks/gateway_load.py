@@ -218,7 +218,7 @@ def _run(config: GatewayLoadConfig, *, progress=print) -> dict:
         progress(f"warmed up {', '.join(paths)} ({len(users)} cached users)")
         # How long each population's profiles are (what its encodes read), from the warm-up's answers.
         out["profile_texts"] = {name: {"n": len(found), "median_chars": float(np.median([len(t) for t in found]))}
-                                for name, found in texts.items() if found and (name in config.populations)}
+                                for name, found in texts.items() if found and name in config.populations}
 
         cell = 0
         for population in config.populations:

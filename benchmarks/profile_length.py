@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, help="the MovieLens folder (not for synthetic)")
     parser.add_argument("--dataset", choices=("ml-100k", "ml-latest-small", "synthetic"), default="ml-100k",
                         help="whose profiles (default ml-100k; synthetic: the embedded data set, a smoke run)")
-    parser.add_argument("--users", type=int_in_range(1, None, "--users"), help="the first N users with a history only (default: every one)")
+    parser.add_argument("--users", type=int_in_range(1, None, "--users"),
+                        help="the first N users with a history only (default: every one)")
     parser.add_argument("--max-lengths", type=_limits, default=[128, 256], help="token limits (default 128,256)")
     parser.add_argument("--encoder-dir", type=Path,
                         help="an exported encoder folder (encoder.json beside model.onnx and model_int8.onnx), "
